@@ -1,0 +1,1 @@
+"""Long-lived Ray actors: ingest+features per symbol group, risk/execution, supervisor."""

@@ -1,0 +1,1 @@
+"""Batch work on Ray: history download, import, offline features, labels, backtests."""

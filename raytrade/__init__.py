@@ -1,0 +1,1 @@
+"""Composition root: CLI, settings loading and wiring of the running system."""

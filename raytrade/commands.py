@@ -1,0 +1,10 @@
+"""Registration of the CLI command groups, one module per area."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add every command group to ``app``."""
+    return None

@@ -1,0 +1,1 @@
+"""Gymnasium environment and RLlib PPO training on top of the model outputs."""

@@ -1,0 +1,1 @@
+"""Ray Serve deployments: inference and the FastAPI ingress."""

@@ -1,0 +1,1 @@
+"""Database schema and migrations, batched writer, parquet lake, event bus, MLflow access."""

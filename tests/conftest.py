@@ -1,0 +1,83 @@
+"""Session-wide real services. They start on demand and never skip: a missing server is a failure."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_DATA = Path(os.environ.get("RAYTRADE_TEST_SHARED_DATA", SHARED / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real Binance data beside the repository (../shared/data). Required: CI always has it."""
+    if not SHARED_DATA.exists():
+        pytest.fail(f"real data folder {SHARED_DATA} is missing (set RAYTRADE_TEST_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a real PostgreSQL: RAYTRADE_TEST_PG_URL, or a temporary server started for the session."""
+    from raytrade.devservices import postgres_url
+
+    with postgres_url() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis: RAYTRADE_TEST_REDIS_URL, or a temporary server started for the session."""
+    from raytrade.devservices import redis_url as _redis_url
+
+    with _redis_url() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_pg_url(pg_url: str) -> Iterator[str]:
+    """A new empty database on the session's PostgreSQL server, dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    base, _, _ = pg_url.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each supported kind: an SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'raytrade.db'}"
+    return request.getfixturevalue("fresh_pg_url")
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole session, sized for a 2-core machine, no dashboard."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            object_store_memory=256 * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    yield
+    ray.shutdown()

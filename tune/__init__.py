@@ -1,0 +1,1 @@
+"""Walk-forward splits, LightGBM multi-target trainable, Ray Tune sweeps, promotion gates."""
