@@ -7,4 +7,6 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add every command group to ``app``."""
-    return None
+    from raytrade import cmd_db
+
+    cmd_db.register(app)

@@ -29,17 +29,20 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         env_file=".env",
         env_file_encoding="utf-8",
+        env_ignore_empty=True,
         extra="forbid",
         frozen=True,
     )
 
     data_dir: Path = Field(Path("data"), description="where the embedded defaults keep their files")
     db_url: str | None = Field(
-        None, description="SQLAlchemy URL; default: SQLite file <data_dir>/raytrade.db"
+        None, repr=False, description="SQLAlchemy URL; default: SQLite file <data_dir>/raytrade.db"
     )
-    redis_url: str | None = Field(None, description="Redis URL for the event bus; unset: in-process bus")
+    redis_url: str | None = Field(
+        None, repr=False, description="Redis URL for the event bus; unset: in-process bus"
+    )
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; default: <data_dir>/mlflow.db"
+        None, repr=False, description="MLflow tracking URI; default: <data_dir>/mlflow.db"
     )
     lake_path: Path | None = Field(None, description="parquet data lake root; default: <data_dir>/lake")
     universe: Annotated[tuple[str, ...], NoDecode] = Field(
