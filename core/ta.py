@@ -56,16 +56,8 @@ def last_closed_index(
     A base bar [t, t + base) closes at t + base; a higher-timeframe bar [T, T + H) is usable at that
     moment iff T + H ≤ t + base. Returns −1 where none is. Both inputs sorted ascending.
     """
-    n = len(ts_ms)
-    out = np.full(n, -1, dtype=np.int64)
-    j = -1
-    m = len(htf_ts_ms)
-    for i in range(n):
-        close_i = ts_ms[i] + base_interval_ms
-        while j + 1 < m and htf_ts_ms[j + 1] + htf_interval_ms <= close_i:
-            j += 1
-        out[i] = j
-    return out
+    htf_close = htf_ts_ms + htf_interval_ms
+    return np.searchsorted(htf_close, ts_ms + base_interval_ms, side="right").astype(np.int64) - 1
 
 
 def last_closed_index_1m(ts_ms: np.ndarray, htf_ts_ms: np.ndarray, htf_interval_ms: int) -> np.ndarray:
