@@ -7,6 +7,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add every command group to ``app``."""
-    from raytrade import cmd_db
+    from raytrade import cmd_db, cmd_selftest
 
     cmd_db.register(app)
+    cmd_selftest.register(app)

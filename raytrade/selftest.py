@@ -1,0 +1,129 @@
+"""``raytrade selftest``: is this installation able to run? One row per component."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from raytrade.settings import Settings, redact_url
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Outcome of one check: component, whether it passed, and what was seen or what failed."""
+
+    component: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+def check_configuration(settings: Settings) -> str:
+    return f"mode={settings.mode}, {len(settings.universe)} symbols, label spec {settings.label.spec_hash()}"
+
+
+def check_database(settings: Settings) -> str:
+    from storage import db
+
+    engine = db.make_engine(settings.database_url)
+    try:
+        rev, head = db.current_revision(engine), db.head_revision()
+    finally:
+        engine.dispose()
+    if rev != head:
+        raise RuntimeError(f"schema at {rev or 'nothing'}, code expects {head}: run `raytrade db upgrade`")
+    return f"{redact_url(settings.database_url)} at revision {rev}"
+
+
+def check_bus(settings: Settings) -> str:
+    from core.messages import SystemStatus, Topic
+    from storage.bus import open_bus
+
+    # A namespace of its own, trimmed short: repeated selftests leave one small stream behind.
+    bus = open_bus(settings.redis_url, namespace="raytrade-selftest", maxlen=100)
+    try:
+        group, consumer = "selftest", "selftest-1"
+        bus.subscribe(Topic.SYSTEM_STATUS, group, consumer)
+        sent = SystemStatus(
+            ts_ms=int(time.time() * 1000), component="selftest", ok=True, details={"nonce": uuid.uuid4().hex}
+        )
+        bus.publish(Topic.SYSTEM_STATUS, sent)
+        got = bus.read(Topic.SYSTEM_STATUS, group, consumer, count=100, block_ms=2000)
+        bus.ack(Topic.SYSTEM_STATUS, group, [d.id for d in got])
+        if sent not in [d.message for d in got]:
+            raise RuntimeError("published a message and did not read it back")
+    finally:
+        bus.close()
+    kind = f"Redis Streams at {redact_url(settings.redis_url)}" if settings.redis_url else "in-process bus"
+    return f"{kind}: publish → read → ack"
+
+
+def check_mlflow(settings: Settings) -> str:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    experiments = client.search_experiments(max_results=100)
+    return f"{redact_url(settings.tracking_uri)}: {len(experiments)} experiment(s)"
+
+
+def check_ray(settings: Settings) -> str:
+    import ray
+
+    def _square(x: int) -> int:
+        return x * x
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if settings.ray_address:
+            ray.init(address=settings.ray_address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=settings.ray_num_cpus or 1, object_store_memory=128 * 1024 * 1024,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        total = sum(ray.get([ray.remote(_square).remote(i) for i in range(4)]))
+        if total != 14:
+            raise RuntimeError(f"remote tasks returned {total}, expected 14")
+        cpus = ray.cluster_resources().get("CPU", 0)
+    finally:
+        if started_here:
+            ray.shutdown()
+    return f"{'cluster ' + settings.ray_address if settings.ray_address else 'local Ray'}: {cpus:g} CPU, tasks ran"
+
+
+def check_lake(settings: Settings) -> str:
+    root = settings.lake_root
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=root, prefix=".selftest-"):
+        pass
+    return f"{root} writable"
+
+
+CHECKS: tuple[tuple[str, Callable[[Settings], str]], ...] = (
+    ("configuration", check_configuration),
+    ("database", check_database),
+    ("bus", check_bus),
+    ("mlflow", check_mlflow),
+    ("ray", check_ray),
+    ("lake", check_lake),
+)
+
+
+def run_selftest(settings: Settings, only: tuple[str, ...] = ()) -> list[Check]:
+    """Run every check (or those named in ``only``); a failing check never stops the others."""
+    results = []
+    for name, fn in CHECKS:
+        if only and name not in only:
+            continue
+        t0 = time.perf_counter()
+        try:
+            detail, ok = fn(settings), True
+        except Exception as e:  # a selftest reports every failure, whatever its type
+            detail, ok = f"{type(e).__name__}: {e}", False
+        results.append(Check(name, ok, detail, time.perf_counter() - t0))
+    return results

@@ -1,0 +1,56 @@
+"""`raytrade selftest` against real services: green when all is well, red naming what is not."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RAYTRADE = [sys.executable, "-m", "raytrade.cli"]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAYTRADE_") or k.startswith("RAYTRADE_TEST_")}
+    env.update({"RAYTRADE_DATA_DIR": str(tmp_path / "data"), "RAYTRADE_UNIVERSE": "BTCUSDT,ETHUSDT"}, **extra)
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RAYTRADE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_selftest_passes_on_postgresql_and_redis_after_db_upgrade(tmp_path, fresh_pg_url, redis_url):
+    env = _env(tmp_path, RAYTRADE_DB_URL=fresh_pg_url, RAYTRADE_REDIS_URL=redis_url, RAYTRADE_RAY_NUM_CPUS="1")
+    up = _run(["db", "upgrade"], env, tmp_path)
+    assert up.returncode == 0, up.stderr
+    proc = _run(["selftest"], env, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for component in ("configuration", "database", "bus", "mlflow", "ray", "lake"):
+        assert component in proc.stdout
+    assert "FAILED" not in proc.stdout
+    assert "Redis Streams" in proc.stdout
+
+
+def test_selftest_fails_naming_the_database_when_not_migrated(tmp_path):
+    proc = _run(["selftest", "--only", "configuration", "--only", "database", "--only", "bus"], _env(tmp_path), tmp_path)
+    assert proc.returncode == 1
+    assert "raytrade db upgrade" in proc.stdout
+    assert "selftest failed: database" in proc.stderr
+
+
+def test_selftest_fails_naming_an_unreachable_redis(tmp_path):
+    env = _env(tmp_path, RAYTRADE_REDIS_URL="redis://127.0.0.1:1/0")
+    _run(["db", "upgrade"], env, tmp_path)
+    proc = _run(["selftest", "--only", "database", "--only", "bus"], env, tmp_path)
+    assert proc.returncode == 1
+    assert "selftest failed: bus" in proc.stderr
+
+
+def test_bad_configuration_exits_2_naming_the_key(tmp_path):
+    proc = _run(["selftest"], _env(tmp_path, RAYTRADE_RISK__MAX_USED_MARGIN_PCT="7"), tmp_path)
+    assert proc.returncode == 2
+    assert "RAYTRADE_RISK__MAX_USED_MARGIN_PCT" in proc.stderr
