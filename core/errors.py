@@ -22,6 +22,10 @@ class TransientError(RaytradeError):
     """Retry with backoff: network, 5xx, rate limit, database temporarily down."""
 
 
+class UnreachableError(TransientError):
+    """The server could not be reached at all (connection refused, DNS failure, connect timeout)."""
+
+
 class RejectedError(RaytradeError):
     """The venue or a validator said no. Never retry as is."""
 

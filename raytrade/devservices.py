@@ -102,25 +102,7 @@ class TempPostgres:
                 "--no-instructions",
             ]
         )
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {sock} -c max_connections=100"
-        if not self.durable:
-            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run(
-            [
-                *prefix,
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                opts,
-                "-l",
-                str(self.root / "pg.log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
+        self._pg_ctl_start()
         self._run(
             [
                 *prefix,
@@ -135,6 +117,39 @@ class TempPostgres:
             ]
         )
         return self
+
+    def _pg_ctl_start(self) -> None:
+        assert self.root is not None
+        prefix, _ = _as_pg_user()
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root / 'sock'} -c max_connections=100"
+        if not self.durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        pg_ctl = str(find_pg_bin() / "pg_ctl")
+        log = str(self.root / "pg.log")
+        self._run(
+            [*prefix, pg_ctl, "-D", str(self.root / "data"), "-o", opts, "-l", log, "-w", "-t", "60", "start"]
+        )
+
+    def halt(self) -> None:
+        """Stop the server but keep its data (an outage); ``resume`` starts it again on the same port."""
+        assert self.root is not None, "not started"
+        prefix, _ = _as_pg_user()
+        self._run(
+            [
+                *prefix,
+                str(find_pg_bin() / "pg_ctl"),
+                "-D",
+                str(self.root / "data"),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ]
+        )
+
+    def resume(self) -> None:
+        """Start a halted server again, with its data."""
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         if self.root is None:

@@ -1,0 +1,340 @@
+"""The parquet data lake: one file per dataset, symbol and UTC month, readable by Ray Data.
+
+Layout (Hive-style, so ``ray.data.read_parquet`` adds a ``symbol`` column from the path)::
+
+    <root>/<dataset>/symbol=<SYMBOL>/<YYYY-MM>.parquet
+
+Each file holds the rows of one month (by ``ts``, epoch ms UTC), sorted by ``ts`` with unique
+``ts``, in the column layout of ``core.frames``; zstd-compressed. The key-value metadata records
+the dataset, the symbol and every ``source`` that contributed rows (``binance-dump``,
+``binance-rest``, ``import:<path>``, ``synthetic`` …).
+
+Writes merge by ``ts`` (new rows win), go to a temporary file and are renamed into place, so a
+reader never sees half a file. There is one writer per (dataset, symbol) at a time: concurrent
+writers of the same month would lose one another's rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.errors import DataQualityError
+from core.frames import check_columns, layout
+from core.symbols import SymbolError, validate_internal
+from core.time import INTERVAL_MS
+
+#: Parquet key-value metadata keys written by the lake.
+META_DATASET = b"raytrade.dataset"
+META_SYMBOL = b"raytrade.symbol"
+META_SOURCES = b"raytrade.sources"
+
+#: Plausible ``ts`` range (2000-01-01 .. 2100-01-01, epoch ms): catches seconds or microseconds.
+MIN_TS_MS = 946_684_800_000
+MAX_TS_MS = 4_102_444_800_000
+
+_COMPRESSION = "zstd"
+_SYMBOL_PREFIX = "symbol="
+
+
+@dataclass(frozen=True, slots=True)
+class LakeWrite:
+    """What one ``Lake.write`` did: input rows, month files rewritten and files left unchanged."""
+
+    dataset: str
+    symbol: str
+    rows: int
+    files_written: tuple[str, ...]
+    files_unchanged: tuple[str, ...]
+
+
+class Coverage(NamedTuple):
+    """First and last ``ts`` (epoch ms) and row count of one dataset and symbol (unpacks as a tuple)."""
+
+    first_ts: int
+    last_ts: int
+    rows: int
+
+
+class Lake:
+    """A parquet data lake rooted at ``root`` (created on first write)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # Paths ----------------------------------------------------------------------------------------
+    def symbol_dir(self, dataset: str, symbol: str) -> Path:
+        """Return the directory of one dataset and symbol (it may not exist)."""
+        return self.root / dataset / f"{_SYMBOL_PREFIX}{symbol}"
+
+    def month_path(self, dataset: str, symbol: str, month: str) -> Path:
+        """Return the file of one month (``YYYY-MM``) of a dataset and symbol (it may not exist)."""
+        return self.symbol_dir(dataset, symbol) / f"{month}.parquet"
+
+    # Writing --------------------------------------------------------------------------------------
+    def write(self, dataset: str, symbol: str, frame: pd.DataFrame, source: str) -> LakeWrite:
+        """Merge ``frame`` into the lake by ``ts`` (its rows win on equal ``ts``) and record ``source``.
+
+        Validates the columns (core.frames), the symbol, ``ts`` (plausible epoch ms, unique, on the
+        interval grid for interval datasets) and that required values are not NaN. Writing the same
+        frame twice leaves identical files. Raise DataQualityError naming dataset, symbol and problem.
+        """
+        if not source or not isinstance(source, str):
+            raise DataQualityError(f"{dataset}/{symbol}: source must be a non-empty string")
+        columns = _validated_columns(dataset, symbol, frame)
+        ts = columns["ts"]
+        written: list[str] = []
+        unchanged: list[str] = []
+        if len(ts) == 0:
+            return LakeWrite(dataset, symbol, 0, (), ())
+        order = np.argsort(ts, kind="stable")
+        columns = {name: values[order] for name, values in columns.items()}
+        months = _month_keys(columns["ts"])
+        boundaries = np.flatnonzero(months[1:] != months[:-1]) + 1
+        starts = np.concatenate([[0], boundaries])
+        ends = np.concatenate([boundaries, [len(months)]])
+        for lo, hi in zip(starts, ends, strict=True):
+            month = str(months[lo])
+            part = {name: values[lo:hi] for name, values in columns.items()}
+            path = self.month_path(dataset, symbol, month)
+            if self._merge_month(dataset, symbol, path, part, source):
+                written.append(str(path))
+            else:
+                unchanged.append(str(path))
+        return LakeWrite(dataset, symbol, len(ts), tuple(written), tuple(unchanged))
+
+    def _merge_month(
+        self, dataset: str, symbol: str, path: Path, part: Mapping[str, np.ndarray], source: str
+    ) -> bool:
+        new = _to_table(dataset, part)
+        sources = {source}
+        old: pa.Table | None = None
+        old_meta: dict[bytes, bytes] = {}
+        if path.exists():
+            old, old_meta = _read_file(path)
+            sources |= set(_sources_of(old_meta))
+            merged = _merge_tables(dataset, old, new)
+        else:
+            merged = new
+        if old is not None and merged.equals(old) and sources == set(_sources_of(old_meta)):
+            return False
+        metadata = {
+            META_DATASET: dataset.encode(),
+            META_SYMBOL: symbol.encode(),
+            META_SOURCES: json.dumps(sorted(sources)).encode(),
+        }
+        merged = merged.replace_schema_metadata(metadata)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            pq.write_table(merged, tmp, compression=_COMPRESSION, write_statistics=True)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    # Reading --------------------------------------------------------------------------------------
+    def read(
+        self, dataset: str, symbol: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> pd.DataFrame:
+        """Return the rows of [start_ms, end_ms) (end exclusive; None: unbounded), sorted by ``ts``.
+
+        Opens only the month files that overlap the range. An absent dataset or symbol gives an
+        empty frame with the layout's required columns.
+        """
+        lay = layout(dataset)
+        paths = self._month_files(dataset, symbol)
+        if start_ms is not None:
+            first = str(_month_keys(np.array([start_ms], dtype=np.int64))[0])
+            paths = [p for p in paths if p.stem >= first]
+        if end_ms is not None:
+            last = str(_month_keys(np.array([end_ms - 1], dtype=np.int64))[0])
+            paths = [p for p in paths if p.stem <= last]
+        if not paths:
+            return pd.DataFrame({name: np.array([], dtype=dtype) for name, dtype in lay.required.items()})
+        tables = [_read_file(p)[0] for p in paths]
+        table = _concat(tables) if len(tables) > 1 else tables[0]
+        frame = table.to_pandas()
+        if start_ms is not None or end_ms is not None:
+            ts = frame["ts"].to_numpy()
+            keep = np.ones(len(ts), dtype=bool)
+            if start_ms is not None:
+                keep &= ts >= start_ms
+            if end_ms is not None:
+                keep &= ts < end_ms
+            frame = frame.loc[keep].reset_index(drop=True)
+        return frame
+
+    def datasets(self) -> list[str]:
+        """Return the datasets that have at least one symbol directory, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(("_", ".")) and any(p.glob(f"{_SYMBOL_PREFIX}*"))
+        )
+
+    def symbols(self, dataset: str) -> list[str]:
+        """Return the symbols that have at least one file of ``dataset``, sorted."""
+        base = self.root / dataset
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.name[len(_SYMBOL_PREFIX) :]
+            for p in base.iterdir()
+            if p.is_dir() and p.name.startswith(_SYMBOL_PREFIX) and any(p.glob("*.parquet"))
+        )
+
+    def files(self, dataset: str, symbols: Iterable[str] | None = None) -> list[str]:
+        """Return the parquet files of ``dataset`` (optionally only ``symbols``), for ray.data.read_parquet.
+
+        Paths are absolute and sorted by symbol, then month.
+        """
+        chosen = self.symbols(dataset) if symbols is None else list(symbols)
+        return [str(p.resolve()) for symbol in chosen for p in self._month_files(dataset, symbol)]
+
+    def coverage(self, dataset: str, symbol: str) -> Coverage | None:
+        """Return (first_ts, last_ts, rows) of a dataset and symbol from file metadata, or None if absent."""
+        paths = self._month_files(dataset, symbol)
+        if not paths:
+            return None
+        rows = 0
+        for p in paths:
+            rows += pq.ParquetFile(p).metadata.num_rows
+        first = _ts_bound(paths[0], first=True)
+        last = _ts_bound(paths[-1], first=False)
+        return Coverage(first, last, rows)
+
+    def sources(self, dataset: str, symbol: str) -> dict[str, tuple[str, ...]]:
+        """Return the sources recorded in each month file, as {``YYYY-MM``: (source, …)}."""
+        out: dict[str, tuple[str, ...]] = {}
+        for p in self._month_files(dataset, symbol):
+            meta = pq.read_schema(p).metadata or {}
+            out[p.stem] = tuple(_sources_of(meta))
+        return out
+
+    def _month_files(self, dataset: str, symbol: str) -> list[Path]:
+        directory = self.symbol_dir(dataset, symbol)
+        if not directory.is_dir():
+            return []
+        return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+
+
+# Helpers ------------------------------------------------------------------------------------------
+def _validated_columns(dataset: str, symbol: str, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    where = f"{dataset}/{symbol}"
+    try:
+        validate_internal(symbol)
+    except SymbolError as e:
+        raise DataQualityError(f"{where}: {e}") from None
+    if not isinstance(frame, pd.DataFrame):
+        raise DataQualityError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
+    try:
+        columns = check_columns(dataset, {name: frame[name].to_numpy() for name in frame.columns})
+    except DataQualityError as e:
+        raise DataQualityError(f"{where}: {e}") from None
+    ts = columns["ts"]
+    if len(ts) == 0:
+        return columns
+    out_of_range = (ts < MIN_TS_MS) | (ts >= MAX_TS_MS)
+    if out_of_range.any():
+        bad = int(ts[out_of_range][0])
+        raise DataQualityError(
+            f"{where}: {int(out_of_range.sum())} ts value(s) are not epoch milliseconds between 2000 "
+            f"and 2100 (first: {bad}); seconds or microseconds?"
+        )
+    unique, counts = np.unique(ts, return_counts=True)
+    if len(unique) != len(ts):
+        dup = unique[counts > 1]
+        raise DataQualityError(
+            f"{where}: {len(ts) - len(unique)} duplicate ts value(s) (first: {int(dup[0])}); "
+            "deduplicate before writing"
+        )
+    step = _grid_ms(dataset)
+    if step is not None:
+        off = ts % step != 0
+        if off.any():
+            raise DataQualityError(
+                f"{where}: {int(off.sum())} ts value(s) off the {step} ms grid (first: {int(ts[off][0])})"
+            )
+    for name in layout(dataset).required:
+        values = columns[name]
+        if values.dtype.kind == "f" and np.isnan(values).any():
+            first = int(ts[np.isnan(values)][0])
+            raise DataQualityError(
+                f"{where}: column {name} has {int(np.isnan(values).sum())} NaN value(s) (first at ts {first})"
+            )
+    return columns
+
+
+def _grid_ms(dataset: str) -> int | None:
+    suffix = dataset.rsplit("_", 1)[-1]
+    return INTERVAL_MS.get(suffix) if "_" in dataset else None
+
+
+def _month_keys(ts_ms: np.ndarray) -> np.ndarray:
+    months = ts_ms.astype("datetime64[ms]").astype("datetime64[M]")
+    return np.datetime_as_string(months, unit="M")
+
+
+def _schema(dataset: str, names: Iterable[str]) -> pa.Schema:
+    lay = layout(dataset)
+    present = set(names)
+    dtypes = {**lay.required, **lay.optional}
+    return pa.schema(
+        [(name, pa.from_numpy_dtype(np.dtype(dtypes[name]))) for name in lay.columns if name in present]
+    )
+
+
+def _to_table(dataset: str, columns: Mapping[str, np.ndarray]) -> pa.Table:
+    schema = _schema(dataset, columns)
+    return pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
+
+
+def _read_file(path: Path) -> tuple[pa.Table, dict[bytes, bytes]]:
+    table = pq.ParquetFile(path).read()
+    meta = dict(table.schema.metadata or {})
+    return table.replace_schema_metadata(None), meta
+
+
+def _sources_of(meta: Mapping[bytes, bytes]) -> list[str]:
+    raw = meta.get(META_SOURCES)
+    return list(json.loads(raw)) if raw else []
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="default")
+
+
+def _merge_tables(dataset: str, old: pa.Table, new: pa.Table) -> pa.Table:
+    old_ts = old.column("ts").to_numpy()
+    new_ts = new.column("ts").to_numpy()
+    keep_old = old.filter(pa.array(~np.isin(old_ts, new_ts)))
+    combined = _concat([keep_old, new])
+    schema = _schema(dataset, combined.column_names)
+    combined = combined.select(schema.names).cast(schema)
+    order = np.argsort(combined.column("ts").to_numpy(), kind="stable")
+    return combined.take(pa.array(order))
+
+
+def _ts_bound(path: Path, first: bool) -> int:
+    metadata = pq.ParquetFile(path).metadata
+    index = metadata.schema.to_arrow_schema().get_field_index("ts")
+    groups = range(metadata.num_row_groups) if first else range(metadata.num_row_groups - 1, -1, -1)
+    for g in groups:
+        stats = metadata.row_group(g).column(index).statistics
+        if stats is not None and stats.has_min_max and metadata.row_group(g).num_rows:
+            return int(stats.min if first else stats.max)
+    ts = pq.read_table(path, columns=["ts"]).column("ts").to_numpy()
+    return int(ts[0] if first else ts[-1])
