@@ -1,0 +1,285 @@
+"""``raytrade import PATH``: load local parquet/feather market data into the lake, validated.
+
+Understands a folder laid out by dataset (``klines_1m/<SYMBOL>.parquet``, ``mark_8h/…``,
+``funding/…``, ``long/klines_1h/…``, ``long/mark_1h/…``, ``long/funding/…``; lake names such as
+``candles_1m/`` work too) and single files given with a dataset and symbol. Column names are mapped
+from the common spellings (``open_time``, ``funding_time``, ``fundingRate`` …).
+
+Every row is checked (finite, positive prices; high ≥ max(open, close); low ≤ min(open, close);
+volume ≥ 0; ts on the interval grid; no duplicate ts). Rejected rows are not stored and are
+reported, per file, with their reason codes and the first examples, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+
+from core.errors import DataQualityError
+from core.frames import LAYOUTS, check_columns, layout
+from core.quality import check_candles
+from core.symbols import SymbolError, validate_internal
+from core.time import INTERVAL_MS
+from storage.lake import MAX_TS_MS, MIN_TS_MS, Lake
+
+#: Folder names of known layouts → lake dataset. Lake dataset names map to themselves.
+FOLDER_DATASETS: dict[str, str] = {
+    "klines_1m": "candles_1m",
+    "klines_15m": "candles_15m",
+    "klines_1h": "candles_1h",
+    "mark_1m": "mark_1m",
+    "mark_1h": "mark_1h",
+    "mark_8h": "mark_8h",
+    "premium_1m": "premium_1m",
+    "funding": "funding",
+    **{name: name for name in LAYOUTS},
+}
+
+#: Accepted spellings of each lake column, first match wins.
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "ts": ("ts", "open_time", "funding_time", "fundingTime", "calc_time", "timestamp", "time"),
+    "funding_rate": ("funding_rate", "fundingRate", "last_funding_rate"),
+    "mark_price": ("mark_price", "markPrice"),
+    "trade_count": ("trade_count", "count", "trades", "number_of_trades"),
+    "quote_volume": ("quote_volume", "quote_asset_volume"),
+    "taker_buy_volume": ("taker_buy_volume", "taker_buy_base_volume", "taker_buy_base_asset_volume"),
+}
+
+_SUFFIXES = (".parquet", ".feather", ".arrow")
+_EXAMPLES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class FileImport:
+    """Outcome of one file: rows read, rows stored, rejected rows by reason and the first examples."""
+
+    path: str
+    dataset: str
+    symbol: str
+    rows_read: int
+    rows_written: int
+    rejected: dict[str, int]
+    examples: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """Outcome of an import: one entry per file, and what was skipped and why."""
+
+    files: tuple[FileImport, ...]
+    skipped: tuple[str, ...]
+
+    def rows(self) -> dict[tuple[str, str], int]:
+        """Return rows stored per (dataset, symbol)."""
+        out: Counter[tuple[str, str]] = Counter()
+        for f in self.files:
+            out[(f.dataset, f.symbol)] += f.rows_written
+        return dict(out)
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(f.rows_rejected for f in self.files)
+
+    def summary(self) -> str:
+        """Return a readable summary: rows per dataset, rejected rows with reasons, skipped items."""
+        per_dataset: Counter[str] = Counter()
+        symbols: dict[str, set[str]] = {}
+        for f in self.files:
+            per_dataset[f.dataset] += f.rows_written
+            symbols.setdefault(f.dataset, set()).add(f.symbol)
+        lines = [f"import: {len(self.files)} file(s), {sum(per_dataset.values()):,} row(s) stored"]
+        for dataset in sorted(per_dataset):
+            lines.append(f"  {dataset}: {per_dataset[dataset]:,} row(s), {len(symbols[dataset])} symbol(s)")
+        for f in self.files:
+            if f.rows_rejected:
+                reasons = ", ".join(f"{k} {v}" for k, v in sorted(f.rejected.items()))
+                lines.append(f"  rejected {f.rows_rejected} row(s) of {f.path} ({reasons})")
+                lines += [f"    e.g. {e}" for e in f.examples]
+            lines += [f"  note: {f.path}: {n}" for n in f.notes]
+        lines += [f"  skipped {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def import_path(
+    lake: Lake, path: Path, dataset: str | None = None, symbol: str | None = None
+) -> ImportReport:
+    """Import a file or a folder of market data into ``lake``; return what was stored and rejected.
+
+    A single file needs ``dataset`` unless its folder name says it (``klines_1m/BTCUSDT.parquet``)
+    and ``symbol`` unless its stem is one. A folder without ``dataset`` is walked for known layout
+    folders; with ``dataset`` its files are all of that dataset. Raise DataQualityError for input
+    that cannot be imported at all (unknown dataset, missing columns, no symbol).
+    """
+    path = Path(path)
+    if dataset is not None:
+        layout(dataset)
+    if not path.exists():
+        raise DataQualityError(f"{path} does not exist")
+    if path.is_file():
+        chosen = dataset or FOLDER_DATASETS.get(path.parent.name)
+        if chosen is None:
+            raise DataQualityError(
+                f"{path}: cannot tell the dataset from the folder name {path.parent.name!r}; "
+                f"pass --dataset (one of {', '.join(sorted(LAYOUTS))})"
+            )
+        return ImportReport((import_file(lake, path, chosen, symbol),), ())
+    if dataset is not None:
+        files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES)
+        if symbol is not None and len(files) > 1:
+            raise DataQualityError(f"{path}: --symbol names one symbol but the folder has {len(files)} files")
+        return ImportReport(tuple(import_file(lake, p, dataset, symbol) for p in files), ())
+    imported: list[FileImport] = []
+    skipped: list[str] = []
+    for folder in sorted(p for p in [path, *path.rglob("*")] if p.is_dir()):
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
+        if not files:
+            continue
+        chosen = FOLDER_DATASETS.get(folder.name)
+        if chosen is None:
+            skipped.append(f"{folder} ({len(files)} file(s)): {_why_skipped(folder.name)}")
+            continue
+        imported += [import_file(lake, p, chosen, symbol) for p in files]
+    if not imported and not skipped:
+        raise DataQualityError(f"{path}: no .parquet or .feather files found")
+    return ImportReport(tuple(imported), tuple(skipped))
+
+
+def import_file(lake: Lake, path: Path, dataset: str, symbol: str | None = None) -> FileImport:
+    """Import one parquet/feather file of ``dataset`` for ``symbol`` (default: the file stem)."""
+    symbol = symbol or path.stem
+    try:
+        validate_internal(symbol)
+    except SymbolError as e:
+        raise DataQualityError(f"{path}: {e}; pass --symbol") from None
+    table = _read_table(path)
+    columns, notes = _lake_columns(dataset, table, path)
+    n = len(columns["ts"])
+    keep, reasons, examples = validate_rows(dataset, symbol, columns)
+    frame = pd.DataFrame({name: values[keep] for name, values in columns.items()})
+    if len(frame):
+        lake.write(dataset, symbol, frame, f"import:{path.resolve()}")
+    return FileImport(
+        path=str(path),
+        dataset=dataset,
+        symbol=symbol,
+        rows_read=n,
+        rows_written=len(frame),
+        rejected=dict(Counter(reasons)),
+        examples=tuple(examples),
+        notes=tuple(notes),
+    )
+
+
+def validate_rows(
+    dataset: str, symbol: str, columns: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Return (mask of rows to keep, reason code of each rejected row, first example details).
+
+    Candles and mark prices: finite, positive prices, OHLC consistent, volume finite and ≥ 0, ts on
+    the grid (core.quality). Premium index (may be ≤ 0): finite and OHLC consistent. Funding: finite
+    rate. All: plausible epoch-ms ts; a repeated ts keeps its first row.
+    """
+    ts = np.asarray(columns["ts"], dtype=np.int64)
+    n = len(ts)
+    rejected_reason = np.full(n, "", dtype=object)
+    details: list[tuple[int, str]] = []
+
+    def reject(mask: npt.ArrayLike, reason: str, detail: str) -> None:
+        new = np.asarray(mask, dtype=bool) & (rejected_reason == "")
+        for i in np.flatnonzero(new)[:_EXAMPLES]:
+            details.append((int(i), f"{reason}: {symbol} ts={int(ts[i])}{detail}"))
+        rejected_reason[new] = reason
+
+    reject((ts < MIN_TS_MS) | (ts >= MAX_TS_MS), "ts_out_of_range", " is not epoch ms in 2000..2100")
+    order = np.argsort(ts, kind="stable")
+    repeated = np.zeros(n, dtype=bool)
+    repeated[order[1:]] = ts[order[1:]] == ts[order[:-1]]
+    reject(repeated, "duplicate_ts", " repeats an earlier row")
+    kind = dataset.split("_", 1)[0]
+    step = INTERVAL_MS.get(dataset.rsplit("_", 1)[-1]) if "_" in dataset else None
+    if kind in ("candles", "mark") and step is not None:
+        volume = columns["volume"] if "volume" in columns else np.zeros(n)
+        ohlcv = {k: columns[k] for k in ("ts", "open", "high", "low", "close")} | {"volume": volume}
+        _, rejections = check_candles(np.full(n, symbol, dtype=object), ohlcv, step, None)
+        for r in rejections:
+            if rejected_reason[r.index] == "":
+                rejected_reason[r.index] = r.reason
+                if sum(1 for _, d in details if d.startswith(r.reason)) < _EXAMPLES:
+                    details.append((r.index, f"{r.reason}: {r.detail}"))
+    elif kind == "premium" and step is not None:
+        o, h, lo, c = (np.asarray(columns[k], dtype=np.float64) for k in ("open", "high", "low", "close"))
+        with np.errstate(invalid="ignore"):
+            reject(~np.isfinite(np.stack([o, h, lo, c])).all(axis=0), "non_finite_price", "")
+            reject((h < np.maximum(o, c)) | (lo > np.minimum(o, c)), "ohlc_outside_range", "")
+        reject(ts % step != 0, "off_interval_grid", f" is not a multiple of {step} ms")
+    elif dataset == "funding":
+        reject(
+            ~np.isfinite(np.asarray(columns["funding_rate"], dtype=np.float64)), "non_finite_funding_rate", ""
+        )
+    keep = rejected_reason == ""
+    examples = [d for _, d in sorted(details)][: _EXAMPLES * 2]
+    return keep, [str(r) for r in rejected_reason[~keep]], examples
+
+
+def _read_table(path: Path) -> pa.Table:
+    try:
+        if path.suffix == ".parquet":
+            return pq.ParquetFile(path).read()
+        return feather.read_table(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise DataQualityError(f"{path}: cannot read: {e}") from None
+
+
+def _lake_columns(dataset: str, table: pa.Table, path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    lay = layout(dataset)
+    names = table.column_names
+    raw: dict[str, np.ndarray] = {}
+    for name in lay.columns:
+        source = next((alias for alias in COLUMN_ALIASES.get(name, (name,)) if alias in names), None)
+        if source is None:
+            continue
+        column = table.column(source)
+        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+            column = column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+        raw[name] = column.to_numpy(zero_copy_only=False)
+    missing = [c for c in lay.required if c not in raw]
+    if missing:
+        wanted = ", ".join(
+            f"{c} (or {'/'.join(COLUMN_ALIASES[c][1:])})" if c in COLUMN_ALIASES else c for c in missing
+        )
+        raise DataQualityError(f"{path}: {dataset} needs column(s) {wanted}; the file has {', '.join(names)}")
+    notes: list[str] = []
+    ts = raw["ts"]
+    if ts.dtype.kind in "iu" and len(ts):
+        top = int(ts.max())
+        if top < 100_000_000_000:
+            raw["ts"] = ts.astype(np.int64) * 1000
+            notes.append("ts looked like epoch seconds: multiplied by 1000")
+        elif top > 100_000_000_000_000:
+            raw["ts"] = ts.astype(np.int64) // 1000
+            notes.append("ts looked like epoch microseconds: divided by 1000")
+    try:
+        return check_columns(dataset, raw), notes
+    except DataQualityError as e:
+        raise DataQualityError(f"{path}: {e}") from None
+
+
+def _why_skipped(folder: str) -> str:
+    prefix, _, interval = folder.partition("_")
+    if prefix in ("klines", "candles", "mark", "premium") and interval in INTERVAL_MS:
+        return f"no lake dataset for {interval} bars (derive them from the 1m data instead)"
+    return "not a known dataset folder"

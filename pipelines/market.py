@@ -1,0 +1,58 @@
+"""Markets into the lake: a generated synthetic market, with the 15m/1h bars built from its 1m bars."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from core.resample import resample_candles
+from core.synthetic import SyntheticMarket
+from core.time import MINUTE_MS, interval_ms
+from storage.lake import Lake
+
+#: Higher timeframes the lake keeps next to 1m candles (features and label ATR use them).
+HIGHER_TIMEFRAMES = ("15m", "1h")
+
+
+@dataclass(frozen=True, slots=True)
+class MarketWrite:
+    """Rows written to the lake per dataset, summed over symbols."""
+
+    rows: dict[str, int]
+    symbols: tuple[str, ...]
+    source: str
+
+
+def higher_timeframes(candles_1m: dict[str, object] | pd.DataFrame) -> dict[str, dict]:
+    """Return ``{"15m": columns, "1h": columns}`` built from complete 1m buckets only."""
+    cols = {k: candles_1m[k] for k in candles_1m}  # type: ignore[index]
+    return {tf: resample_candles(cols, MINUTE_MS, interval_ms(tf)) for tf in HIGHER_TIMEFRAMES}
+
+
+def write_synthetic_market(
+    market: SyntheticMarket, lake: Lake, on_symbol: Callable[[str], None] | None = None
+) -> MarketWrite:
+    """Write every dataset of ``market`` to ``lake`` (source ``synthetic``), plus 15m/1h candles.
+
+    Idempotent: writing the same market twice leaves the lake unchanged.
+    """
+    rows: dict[str, int] = {}
+
+    def put(dataset: str, symbol: str, columns: object) -> None:
+        frame = pd.DataFrame(dict(columns))  # type: ignore[call-overload]
+        lake.write(dataset, symbol, frame, source=market.source)
+        rows[dataset] = rows.get(dataset, 0) + len(frame)
+
+    for symbol in market.symbols:
+        candles = market.candles_1m[symbol]
+        put("candles_1m", symbol, candles)
+        for tf, columns in higher_timeframes(dict(candles)).items():
+            put(f"candles_{tf}", symbol, columns)
+        put("mark_1m", symbol, market.mark_1m[symbol])
+        put("premium_1m", symbol, market.premium_1m[symbol])
+        put("funding", symbol, market.funding[symbol])
+        if on_symbol is not None:
+            on_symbol(symbol)
+    return MarketWrite(rows, market.symbols, market.source)
