@@ -74,7 +74,9 @@ def check_candles(
         if hit.any():
             for i in np.flatnonzero(hit):
                 rejections.append(
-                    Rejection(int(i), reason, _detail(reason, int(i), symbols, ts, o, h, lo, c, v, interval_ms))
+                    Rejection(
+                        int(i), reason, _detail(reason, int(i), symbols, ts, o, h, lo, c, v, interval_ms)
+                    )
                 )
             bad |= hit
     rejections.sort(key=lambda r: r.index)

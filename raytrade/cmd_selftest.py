@@ -11,7 +11,9 @@ from raytrade.selftest import CHECKS, run_selftest
 
 
 def selftest(
-    only: list[str] = typer.Option([], "--only", help=f"run only these checks: {', '.join(n for n, _ in CHECKS)}"),
+    only: list[str] = typer.Option(
+        [], "--only", help=f"run only these checks: {', '.join(n for n, _ in CHECKS)}"
+    ),
 ) -> None:
     """Check configuration, database (migrations current), bus, MLflow store, Ray and lake; exit 1 naming failures."""
     settings = settings_or_exit()
@@ -25,7 +27,9 @@ def selftest(
     table.add_column("seconds", justify="right")
     table.add_column("detail", overflow="fold")
     for r in results:
-        table.add_row(r.component, "[green]ok[/green]" if r.ok else "[red]FAILED[/red]", f"{r.seconds:.2f}", r.detail)
+        table.add_row(
+            r.component, "[green]ok[/green]" if r.ok else "[red]FAILED[/red]", f"{r.seconds:.2f}", r.detail
+        )
     Console(width=140).print(table)
     failed = [r.component for r in results if not r.ok]
     if failed:

@@ -83,8 +83,13 @@ def check_ray(settings: Settings) -> str:
         if settings.ray_address:
             ray.init(address=settings.ray_address, log_to_driver=False)
         else:
-            ray.init(num_cpus=settings.ray_num_cpus or 1, object_store_memory=128 * 1024 * 1024,
-                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(
+                num_cpus=settings.ray_num_cpus or 1,
+                object_store_memory=128 * 1024 * 1024,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
     try:
         total = sum(ray.get([ray.remote(_square).remote(i) for i in range(4)]))
         if total != 14:

@@ -13,7 +13,9 @@ RAYTRADE = [sys.executable, "-m", "raytrade.cli"]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAYTRADE_") or k.startswith("RAYTRADE_TEST_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("RAYTRADE_") or k.startswith("RAYTRADE_TEST_")
+    }
     env.update({"RAYTRADE_DATA_DIR": str(tmp_path / "data"), "RAYTRADE_UNIVERSE": "BTCUSDT,ETHUSDT"}, **extra)
     return env
 
@@ -24,7 +26,9 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 @pytest.mark.slow
 def test_selftest_passes_on_postgresql_and_redis_after_db_upgrade(tmp_path, fresh_pg_url, redis_url):
-    env = _env(tmp_path, RAYTRADE_DB_URL=fresh_pg_url, RAYTRADE_REDIS_URL=redis_url, RAYTRADE_RAY_NUM_CPUS="1")
+    env = _env(
+        tmp_path, RAYTRADE_DB_URL=fresh_pg_url, RAYTRADE_REDIS_URL=redis_url, RAYTRADE_RAY_NUM_CPUS="1"
+    )
     up = _run(["db", "upgrade"], env, tmp_path)
     assert up.returncode == 0, up.stderr
     proc = _run(["selftest"], env, tmp_path)
@@ -36,7 +40,11 @@ def test_selftest_passes_on_postgresql_and_redis_after_db_upgrade(tmp_path, fres
 
 
 def test_selftest_fails_naming_the_database_when_not_migrated(tmp_path):
-    proc = _run(["selftest", "--only", "configuration", "--only", "database", "--only", "bus"], _env(tmp_path), tmp_path)
+    proc = _run(
+        ["selftest", "--only", "configuration", "--only", "database", "--only", "bus"],
+        _env(tmp_path),
+        tmp_path,
+    )
     assert proc.returncode == 1
     assert "raytrade db upgrade" in proc.stdout
     assert "selftest failed: database" in proc.stderr
