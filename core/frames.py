@@ -50,12 +50,41 @@ LAYOUTS: dict[str, DatasetLayout] = {
 }
 
 
+_LABEL_VALUES = {
+    "y": "int8",
+    "ret_net": "float64",
+    "mae": "float64",
+    "mfe": "float64",
+    "time_to_event_min": "int32",
+    "exit_reason": "int8",
+}
+for _side in ("long", "short"):
+    # status: core.labels.LabelStatus (0 = labelled); values are NaN / 0 / -1 where status != 0.
+    LAYOUTS[f"labels_{_side}_1m"] = DatasetLayout(
+        f"labels_{_side}_1m", {"ts": "int64", "status": "int8"}, dict(_LABEL_VALUES)
+    )
+
+
+def _features_layout() -> DatasetLayout:
+    # Built on first use: the feature names live with the kernels, which need not load for candles.
+    from core.features_schema import FEATURE_NAMES
+
+    return DatasetLayout(
+        "features_1m",
+        {"ts": "int64", "schema_version": "int64"},
+        {name: "float64" for name in FEATURE_NAMES},  # NaN during warm-up
+    )
+
+
 def layout(dataset: str) -> DatasetLayout:
     """Return the layout of a dataset, or raise naming the known ones."""
+    if dataset == "features_1m" and dataset not in LAYOUTS:
+        LAYOUTS[dataset] = _features_layout()
     try:
         return LAYOUTS[dataset]
     except KeyError:
-        raise DataQualityError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(LAYOUTS))}") from None
+        known = sorted({*LAYOUTS, "features_1m"})
+        raise DataQualityError(f"unknown dataset {dataset!r}; known: {', '.join(known)}") from None
 
 
 def check_columns(dataset: str, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
