@@ -78,7 +78,7 @@ def label_symbol(lake_root: str, symbol: str, spec_json: str) -> dict[str, int]:
     """Label one symbol from the lake and store both directions (a Ray task's body; testable without Ray)."""
     spec = LabelSpec.model_validate_json(spec_json)
     lake = Lake(Path(lake_root))
-    candles = lake.read("candles_1m", symbol)
+    candles = lake.read("candles_1m", symbol, columns=("open", "high", "low", "close"))
     if candles.empty:
         raise FileNotFoundError(f"no candles_1m for {symbol} in the lake at {lake.root}")
     funding = (
@@ -107,6 +107,9 @@ def label_universe(lake_root: Path, symbols: Sequence[str], spec: LabelSpec) -> 
     ds = ray.data.from_items([{"symbol": s} for s in symbols], override_num_blocks=max(1, len(symbols)))
 
     def task(row: dict) -> dict:
+        import numba
+
+        numba.set_num_threads(1)  # one task per CPU already; kernel threads would oversubscribe
         counts = label_symbol(str(lake_root), row["symbol"], spec_json)
         return {"symbol": row["symbol"], **counts}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipelines.raydata import configure_data_context
 from raytrade.settings import Settings
 
 
@@ -21,6 +22,4 @@ def start_ray(settings: Settings, *, progress: bool = True) -> None:
             log_to_driver=False,
             logging_level="WARNING",
         )
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = progress
-    ctx.print_on_execution_start = False
+    configure_data_context(progress)

@@ -44,6 +44,15 @@ MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 4_102_444_800_000
 
 _COMPRESSION = "zstd"
+#: Derived datasets are rebuilt from the raw ones whenever needed: fast lz4 rather than dense zstd.
+_DERIVED_PREFIXES = ("features_", "labels_")
+
+
+def _write_options(dataset: str, table: pa.Table) -> dict[str, object]:
+    # Dictionary encoding pays only for low-cardinality integer columns; on floats it is wasted work.
+    ints = [f.name for f in table.schema if pa.types.is_integer(f.type) and f.name != "ts"]
+    derived = dataset.startswith(_DERIVED_PREFIXES)
+    return {"compression": "lz4" if derived else _COMPRESSION, "use_dictionary": ints, "write_statistics": True}
 _SYMBOL_PREFIX = "symbol="
 
 
@@ -97,14 +106,15 @@ class Lake:
         unchanged: list[str] = []
         if len(ts) == 0:
             return LakeWrite(dataset, symbol, 0, (), ())
-        order = np.argsort(ts, kind="stable")
-        columns = {name: values[order] for name, values in columns.items()}
-        months = _month_keys(columns["ts"])
+        if not (np.diff(ts) > 0).all():  # already sorted is the common case: skip the copy
+            order = np.argsort(ts, kind="stable")
+            columns = {name: values[order] for name, values in columns.items()}
+        months = _month_numbers(columns["ts"])
         boundaries = np.flatnonzero(months[1:] != months[:-1]) + 1
         starts = np.concatenate([[0], boundaries])
         ends = np.concatenate([boundaries, [len(months)]])
         for lo, hi in zip(starts, ends, strict=True):
-            month = str(months[lo])
+            month = _month_name(months[lo])
             part = {name: values[lo:hi] for name, values in columns.items()}
             path = self.month_path(dataset, symbol, month)
             if self._merge_month(dataset, symbol, path, part, source):
@@ -137,7 +147,7 @@ class Lake:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            pq.write_table(merged, tmp, compression=_COMPRESSION, write_statistics=True)
+            pq.write_table(merged, tmp, **_write_options(dataset, merged))
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -145,24 +155,31 @@ class Lake:
 
     # Reading --------------------------------------------------------------------------------------
     def read(
-        self, dataset: str, symbol: str, start_ms: int | None = None, end_ms: int | None = None
+        self,
+        dataset: str,
+        symbol: str,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        columns: Iterable[str] | None = None,
     ) -> pd.DataFrame:
         """Return the rows of [start_ms, end_ms) (end exclusive; None: unbounded), sorted by ``ts``.
 
-        Opens only the month files that overlap the range. An absent dataset or symbol gives an
-        empty frame with the layout's required columns.
+        Opens only the month files that overlap the range, and reads only ``columns`` (plus ``ts``)
+        when given. An absent dataset or symbol gives an empty frame with the layout's required columns.
         """
         lay = layout(dataset)
         paths = self._month_files(dataset, symbol)
         if start_ms is not None:
-            first = str(_month_keys(np.array([start_ms], dtype=np.int64))[0])
+            first = _month_name(_month_numbers(np.array([start_ms], dtype=np.int64))[0])
             paths = [p for p in paths if p.stem >= first]
         if end_ms is not None:
-            last = str(_month_keys(np.array([end_ms - 1], dtype=np.int64))[0])
+            last = _month_name(_month_numbers(np.array([end_ms - 1], dtype=np.int64))[0])
             paths = [p for p in paths if p.stem <= last]
+        wanted = None if columns is None else ["ts", *(c for c in columns if c != "ts")]
         if not paths:
-            return pd.DataFrame({name: np.array([], dtype=dtype) for name, dtype in lay.required.items()})
-        tables = [_read_file(p)[0] for p in paths]
+            empty = {name: np.array([], dtype=dtype) for name, dtype in lay.required.items()}
+            return pd.DataFrame({k: v for k, v in empty.items() if wanted is None or k in wanted})
+        tables = [_read_file(p, wanted)[0] for p in paths]
         table = _concat(tables) if len(tables) > 1 else tables[0]
         frame = table.to_pandas()
         if start_ms is not None or end_ms is not None:
@@ -254,13 +271,14 @@ def _validated_columns(dataset: str, symbol: str, frame: pd.DataFrame) -> dict[s
             f"{where}: {int(out_of_range.sum())} ts value(s) are not epoch milliseconds between 2000 "
             f"and 2100 (first: {bad}); seconds or microseconds?"
         )
-    unique, counts = np.unique(ts, return_counts=True)
-    if len(unique) != len(ts):
-        dup = unique[counts > 1]
-        raise DataQualityError(
-            f"{where}: {len(ts) - len(unique)} duplicate ts value(s) (first: {int(dup[0])}); "
-            "deduplicate before writing"
-        )
+    if not (np.diff(ts) > 0).all():  # sorted and unique is the common case: no sort needed
+        unique, counts = np.unique(ts, return_counts=True)
+        if len(unique) != len(ts):
+            dup = unique[counts > 1]
+            raise DataQualityError(
+                f"{where}: {len(ts) - len(unique)} duplicate ts value(s) (first: {int(dup[0])}); "
+                "deduplicate before writing"
+            )
     step = _grid_ms(dataset)
     if step is not None:
         off = ts % step != 0
@@ -283,9 +301,13 @@ def _grid_ms(dataset: str) -> int | None:
     return INTERVAL_MS.get(suffix) if "_" in dataset else None
 
 
-def _month_keys(ts_ms: np.ndarray) -> np.ndarray:
-    months = ts_ms.astype("datetime64[ms]").astype("datetime64[M]")
-    return np.datetime_as_string(months, unit="M")
+def _month_numbers(ts_ms: np.ndarray) -> np.ndarray:
+    """Months since 1970-01 of epoch-ms timestamps (vectorized; names only for the few distinct ones)."""
+    return ts_ms.astype("datetime64[ms]").astype("datetime64[M]").astype(np.int64)
+
+
+def _month_name(month_number: np.integer | int) -> str:
+    return str(np.datetime64(int(month_number), "M"))
 
 
 def _schema(dataset: str, names: Iterable[str]) -> pa.Schema:
@@ -302,8 +324,8 @@ def _to_table(dataset: str, columns: Mapping[str, np.ndarray]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in schema], schema=schema)
 
 
-def _read_file(path: Path) -> tuple[pa.Table, dict[bytes, bytes]]:
-    table = pq.ParquetFile(path).read()
+def _read_file(path: Path, columns: list[str] | None = None) -> tuple[pa.Table, dict[bytes, bytes]]:
+    table = pq.ParquetFile(path).read(columns=columns)
     meta = dict(table.schema.metadata or {})
     return table.replace_schema_metadata(None), meta
 

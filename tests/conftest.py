@@ -79,5 +79,8 @@ def ray_session() -> Iterator[None]:
             log_to_driver=False,
             configure_logging=False,
         )
+    from pipelines.raydata import configure_data_context
+
+    configure_data_context(progress=False)
     yield
     ray.shutdown()
