@@ -29,6 +29,8 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/storage_writer.py
+	$(BIN)/python bench/features.py
+	$(BIN)/python bench/labels.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
