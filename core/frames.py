@@ -58,11 +58,13 @@ _LABEL_VALUES = {
     "time_to_event_min": "int32",
     "exit_reason": "int8",
 }
-for _side in ("long", "short"):
-    # status: core.labels.LabelStatus (0 = labelled); values are NaN / 0 / -1 where status != 0.
-    LAYOUTS[f"labels_{_side}_1m"] = DatasetLayout(
-        f"labels_{_side}_1m", {"ts": "int64", "status": "int8"}, dict(_LABEL_VALUES)
-    )
+#: Both directions' labels of every decision bar in one dataset (core.labels.TripleBarrierLabels.columns()).
+#: status: core.labels.LabelStatus (0 = labelled); values are NaN / 0 / -1 where status != 0.
+LAYOUTS["labels_1m"] = DatasetLayout(
+    "labels_1m",
+    {"ts": "int64", "status": "int8"},
+    {f"{side}_{name}": dtype for side in ("long", "short") for name, dtype in _LABEL_VALUES.items()},
+)
 
 
 def _features_layout() -> DatasetLayout:

@@ -18,8 +18,7 @@ DB_TABLES = {
     "funding": "funding_rates",
     "mark_1m": "premium_index",
     "features_1m": "features_1m",
-    "labels_long_1m": "labels_long_1m",
-    "labels_short_1m": "labels_short_1m",
+    "labels_1m": "labels_long_1m, labels_short_1m",
 }
 
 
@@ -61,11 +60,12 @@ class DatabaseSink:
             self.writer.submit("premium_index", rows, block_timeout_s=60.0)
         elif dataset == "features_1m":
             self.writer.submit("features_1m", feature_db_rows(symbol, frame), block_timeout_s=60.0)
-        elif dataset in ("labels_long_1m", "labels_short_1m"):
+        elif dataset == "labels_1m":
             if self.label_spec_hash is None:
                 raise ValueError(f"{dataset}: a DatabaseSink for labels needs label_spec_hash")
-            rows = label_db_rows(symbol, frame, self.label_spec_hash)
-            self.writer.submit(dataset, rows, block_timeout_s=60.0)
+            for side in ("long", "short"):
+                rows = label_db_rows(symbol, frame, self.label_spec_hash, side)
+                self.writer.submit(f"labels_{side}_1m", rows, block_timeout_s=60.0)
 
     def close(self) -> WriterStats:
         """Flush everything, stop the writer and return its counts."""

@@ -1,9 +1,9 @@
 """Triple-barrier labels across the universe on Ray Data (``raytrade label``).
 
 One Ray task per symbol reads the lake (1m candles, funding), runs the numba kernel
-(``core.labels``) and writes ``labels_long_1m`` / ``labels_short_1m`` into the label spec's own
-sub-lake, ``<lake>/labels/<spec_hash>/`` (beside a ``spec.json`` of the spec), so labels of
-different specs never mix. Every decision bar gets a row; ``status`` ≠ 0 marks bars without a
+(``core.labels``) and writes ``labels_1m`` (both directions: ``long_*`` and ``short_*`` columns) into the
+label spec's own sub-lake, ``<lake>/labels/<spec_hash>/`` (beside a ``spec.json`` of the spec), so
+labels of different specs never mix. Every decision bar gets a row; ``status`` ≠ 0 marks bars without a
 label (the last ``h_bars`` bars, ATR warm-up, gaps, bad prices) — nothing is silently labelled.
 """
 
@@ -15,12 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from core.config import LabelSpec
 from core.labels import label_bars
-from core.labels.triple_barrier import TripleBarrierLabels
 from storage.lake import Lake
 
 SOURCE = "labels"
@@ -54,46 +52,16 @@ def labels_lake(lake_root: Path, spec: LabelSpec) -> Lake:
     return Lake(root)
 
 
-def direction_frames(labels: TripleBarrierLabels) -> dict[str, pd.DataFrame]:
-    """The lake form of one symbol's labels: one frame per direction, every decision bar."""
-    out = {}
-    for side in DIRECTIONS:
-        d = getattr(labels, side)
-        out[side] = pd.DataFrame(
-            {
-                "ts": labels.ts,
-                "status": labels.status,
-                "y": d.y,
-                "ret_net": d.ret_net,
-                "mae": d.mae,
-                "mfe": d.mfe,
-                "time_to_event_min": d.time_to_event_min,
-                "exit_reason": d.exit_reason,
-            }
-        )
-    return out
-
-
 def label_symbol(lake_root: str, symbol: str, spec_json: str) -> dict[str, int]:
     """Label one symbol from the lake and store both directions (a Ray task's body; testable without Ray)."""
     spec = LabelSpec.model_validate_json(spec_json)
     lake = Lake(Path(lake_root))
-    candles = lake.read("candles_1m", symbol, columns=("open", "high", "low", "close"))
-    if candles.empty:
+    candles = lake.read_arrays("candles_1m", symbol, ("open", "high", "low", "close"))
+    if len(candles["ts"]) == 0:
         raise FileNotFoundError(f"no candles_1m for {symbol} in the lake at {lake.root}")
-    funding = (
-        lake.read("funding", symbol)
-        if lake.coverage("funding", symbol)
-        else pd.DataFrame({"ts": np.array([], np.int64), "funding_rate": np.array([], np.float64)})
-    )
-    labels = label_bars(
-        {c: candles[c].to_numpy() for c in ("ts", "open", "high", "low", "close")},
-        {"ts": funding["ts"].to_numpy(), "funding_rate": funding["funding_rate"].to_numpy()},
-        spec,
-    )
-    out = labels_lake(Path(lake_root), spec)
-    for side, frame in direction_frames(labels).items():
-        out.write(f"labels_{side}_1m", symbol, frame, source=SOURCE)
+    funding = lake.read_arrays("funding", symbol, ("funding_rate",))
+    labels = label_bars(candles, funding, spec)
+    labels_lake(Path(lake_root), spec).write("labels_1m", symbol, labels.columns(), source=SOURCE)
     return {"bars": len(labels.ts), "labelled": int(labels.valid.sum())}
 
 
@@ -122,18 +90,11 @@ def label_universe(lake_root: Path, symbols: Sequence[str], spec: LabelSpec) -> 
     )
 
 
-def label_db_rows(symbol: str, frame: pd.DataFrame, spec_hash: str) -> pd.DataFrame:
-    """Rows of ``labels_<side>_1m``: labelled bars only (status 0), keyed by the spec hash."""
+def label_db_rows(symbol: str, frame: pd.DataFrame, spec_hash: str, side: str) -> pd.DataFrame:
+    """Rows of ``labels_<side>_1m`` from a ``labels_1m`` frame: labelled bars only (status 0), keyed by
+    the spec hash."""
     ok = frame[frame["status"] == 0]
-    return pd.DataFrame(
-        {
-            "symbol": symbol,
-            "ts": ok["ts"].to_numpy(),
-            "spec_hash": spec_hash,
-            "y": ok["y"].to_numpy(),
-            "ret_net": ok["ret_net"].to_numpy(),
-            "mae": ok["mae"].to_numpy(),
-            "mfe": ok["mfe"].to_numpy(),
-            "time_to_event_min": ok["time_to_event_min"].to_numpy(),
-        }
-    )
+    out = {"symbol": symbol, "ts": ok["ts"].to_numpy(), "spec_hash": spec_hash}
+    for name in ("y", "ret_net", "mae", "mfe", "time_to_event_min"):
+        out[name] = ok[f"{side}_{name}"].to_numpy()
+    return pd.DataFrame(out)

@@ -84,7 +84,7 @@ def features(
 def label(
     symbols: str | None = typer.Option(None, "--symbols", help="comma-separated; default: the universe"),
     to_db: bool = typer.Option(
-        False, "--to-db", help="also write labelled bars to labels_long_1m/labels_short_1m"
+        False, "--to-db", help="also write labelled bars to labels_long_1m and labels_short_1m"
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -101,7 +101,7 @@ def label(
         f"{report.seconds:.1f} s ({report.total_bars / max(report.seconds, 1e-9):,.0f} bars/s) → {out.root}"
     )
     if to_db:
-        _to_db(settings, out, ("labels_long_1m", "labels_short_1m"), chosen, report.spec_hash)
+        _to_db(settings, out, ("labels_1m",), chosen, report.spec_hash)
 
 
 def register(app: typer.Typer) -> None:

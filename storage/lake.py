@@ -52,7 +52,13 @@ def _write_options(dataset: str, table: pa.Table) -> dict[str, object]:
     # Dictionary encoding pays only for low-cardinality integer columns; on floats it is wasted work.
     ints = [f.name for f in table.schema if pa.types.is_integer(f.type) and f.name != "ts"]
     derived = dataset.startswith(_DERIVED_PREFIXES)
-    return {"compression": "lz4" if derived else _COMPRESSION, "use_dictionary": ints, "write_statistics": True}
+    return {
+        "compression": "lz4" if derived else _COMPRESSION,
+        "use_dictionary": ints,
+        "write_statistics": True,
+    }
+
+
 _SYMBOL_PREFIX = "symbol="
 
 
@@ -91,7 +97,9 @@ class Lake:
         return self.symbol_dir(dataset, symbol) / f"{month}.parquet"
 
     # Writing --------------------------------------------------------------------------------------
-    def write(self, dataset: str, symbol: str, frame: pd.DataFrame, source: str) -> LakeWrite:
+    def write(
+        self, dataset: str, symbol: str, frame: pd.DataFrame | Mapping[str, np.ndarray], source: str
+    ) -> LakeWrite:
         """Merge ``frame`` into the lake by ``ts`` (its rows win on equal ``ts``) and record ``source``.
 
         Validates the columns (core.frames), the symbol, ``ts`` (plausible epoch ms, unique, on the
@@ -192,6 +200,22 @@ class Lake:
             frame = frame.loc[keep].reset_index(drop=True)
         return frame
 
+    def read_arrays(
+        self, dataset: str, symbol: str, columns: Iterable[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Return every row of a symbol as numpy columns (``ts`` first), skipping pandas: the fast path
+        for kernels that read a whole series."""
+        paths = self._month_files(dataset, symbol)
+        wanted = None if columns is None else ["ts", *(c for c in columns if c != "ts")]
+        if not paths:
+            lay = layout(dataset)
+            return {
+                k: np.array([], dtype=d) for k, d in lay.required.items() if wanted is None or k in wanted
+            }
+        tables = [_read_file(p, wanted)[0] for p in paths]
+        table = _concat(tables) if len(tables) > 1 else tables[0]
+        return {name: table.column(name).to_numpy() for name in table.column_names}
+
     def datasets(self) -> list[str]:
         """Return the datasets that have at least one symbol directory, sorted."""
         if not self.root.is_dir():
@@ -249,16 +273,24 @@ class Lake:
 
 
 # Helpers ------------------------------------------------------------------------------------------
-def _validated_columns(dataset: str, symbol: str, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def _validated_columns(
+    dataset: str, symbol: str, frame: pd.DataFrame | Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     where = f"{dataset}/{symbol}"
     try:
         validate_internal(symbol)
     except SymbolError as e:
         raise DataQualityError(f"{where}: {e}") from None
-    if not isinstance(frame, pd.DataFrame):
-        raise DataQualityError(f"{where}: expected a pandas DataFrame, got {type(frame).__name__}")
+    if isinstance(frame, pd.DataFrame):
+        raw = {name: frame[name].to_numpy() for name in frame.columns}
+    elif isinstance(frame, Mapping):
+        raw = {str(name): np.asarray(values) for name, values in frame.items()}
+    else:
+        raise DataQualityError(
+            f"{where}: expected a DataFrame or a mapping of columns, got {type(frame).__name__}"
+        )
     try:
-        columns = check_columns(dataset, {name: frame[name].to_numpy() for name in frame.columns})
+        columns = check_columns(dataset, raw)
     except DataQualityError as e:
         raise DataQualityError(f"{where}: {e}") from None
     ts = columns["ts"]

@@ -46,13 +46,9 @@ def test_label_pipeline_equals_the_kernel_on_each_symbol(market_lake, ray_sessio
             {"ts": funding["ts"].to_numpy(), "funding_rate": funding["funding_rate"].to_numpy()},
             SPEC,
         )
-        for side in ("long", "short"):
-            stored = out.read(f"labels_{side}_1m", symbol)
-            d = getattr(direct, side)
-            np.testing.assert_array_equal(stored["ts"].to_numpy(), direct.ts)
-            np.testing.assert_array_equal(stored["status"].to_numpy(), direct.status)
-            np.testing.assert_array_equal(stored["y"].to_numpy(), d.y)
-            np.testing.assert_array_equal(stored["ret_net"].to_numpy(), d.ret_net)
+        stored = out.read("labels_1m", symbol)
+        for name, values in direct.columns().items():
+            np.testing.assert_array_equal(stored[name].to_numpy(), values, err_msg=name)
         assert report.labelled[symbol] == int(direct.valid.sum())
         # the last h_bars bars are marked incomplete, never labelled
         assert (stored["status"].to_numpy()[-SPEC.h_bars :] != 0).all()
@@ -84,11 +80,10 @@ def test_features_and_labels_reach_the_database_through_the_writer(market_lake, 
     sink = DatabaseSink(BatchedWriter(engine, _writer_config()), SYMBOLS, "test", SPEC.spec_hash())
     sink("features_1m", "BTCUSDT", market_lake.read("features_1m", "BTCUSDT"))
     labels = labels_lake(market_lake.root, SPEC)
-    for side in ("long", "short"):
-        sink(f"labels_{side}_1m", "BTCUSDT", labels.read(f"labels_{side}_1m", "BTCUSDT"))
+    sink("labels_1m", "BTCUSDT", labels.read("labels_1m", "BTCUSDT"))
     stats = sink.close()
     assert stats.rows_dead_lettered == 0
-    long_frame = labels.read("labels_long_1m", "BTCUSDT")
+    stored = labels.read("labels_1m", "BTCUSDT")
     with engine.connect() as conn:
         n_features = conn.execute(sa.text("SELECT count(*) FROM features_1m")).scalar_one()
         n_long = conn.execute(sa.text("SELECT count(*) FROM labels_long_1m")).scalar_one()
@@ -101,7 +96,7 @@ def test_features_and_labels_reach_the_database_through_the_writer(market_lake, 
         hashes = conn.execute(sa.text("SELECT DISTINCT spec_hash FROM labels_short_1m")).scalars().all()
     engine.dispose()
     assert n_features == 4 * 1440
-    assert n_long == int((long_frame["status"] == 0).sum())
+    assert n_long == int((stored["status"] == 0).sum())
     assert hashes == [SPEC.spec_hash()]
     assert last.schema_version == 1 and len(last.features) == 132
     assert last.atr == last.features["f_15m_atr"] and last.atr > 0
