@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/storage_writer.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/labels.py
+	$(BIN)/python bench/backtest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
