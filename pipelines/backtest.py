@@ -4,8 +4,8 @@ A thin shell around ``core.sim.build_panel`` and ``core.sim.run_backtest``: it r
 ``candles_1m``, ``mark_1m`` (when present; else the last-price candles stand in, see
 ``core.sim.portfolio`` on ``mark_proxy``) and ``funding`` for [start_ms, end_ms), plus a warm-up
 before start_ms so the slippage ATR is available from the first bar, and returns trades, fills,
-risk events and the equity curve as DataFrames. No Ray: one process holds the whole book (the
-account couples the symbols); Ray parallelism belongs to sweeps over configurations.
+risk events and the equity curve as DataFrames. No Ray here: one process holds the whole book (the
+account couples the symbols); folds and sweeps run in parallel (pipelines.walkforward, tune).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from core.config import LabelSpec, RiskConfig
+from core.config import LabelSpec, PolicyConfig, RiskConfig
 from core.errors import DataQualityError
+from core.policy import decide_arrays
 from core.signals import BarSignals
 from core.sim import BacktestResult, MarketPanel, SimConfig, SymbolRules, build_panel, run_backtest
 from core.sim.portfolio import MarkProxy, signals_from_frame
@@ -90,3 +91,19 @@ def backtest_lake(
     if isinstance(signals, pd.DataFrame):
         signals = signals_from_frame(signals, panel)
     return run_backtest(panel, signals, config, risk, rules, close_at_end=close_at_end)
+
+
+def policy_signals(
+    panel: MarketPanel,
+    predictions: Mapping[str, np.ndarray],
+    btc_regime: np.ndarray,
+    policy: PolicyConfig,
+    label_spec: LabelSpec,
+) -> BarSignals:
+    """Turn model outputs per bar and symbol (``core.policy.PREDICTION_KEYS``, each bars × symbols)
+    into entry intents with the policy's gates, sizing and SL/TP from the panel's 15m ATR.
+
+    ``btc_regime``: per bar (n, 1) or per bar and symbol. Uses data up to each bar's close.
+    """
+    decided = decide_arrays(predictions, panel.close, panel.atr, btc_regime, policy, label_spec)
+    return decided.signals()
