@@ -7,11 +7,12 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add every command group to ``app``."""
-    from raytrade import cmd_backtest, cmd_db, cmd_demo, cmd_history, cmd_pipelines, cmd_selftest
+    from raytrade import cmd_backtest, cmd_db, cmd_demo, cmd_history, cmd_models, cmd_pipelines, cmd_selftest
 
     cmd_db.register(app)
     cmd_selftest.register(app)
     cmd_history.register(app)
     cmd_demo.register(app)
     cmd_pipelines.register(app)
+    cmd_models.register(app)
     cmd_backtest.register(app)

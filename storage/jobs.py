@@ -1,0 +1,219 @@
+"""The batch job queue on ``training_jobs`` (spec 001 §18): enqueue, claim, progress, done or failed.
+
+A job goes ``queued`` → ``running`` (``started_at``, ``progress`` 0…1 as work proceeds) → ``done``
+(``ended_at``, ``report_uri``) or ``failed`` (``ended_at``, ``error``). Every transition is one
+conditional UPDATE on the current status, so a job finishes once and only its claimer moves it.
+
+Claiming is atomic, so two workers never run the same job:
+
+- PostgreSQL: ``UPDATE … WHERE job_id = (SELECT job_id … WHERE status = 'queued' ORDER BY created_at
+  LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING …``: concurrent claimers skip each other's row instead
+  of waiting for it.
+- SQLite: the same single UPDATE (without the locking clause, which SQLite lacks) guarded by
+  ``status = 'queued'``: SQLite runs one write transaction at a time and an UPDATE takes the write
+  lock before it reads, so the second claimer sees the row already running.
+
+Oldest queued job first. A worker claims only kinds it can run (``kinds``), so a job waits for a
+worker that has its handler instead of failing on one that has not.
+
+Error texts are one line, ``<ExceptionType>: <message>``, without traceback, with URL passwords and
+``key=value`` secrets masked, and at most ``MAX_ERROR_CHARS`` long: the UI shows them to anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from storage.schema import training_jobs
+
+__all__ = [
+    "JOB_KINDS",
+    "JOB_STATUSES",
+    "MAX_ERROR_CHARS",
+    "Job",
+    "claim",
+    "complete",
+    "enqueue",
+    "error_text",
+    "fail",
+    "get_job",
+    "list_jobs",
+    "set_progress",
+]
+
+#: Kinds of batch work (spec 001 §18.1: bootstrap_history, label_recent, train_model,
+#: walkforward_backtest, compute_drift, promote_model).
+JOB_KINDS: tuple[str, ...] = ("bootstrap_history", "label", "train", "backtest", "drift", "promote")
+JOB_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")
+MAX_ERROR_CHARS = 2000
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:)[^@\s]+@")
+_KEY_VALUE_SECRET = re.compile(
+    r"(?P<key>\b[\w-]*(?:password|passwd|secret|token|api[_-]?key|signature)[\w-]*\b\s*[=:]\s*)"
+    r"(?P<quote>['\"]?)[^\s'\",;&)\]}]+",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One row of ``training_jobs``; times in epoch ms."""
+
+    job_id: str
+    kind: str
+    status: str
+    created_at_ms: int
+    started_at_ms: int | None
+    ended_at_ms: int | None
+    progress: float
+    config: Mapping[str, Any]
+    report_uri: str | None
+    error: str | None
+
+
+def _job(r: sa.Row[Any]) -> Job:
+    return Job(
+        job_id=str(r.job_id),
+        kind=r.kind,
+        status=r.status,
+        created_at_ms=int(r.created_at),
+        started_at_ms=None if r.started_at is None else int(r.started_at),
+        ended_at_ms=None if r.ended_at is None else int(r.ended_at),
+        progress=float(r.progress),
+        config=dict(r.config or {}),
+        report_uri=r.report_uri,
+        error=r.error,
+    )
+
+
+def _now_ms(now_ms: int | None) -> int:
+    return int(time.time() * 1000) if now_ms is None else now_ms
+
+
+def enqueue(engine: sa.Engine, kind: str, config: Mapping[str, Any], *, now_ms: int | None = None) -> str:
+    """Queue a job of ``kind`` with ``config`` (a JSON object without NaN or infinity); return its id.
+
+    Raises ValueError for an unknown kind or a config that is not such an object. What a kind's
+    config must hold is checked by whoever enqueues it (``tune.worker.enqueue_job``).
+    """
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}; expected one of {', '.join(JOB_KINDS)}")
+    if not isinstance(config, Mapping) or not all(isinstance(k, str) for k in config):
+        raise ValueError("job config must be a JSON object with string keys")
+    try:
+        text = json.dumps(dict(config), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"job config is not JSON without NaN/inf: {e}") from None
+    job_id = str(uuid.uuid4())
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(training_jobs).values(
+                job_id=job_id,
+                kind=kind,
+                created_at=_now_ms(now_ms),
+                status="queued",
+                progress=0.0,
+                config=json.loads(text),
+            )
+        )
+    return job_id
+
+
+def claim(
+    engine: sa.Engine, kinds: Collection[str] | None = None, *, now_ms: int | None = None
+) -> Job | None:
+    """Atomically move the oldest queued job (of ``kinds``, default any) to running; None when none is queued."""
+    if kinds is not None and not kinds:
+        return None
+    t = training_jobs
+    q = t.alias("queued_job")  # an alias, so the subquery is not correlated to the updated table
+    pick = sa.select(q.c.job_id).where(q.c.status == "queued")
+    if kinds is not None:
+        pick = pick.where(q.c.kind.in_(sorted(kinds)))
+    pick = pick.order_by(q.c.created_at, q.c.job_id).limit(1)
+    if engine.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(t)
+        .where(t.c.job_id == pick.scalar_subquery(), t.c.status == "queued")
+        .values(status="running", started_at=_now_ms(now_ms), progress=0.0)
+        .returning(*t.c)
+    )
+    with engine.begin() as conn:
+        row = conn.execute(stmt).first()
+    return _job(row) if row is not None else None
+
+
+def set_progress(engine: sa.Engine, job_id: str, progress: float) -> bool:
+    """Record the progress (0…1) of a running job; return False when the job is not running."""
+    if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not math.isfinite(progress):
+        raise ValueError(f"progress must be a finite number in [0, 1], got {progress!r}")
+    if not 0.0 <= progress <= 1.0:
+        raise ValueError(f"progress must be in [0, 1], got {progress}")
+    return _transition(engine, job_id, {"progress": float(progress)})
+
+
+def complete(
+    engine: sa.Engine, job_id: str, *, report_uri: str | None = None, now_ms: int | None = None
+) -> bool:
+    """Mark a running job done (progress 1); return False when it was not running."""
+    values = {"status": "done", "progress": 1.0, "ended_at": _now_ms(now_ms), "report_uri": report_uri}
+    return _transition(engine, job_id, values)
+
+
+def fail(engine: sa.Engine, job_id: str, error: BaseException | str, *, now_ms: int | None = None) -> bool:
+    """Mark a running job failed with a redacted one-line error; return False when it was not running."""
+    text = error_text(error)
+    return _transition(engine, job_id, {"status": "failed", "ended_at": _now_ms(now_ms), "error": text})
+
+
+def _transition(engine: sa.Engine, job_id: str, values: Mapping[str, Any]) -> bool:
+    t = training_jobs
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.update(t).where(t.c.job_id == job_id, t.c.status == "running").values(**values)
+        )
+    return bool(result.rowcount)
+
+
+def get_job(engine: sa.Engine, job_id: str) -> Job | None:
+    """Return the job, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(training_jobs).where(training_jobs.c.job_id == job_id)).first()
+    return _job(row) if row is not None else None
+
+
+def list_jobs(
+    engine: sa.Engine, *, status: str | None = None, kind: str | None = None, limit: int = 50
+) -> list[Job]:
+    """Return the newest jobs first, optionally of one status and kind."""
+    if status is not None and status not in JOB_STATUSES:
+        raise ValueError(f"unknown status {status!r}; expected one of {', '.join(JOB_STATUSES)}")
+    t = training_jobs
+    q = sa.select(t).order_by(t.c.created_at.desc(), t.c.job_id.desc()).limit(limit)
+    if status is not None:
+        q = q.where(t.c.status == status)
+    if kind is not None:
+        q = q.where(t.c.kind == kind)
+    with engine.connect() as conn:
+        return [_job(r) for r in conn.execute(q)]
+
+
+def error_text(error: BaseException | str) -> str:
+    """Return a one-line, redacted, bounded text of ``error`` (type and message; no traceback)."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    text = " ".join(text.split())
+    text = _URL_PASSWORD.sub(r"\g<head>***@", text)
+    text = _KEY_VALUE_SECRET.sub(r"\g<key>\g<quote>***", text)
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 1] + "…"
+    return text

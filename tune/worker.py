@@ -1,0 +1,225 @@
+"""The batch worker (spec 001 §18): claims ``training_jobs`` and runs them, apart from the realtime path.
+
+``BatchWorker`` runs in its own process (``raytrade worker``), never inside the API or the trading
+actors: a long training job must not stall either. Each loop turn claims one queued job of a kind it
+has a handler for (``storage.jobs.claim``: atomic, so several workers can share one queue), calls
+the handler with a ``JobContext``, and marks the job done with the handler's report URI, or failed
+with the exception's redacted one-line text.
+
+Handlers are plain callables registered per kind on the worker instance (``register``); the worker
+keeps no class-level state. ``promote_handler`` runs ``tune.promote`` for ``promote`` jobs; the
+label, train and backtest handlers are registered by the composition root.
+
+Progress: a handler calls ``ctx.progress(fraction, message)``; the worker writes it to the job row
+and publishes a ``TrainingUpdate`` on the bus (``Topic.TRAINING_UPDATE``), at most every
+``progress_interval_s`` (start, done and failed are always published). The row is the record: a bus
+that cannot take a message is logged and the job goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.messages import Topic, TrainingUpdate
+from storage import jobs
+from storage.bus import Bus
+from storage.jobs import Job
+from storage.registry import ModelRegistry
+from tune.promote import PromotionConfig, promote_stored
+
+log = logging.getLogger(__name__)
+
+#: Longest wait between attempts to reach an unavailable database, seconds.
+MAX_BACKOFF_S = 30.0
+
+#: What a handler returns: the URI of its report (stored as ``report_uri``), or None.
+JobHandler = Callable[["JobContext"], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a handler gets: the claimed job and a progress callback ``progress(fraction, message="")``."""
+
+    job: Job
+    progress: Callable[..., None]
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self.job.config
+
+
+class PromoteJobConfig(BaseModel):
+    """Config of a ``promote`` job: which version, an optional override reason, gate thresholds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="registered model name")
+    version: str | None = Field(None, description="version to promote; default: the newest")
+    override: str | None = Field(None, description="promote despite failed gates, for this reason")
+    actor: str = Field("worker", min_length=1, description="who asked for the promotion")
+    gates: PromotionConfig = Field(default_factory=PromotionConfig)
+
+
+#: Config models of the kinds that have one; ``enqueue_job`` validates against them.
+JOB_CONFIG_MODELS: Mapping[str, type[BaseModel]] = MappingProxyType({"promote": PromoteJobConfig})
+
+
+def validate_job_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``config`` checked against the kind's config model (as JSON), or as is for other kinds.
+
+    Raises ValueError naming the problems.
+    """
+    model = JOB_CONFIG_MODELS.get(kind)
+    if model is None:
+        return dict(config)
+    try:
+        return model.model_validate(dict(config)).model_dump(mode="json", exclude_defaults=True)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ValueError(f"invalid {kind} job config: {problems}") from None
+
+
+def enqueue_job(engine: sa.Engine, kind: str, config: Mapping[str, Any]) -> str:
+    """Validate ``config`` for ``kind`` and queue the job; return its id."""
+    return jobs.enqueue(engine, kind, validate_job_config(kind, config))
+
+
+def promote_handler(registry: ModelRegistry) -> JobHandler:
+    """Return the ``promote`` handler: evaluate the version's stored gate inputs, then promote it.
+
+    A refusal (failed gates, no override) raises ``PromotionRefused``, so the job fails with the
+    failed gates named in its error. The report URI is the gate report on the version's run.
+    """
+
+    def handle(ctx: JobContext) -> str | None:
+        cfg = PromoteJobConfig.model_validate(dict(ctx.config))
+        ctx.progress(0.1, f"evaluating gates of {cfg.name} {cfg.version or '(newest)'}")
+        _report, result = promote_stored(
+            registry, cfg.name, cfg.version, cfg=cfg.gates, override=cfg.override, actor=cfg.actor
+        )
+        ctx.progress(0.9, f"{cfg.name} version {result.version}: {result.kind}")
+        return result.report_uri
+
+    return handle
+
+
+@dataclass(slots=True)
+class _Progress:
+    last_s: float = -float("inf")
+    value: float = 0.0
+
+
+@dataclass(slots=True)
+class BatchWorker:
+    """Claims jobs of the registered kinds and runs them one at a time.
+
+    ``clock_ms`` supplies job timestamps (epoch ms); tests replace it. ``name`` identifies the worker
+    in logs.
+    """
+
+    engine: sa.Engine
+    bus: Bus | None = None
+    name: str = "batch-worker"
+    poll_interval_s: float = 1.0
+    progress_interval_s: float = 0.5
+    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    _handlers: dict[str, JobHandler] = field(default_factory=dict, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+
+    def register(self, kind: str, handler: JobHandler) -> None:
+        """Run jobs of ``kind`` with ``handler`` (replaces an earlier one)."""
+        if kind not in jobs.JOB_KINDS:
+            raise ValueError(f"unknown job kind {kind!r}; expected one of {', '.join(jobs.JOB_KINDS)}")
+        self._handlers[kind] = handler
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(sorted(self._handlers))
+
+    def run_once(self) -> Job | None:
+        """Claim one job and run it to done or failed; return its final row, or None when none was queued."""
+        job = jobs.claim(self.engine, self.kinds, now_ms=self.clock_ms())
+        if job is None:
+            return None
+        log.info("%s: running %s job %s", self.name, job.kind, job.job_id)
+        state = _Progress()
+        self._publish(job.job_id, "running", 0.0, f"{job.kind} started")
+
+        def progress(fraction: float, message: str = "") -> None:
+            self._progress(job, state, fraction, message)
+
+        try:
+            report_uri = self._handlers[job.kind](JobContext(job, progress))
+        except BaseException as e:  # a failed job is a result; interrupts are recorded, then re-raised
+            text = jobs.error_text(e)
+            jobs.set_progress(self.engine, job.job_id, state.value)  # a throttled update may be unsaved
+            jobs.fail(self.engine, job.job_id, text, now_ms=self.clock_ms())
+            self._publish(job.job_id, "failed", state.value, text)
+            log.warning("%s: %s job %s failed: %s", self.name, job.kind, job.job_id, text)
+            if not isinstance(e, Exception):
+                raise
+        else:
+            jobs.complete(self.engine, job.job_id, report_uri=report_uri, now_ms=self.clock_ms())
+            self._publish(job.job_id, "done", 1.0, report_uri or "")
+        return jobs.get_job(self.engine, job.job_id)
+
+    def run(self, *, max_jobs: int | None = None, exit_when_idle: bool = False) -> int:
+        """Run jobs until ``stop()`` (or ``max_jobs`` ran, or the queue is empty with ``exit_when_idle``).
+
+        Polls every ``poll_interval_s`` while the queue is empty. A database that cannot be reached
+        is retried with backoff (up to ``MAX_BACKOFF_S``) rather than ending the worker. Returns the
+        number of jobs run.
+        """
+        ran, backoff_s = 0, self.poll_interval_s
+        while not self._stop.is_set() and (max_jobs is None or ran < max_jobs):
+            try:
+                job = self.run_once()
+            except sa.exc.OperationalError as e:
+                log.warning("%s: database unavailable (%s); retrying in %.1f s", self.name, e.orig, backoff_s)
+                self._stop.wait(backoff_s)
+                backoff_s = min(2 * backoff_s, MAX_BACKOFF_S)
+                continue
+            backoff_s = self.poll_interval_s
+            if job is not None:
+                ran += 1
+                continue
+            if exit_when_idle:
+                break
+            self._stop.wait(self.poll_interval_s)
+        return ran
+
+    def stop(self) -> None:
+        """Ask ``run`` to return after the current job."""
+        self._stop.set()
+
+    def _progress(self, job: Job, state: _Progress, fraction: float, message: str) -> None:
+        fraction = float(fraction)
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress must be in [0, 1], got {fraction}")
+        state.value = fraction
+        now = time.monotonic()
+        if now - state.last_s < self.progress_interval_s:
+            return
+        state.last_s = now
+        jobs.set_progress(self.engine, job.job_id, fraction)
+        self._publish(job.job_id, "running", fraction, message)
+
+    def _publish(self, job_id: str, status: str, progress: float, message: str) -> None:
+        if self.bus is None:
+            return
+        try:
+            msg = TrainingUpdate(
+                ts_ms=self.clock_ms(), job_id=job_id, status=status, progress=progress, message=message
+            )
+            self.bus.publish(Topic.TRAINING_UPDATE, msg)
+        except Exception as e:  # the job row is the record; the bus only informs
+            log.warning("%s: could not publish progress of job %s: %s", self.name, job_id, e)
