@@ -24,7 +24,7 @@ from pydantic import Field
 from core.config import LabelSpec, PolicyConfig
 from core.signals import BarSignals
 from core.strategies.base import StrategyConfig, Timeframe, build_signals, check_candles, coarse_view
-from core.strategies.indicators import rolling_std, sma
+from core.ta import rolling_std, sma
 
 
 class BollingerConfig(StrategyConfig):

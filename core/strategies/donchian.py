@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from core.config import LabelSpec, PolicyConfig
 from core.signals import BarSignals
 from core.strategies.base import StrategyConfig, Timeframe, build_signals, check_candles, coarse_view
-from core.strategies.indicators import prior_max, prior_min
+from core.ta import prior_max, prior_min
 
 
 class DonchianConfig(StrategyConfig):

@@ -30,8 +30,7 @@ from pydantic import Field, model_validator
 from core.config import LabelSpec, PolicyConfig
 from core.signals import BarSignals
 from core.strategies.base import StrategyConfig, Timeframe, build_signals, check_candles, coarse_view
-from core.strategies.indicators import ema, rsi_wilder, sma
-from core.ta import atr_wilder
+from core.ta import atr_wilder, ema, rsi_wilder, sma
 
 
 class TrendConfig(StrategyConfig):

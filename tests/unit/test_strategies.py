@@ -25,8 +25,8 @@ from core.strategies import (
     donchian_breakout,
     ema_atr_rsi_trend,
 )
-from core.strategies.indicators import ema, prior_max, prior_min, rolling_std, rsi_wilder, sma
 from core.synthetic import generate_market
+from core.ta import ema, prior_max, prior_min, rolling_std, rsi_wilder, sma
 from core.time import MINUTE_MS, interval_ms
 
 START = 1_717_200_000_000  # 2024-06-01 00:00 UTC
