@@ -25,6 +25,7 @@ import psycopg
 import psycopg.errors
 import sqlalchemy as sa
 
+from core.errors import ConfigError
 from storage import schema
 from storage.batch import NUMERIC, UUID, ColumnBatch, dedupe_last, to_batch
 from storage.pgcopy import copy_rows, encode_binary
@@ -75,7 +76,9 @@ def write_batches(engine: sa.Engine, batches: Sequence[ColumnBatch]) -> None:
     elif engine.dialect.name == "sqlite":
         _write_sqlite(engine, table, batches)
     else:
-        raise NotImplementedError(f"no bulk writer for dialect {engine.dialect.name!r}")
+        raise ConfigError(
+            f"no bulk writer for database dialect {engine.dialect.name!r}: use sqlite or postgresql"
+        )
 
 
 def is_transient(exc: BaseException) -> bool:
