@@ -15,14 +15,25 @@ from storage.lake import Lake
 
 
 def demo(
-    days: float = typer.Option(3.0, "--days", min=0.5, max=400, help="days of synthetic 1m history"),
-    seed: int = typer.Option(7, "--seed", help="seed of the synthetic market"),
+    days: float = typer.Option(10.0, "--days", min=0.5, max=400, help="days of synthetic 1m history"),
+    seed: int = typer.Option(7, "--seed", help="seed of the synthetic market, the sweep and LightGBM"),
+    symbols: int | None = typer.Option(
+        None, "--symbols", min=1, help="use only the first N symbols of the universe (default: all)"
+    ),
+    configs: int = typer.Option(4, "--configs", min=1, help="configurations tried by the Tune sweep"),
+    rounds: int = typer.Option(30, "--rounds", min=1, help="LightGBM boosting rounds per output"),
+    train: bool = typer.Option(True, "--train/--no-train", help="run the training half (sweep … report)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Run the main job offline on the embedded default and print where everything went."""
     settings = settings_or_exit()
+    if symbols is not None:
+        settings = settings.model_copy(update={"universe": settings.universe[:symbols]})
     console = Console()
-    summary = run_demo(settings, days=days, seed=seed, console=console, progress=progress)
+    summary = run_demo(
+        settings, days=days, seed=seed, console=console, progress=progress, train=train,
+        num_samples=configs, num_boost_round=rounds,
+    )  # fmt: skip
     table = Table(title="raytrade demo (SYNTHETIC market)")
     table.add_column("item")
     table.add_column("value", overflow="fold")
@@ -30,6 +41,18 @@ def demo(
         table.add_row(item, value)
     console.print(table)
     console.print(f"lake: {summary.lake_root}\ndatabase: {summary.database}")
+    if summary.training is not None:
+        t = summary.training
+        if t.override:
+            console.print(f"[bold red]PROMOTED BY OVERRIDE[/bold red]: {t.override}")
+        else:
+            console.print("[green]every promotion gate passed[/green]")
+        console.print(f"production model: {t.model_name} version {t.version}")
+        console.print(f"report: {t.report_path}")
+        console.print(
+            "MLflow UI: mlflow ui --backend-store-uri "
+            f"{settings.tracking_uri} --default-artifact-root {settings.mlflow_artifact_root}"
+        )
     if not summary.ok:
         console.print("[red]demo finished with failures (see the table)[/red]")
         raise typer.Exit(1)

@@ -3,8 +3,10 @@
 Today it runs the foundation path end to end: a synthetic market for the universe (labelled
 synthetic everywhere) → parquet lake (1m, 15m, 1h candles, mark, premium, funding) → database
 through the batched writer and the data-quality door → candle-close events on the bus →
-selftest. Later issues add features, labels, the Tune sweep, MLflow promotion, backtests and
-the HTML report.
+selftest; then the training half (``raytrade.demo_train``): features and labels on Ray Data,
+walk-forward folds, a small Tune sweep with MLflow trial runs, the best configuration retrained,
+registered and promoted (by a recorded override when the gates fail, as expected on a synthetic
+market), a last-fold portfolio backtest against the baselines and the HTML report.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from core.synthetic import SyntheticMarket, generate_market
 from core.time import DAY_MS, MINUTE_MS
 from pipelines.dbsink import DatabaseSink
 from pipelines.market import write_synthetic_market
+from raytrade.demo_train import TrainSummary, last_fold_backtests, train_and_promote, write_report
 from raytrade.selftest import Check, run_selftest
 from raytrade.settings import Settings, redact_url
 from storage import db
@@ -48,6 +51,7 @@ class DemoSummary:
     checks: list[Check] = field(default_factory=list)
     lake_root: Path | None = None
     database: str = ""
+    training: TrainSummary | None = None
 
     @property
     def ok(self) -> bool:
@@ -93,7 +97,15 @@ def publish_closes(settings: Settings, market: SyntheticMarket) -> int:
 
 
 def run_demo(
-    settings: Settings, *, days: float, seed: int, console: Console, progress: bool = True
+    settings: Settings,
+    *,
+    days: float,
+    seed: int,
+    console: Console,
+    progress: bool = True,
+    train: bool = False,
+    num_samples: int = 4,
+    num_boost_round: int = 30,
 ) -> DemoSummary:
     """Run the demo and return its summary. Deterministic in (universe, days, seed)."""
     n_minutes = int(days * DAY_MS // MINUTE_MS)
@@ -121,7 +133,7 @@ def run_demo(
     engine.dispose()
     bus_messages = publish_closes(settings, market)
     checks = run_selftest(settings)
-    return DemoSummary(
+    summary = DemoSummary(
         market_source=market.source,
         symbols=len(market.symbols),
         days=days,
@@ -134,6 +146,41 @@ def run_demo(
         lake_root=lake.root,
         database=redact_url(settings.database_url),
     )
+    if train:
+        summary.training = _train(settings, summary, seed, num_samples, num_boost_round, console, progress)
+    return summary
+
+
+def _train(
+    settings: Settings,
+    summary: DemoSummary,
+    seed: int,
+    num_samples: int,
+    num_boost_round: int,
+    console: Console,
+    progress: bool,
+) -> TrainSummary:
+    stages = ("features", "labels", "sweep", "fold backtests", "register", "gates + promotion")
+    with _progress(console, progress) as bar:
+        task = bar.add_task("training", total=len(stages) + 2)
+
+        def step(name: str) -> None:
+            bar.update(task, advance=1, description=f"training: {name} done")
+            if not progress:
+                console.print(f"stage done: {name}")
+
+        training, data, folds, _cfg = train_and_promote(
+            settings, seed=seed, num_samples=num_samples, num_boost_round=num_boost_round, step=step
+        )
+        results = last_fold_backtests(settings, data, folds[-1], training.model)
+        step("last-fold backtest")
+        note = f"{summary.market_source}, {summary.symbols} symbols × {summary.days:g} days, seed {seed}"
+        out_dir = (settings.data_dir / "reports" / "demo").resolve()
+        training.report_path = write_report(
+            settings, training, results, summary_frame(summary), out_dir, note
+        )
+        step("report")
+    return training
 
 
 def summary_frame(summary: DemoSummary) -> pd.DataFrame:

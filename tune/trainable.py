@@ -121,7 +121,7 @@ def predictions_on_panel(
     return out
 
 
-def _btc_regime_on_panel(data: TrainingSet, panel: MarketPanel, btc_symbol: str) -> np.ndarray:
+def btc_regime_on_panel(data: TrainingSet, panel: MarketPanel, btc_symbol: str) -> np.ndarray:
     regime = data.btc_regime(btc_symbol)
     values = regime.reindex(panel.ts).to_numpy(np.float64) if len(regime) else np.full(len(panel.ts), np.nan)
     return np.where(np.isfinite(values), values, 1.0).reshape(-1, 1)
@@ -170,7 +170,7 @@ def evaluate_fold(
     panel = load_panel(lake, data.symbols, fold.val_start_ms, fold.val_end_ms)
     grid = predictions_on_panel(panel, data.ts_ms[window], data.symbol[window], predicted)
     signals = policy_signals(
-        panel, grid, _btc_regime_on_panel(data, panel, cfg.btc_symbol), cfg.policy, data.label_spec
+        panel, grid, btc_regime_on_panel(data, panel, cfg.btc_symbol), cfg.policy, data.label_spec
     )
     result = run_backtest(panel, signals, _sim_config(data, cfg), cfg.risk)
     summary = summarize(result.trades, result.equity)

@@ -1,7 +1,9 @@
-"""`raytrade demo`, as the README runs it (shortened), end to end on the embedded default."""
+"""`raytrade demo`, as the README runs it (shortened: 4 symbols, 6 days, 2 configurations), end to end on
+the embedded default: lake and database, sweep in MLflow, production alias, report, identical rerun."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from mlflow.tracking import MlflowClient
 
 from core.synthetic import generate_market
 from core.time import MINUTE_MS
@@ -18,6 +21,8 @@ from storage.db import make_engine
 from storage.lake import Lake
 
 UNIVERSE = "BTCUSDT,ETHUSDT,SOLUSDT,XAUUSDT"
+DAYS = 6
+BARS = DAYS * 1440
 
 
 def _demo(tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -25,7 +30,8 @@ def _demo(tmp_path: Path) -> subprocess.CompletedProcess[str]:
         k: v for k, v in os.environ.items() if not k.startswith("RAYTRADE_") or k.startswith("RAYTRADE_TEST_")
     }
     env.update(RAYTRADE_UNIVERSE=UNIVERSE, RAYTRADE_RAY_NUM_CPUS="1", COLUMNS="200")
-    cmd = [sys.executable, "-m", "raytrade.cli", "demo", "--days", "1", "--seed", "11", "--no-progress"]
+    cmd = [sys.executable, "-m", "raytrade.cli", "demo", "--days", str(DAYS), "--seed", "11", "--configs", "2",
+           "--rounds", "10", "--no-progress"]  # fmt: skip
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -34,13 +40,35 @@ def _counts(url: str) -> dict[str, int]:
     with engine.connect() as conn:
         out = {
             t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
-            for t in ("candles_1m", "candles_15m", "candles_1h", "funding_rates", "premium_index", "events")
+            for t in ("candles_1m", "candles_15m", "candles_1h", "funding_rates", "premium_index")
         }
+        out["events"] = conn.execute(  # data-quality events only: promotions are events too
+            sa.text("SELECT count(*) FROM events WHERE kind LIKE 'data_quality%'")
+        ).scalar_one()
         out["close_sum_micro"] = round(
             conn.execute(sa.text("SELECT sum(close) FROM candles_1m")).scalar_one() * 1e6
         )
     engine.dispose()
     return out
+
+
+def _metrics(report_dir: Path) -> str:
+    data = json.loads((report_dir / "report.json").read_text())
+    return json.dumps({"summaries": data["summaries"], "folds": data["folds"], "gates": data["gates"]})
+
+
+def _check_mlflow(tracking_uri: str) -> None:
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    sweeps = client.get_experiment_by_name("raytrade-demo-sweeps")
+    assert sweeps is not None
+    runs = client.search_runs([sweeps.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parents
+    for parent in parents:
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(children) >= 2
+    production = client.get_model_version_by_alias("raytrade-lgbm", "production")
+    assert production.tags["raytrade.promotion.kind"] in ("promote", "override")
 
 
 @pytest.mark.slow
@@ -49,24 +77,42 @@ def test_demo_writes_the_synthetic_market_to_lake_and_database_and_reruns_identi
     assert first.returncode == 0, first.stdout + first.stderr
     assert "SYNTHETIC" in first.stdout
     assert "FAILED" not in first.stdout
+    assert "PROMOTED BY OVERRIDE" in first.stdout or "every promotion gate passed" in first.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///" in first.stdout
+    report_dir = tmp_path / "data" / "reports" / "demo"
+    page = (report_dir / "report.html").read_text()
+    assert "SYNTHETIC market" in page
+    for section in ("metrics", "fold stability", "promotion gates", "Tune sweep", "feature importance",
+                    "foundation checks"):  # fmt: skip
+        assert section in page
+    pngs = sorted(p.name for p in report_dir.glob("*.png"))
+    assert pngs and all(f'src="{name}"' in page for name in pngs)
+    _check_mlflow(f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}")
+    metrics = _metrics(report_dir)
     url = f"sqlite:///{tmp_path / 'data' / 'raytrade.db'}"
     counts = _counts(url)
 
-    market = generate_market(UNIVERSE.split(","), DEMO_START_MS, 1440, 11)
+    market = generate_market(UNIVERSE.split(","), DEMO_START_MS, BARS, 11)
     expected_closes = sum(float(np.sum(market.candles_1m[s]["close"])) for s in market.symbols)
-    assert counts["candles_1m"] == 4 * 1440
-    assert counts["candles_15m"] == 4 * 96 and counts["candles_1h"] == 4 * 24
-    assert counts["premium_index"] == 4 * 1440
+    assert counts["candles_1m"] == 4 * BARS
+    assert counts["candles_15m"] == 4 * BARS // 15 and counts["candles_1h"] == 4 * BARS // 60
+    assert counts["premium_index"] == 4 * BARS
     assert counts["funding_rates"] == sum(len(market.funding[s]["ts"]) for s in market.symbols)
     assert counts["events"] == 0  # no data-quality rejects on a clean market
-    assert counts["close_sum_micro"] == round(expected_closes * 1e6)
+    # summation order differs (SQL vs numpy): equal to ~1e-12 relative
+    assert counts["close_sum_micro"] == pytest.approx(expected_closes * 1e6, rel=1e-12)
 
     lake = Lake(tmp_path / "data" / "lake")
     assert lake.sources("candles_1m", "BTCUSDT") == {"2025-01": ("synthetic",)}
     lake_bytes = {p: Path(p).read_bytes() for p in lake.files("candles_1m")}
-    assert lake.coverage("candles_1m", "ETHUSDT") == (DEMO_START_MS, DEMO_START_MS + 1439 * MINUTE_MS, 1440)
+    assert lake.coverage("candles_1m", "ETHUSDT") == (
+        DEMO_START_MS,
+        DEMO_START_MS + (BARS - 1) * MINUTE_MS,
+        BARS,
+    )
 
     second = _demo(tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     assert _counts(url) == counts
     assert {p: Path(p).read_bytes() for p in lake.files("candles_1m")} == lake_bytes
+    assert _metrics(report_dir) == metrics
