@@ -122,6 +122,7 @@ def predictions_on_panel(
 
 
 def btc_regime_on_panel(data: TrainingSet, panel: MarketPanel, btc_symbol: str) -> np.ndarray:
+    """BTC's 15m regime code on the panel's bars as a (bars, 1) column; 1 (normal) where unknown."""
     regime = data.btc_regime(btc_symbol)
     values = regime.reindex(panel.ts).to_numpy(np.float64) if len(regime) else np.full(len(panel.ts), np.nan)
     return np.where(np.isfinite(values), values, 1.0).reshape(-1, 1)
