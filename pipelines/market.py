@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import pandas as pd
+import numpy as np
 
 from core.resample import resample_candles
 from core.synthetic import SyntheticMarket
@@ -25,10 +25,9 @@ class MarketWrite:
     source: str
 
 
-def higher_timeframes(candles_1m: dict[str, object] | pd.DataFrame) -> dict[str, dict]:
+def higher_timeframes(candles_1m: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """Return ``{"15m": columns, "1h": columns}`` built from complete 1m buckets only."""
-    cols = {k: candles_1m[k] for k in candles_1m}  # type: ignore[index]
-    return {tf: resample_candles(cols, MINUTE_MS, interval_ms(tf)) for tf in HIGHER_TIMEFRAMES}
+    return {tf: resample_candles(candles_1m, MINUTE_MS, interval_ms(tf)) for tf in HIGHER_TIMEFRAMES}
 
 
 def write_synthetic_market(
@@ -40,15 +39,14 @@ def write_synthetic_market(
     """
     rows: dict[str, int] = {}
 
-    def put(dataset: str, symbol: str, columns: object) -> None:
-        frame = pd.DataFrame(dict(columns))  # type: ignore[call-overload]
-        lake.write(dataset, symbol, frame, source=market.source)
-        rows[dataset] = rows.get(dataset, 0) + len(frame)
+    def put(dataset: str, symbol: str, columns: Mapping[str, np.ndarray]) -> None:
+        lake.write(dataset, symbol, columns, source=market.source)
+        rows[dataset] = rows.get(dataset, 0) + len(columns["ts"])
 
     for symbol in market.symbols:
         candles = market.candles_1m[symbol]
         put("candles_1m", symbol, candles)
-        for tf, columns in higher_timeframes(dict(candles)).items():
+        for tf, columns in higher_timeframes(candles).items():
             put(f"candles_{tf}", symbol, columns)
         put("mark_1m", symbol, market.mark_1m[symbol])
         put("premium_1m", symbol, market.premium_1m[symbol])

@@ -175,20 +175,10 @@ class Lake:
         Opens only the month files that overlap the range, and reads only ``columns`` (plus ``ts``)
         when given. An absent dataset or symbol gives an empty frame with the layout's required columns.
         """
-        lay = layout(dataset)
-        paths = self._month_files(dataset, symbol)
-        if start_ms is not None:
-            first = _month_name(_month_numbers(np.array([start_ms], dtype=np.int64))[0])
-            paths = [p for p in paths if p.stem >= first]
-        if end_ms is not None:
-            last = _month_name(_month_numbers(np.array([end_ms - 1], dtype=np.int64))[0])
-            paths = [p for p in paths if p.stem <= last]
         wanted = None if columns is None else ["ts", *(c for c in columns if c != "ts")]
-        if not paths:
-            empty = {name: np.array([], dtype=dtype) for name, dtype in lay.required.items()}
-            return pd.DataFrame({k: v for k, v in empty.items() if wanted is None or k in wanted})
-        tables = [_read_file(p, wanted)[0] for p in paths]
-        table = _concat(tables) if len(tables) > 1 else tables[0]
+        table = self._read_table(dataset, symbol, start_ms, end_ms, wanted)
+        if table is None:
+            return pd.DataFrame(_empty_columns(dataset, wanted))
         frame = table.to_pandas()
         if start_ms is not None or end_ms is not None:
             ts = frame["ts"].to_numpy()
@@ -205,16 +195,28 @@ class Lake:
     ) -> dict[str, np.ndarray]:
         """Return every row of a symbol as numpy columns (``ts`` first), skipping pandas: the fast path
         for kernels that read a whole series."""
-        paths = self._month_files(dataset, symbol)
         wanted = None if columns is None else ["ts", *(c for c in columns if c != "ts")]
-        if not paths:
-            lay = layout(dataset)
-            return {
-                k: np.array([], dtype=d) for k, d in lay.required.items() if wanted is None or k in wanted
-            }
-        tables = [_read_file(p, wanted)[0] for p in paths]
-        table = _concat(tables) if len(tables) > 1 else tables[0]
+        table = self._read_table(dataset, symbol, None, None, wanted)
+        if table is None:
+            return _empty_columns(dataset, wanted)
         return {name: table.column(name).to_numpy() for name in table.column_names}
+
+    def _read_table(
+        self, dataset: str, symbol: str, start_ms: int | None, end_ms: int | None, wanted: list[str] | None
+    ) -> pa.Table | None:
+        """The month files overlapping [start_ms, end_ms) as one table (None when there are none)."""
+        layout(dataset)  # an unknown dataset is an error, not an empty read
+        paths = self._month_files(dataset, symbol)
+        if start_ms is not None:
+            first = _month_name(_month_numbers(np.array([start_ms], dtype=np.int64))[0])
+            paths = [p for p in paths if p.stem >= first]
+        if end_ms is not None:
+            last = _month_name(_month_numbers(np.array([end_ms - 1], dtype=np.int64))[0])
+            paths = [p for p in paths if p.stem <= last]
+        if not paths:
+            return None
+        tables = [_read_file(p, wanted)[0] for p in paths]
+        return _concat(tables) if len(tables) > 1 else tables[0]
 
     def datasets(self) -> list[str]:
         """Return the datasets that have at least one symbol directory, sorted."""
@@ -273,6 +275,12 @@ class Lake:
 
 
 # Helpers ------------------------------------------------------------------------------------------
+def _empty_columns(dataset: str, wanted: list[str] | None) -> dict[str, np.ndarray]:
+    """Empty required columns of a dataset (those in ``wanted``, when given)."""
+    required = layout(dataset).required
+    return {k: np.array([], dtype=d) for k, d in required.items() if wanted is None or k in wanted}
+
+
 def _validated_columns(
     dataset: str, symbol: str, frame: pd.DataFrame | Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
