@@ -1,0 +1,178 @@
+"""Ray Serve deployment ``Predictor``: the production model behind one batched handle (spec 001 §16).
+
+The deployment loads ``models:/<name>@production`` from the MLflow registry and answers
+``predict(features)`` — a block of rows (k × 132, feature schema order) — with every model output
+and the version that produced them. Requests from every ingest actor that arrive within
+``batch_wait_timeout_s`` are stacked into one LightGBM call (``@serve.batch``).
+
+Alias moves are picked up without dropping requests: a background task polls the alias every
+``poll_s``; a new version is loaded next to the current one and swapped in with one reference
+assignment, so a batch in flight finishes on the model it started with and every answer names the
+version that computed it. A version that fails to load (or refuses the feature schema of this
+build) is logged and skipped; the current model keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from core.errors import ConfigError
+from core.features_schema import FEATURE_SCHEMA_VERSION, SCHEMA_HASH
+from core.model import MultiTargetModel
+from storage.registry import PRODUCTION_ALIAS, ModelRegistry, RegistryError
+
+log = logging.getLogger(__name__)
+
+#: The Serve application and deployment names the realtime path looks the Predictor up by.
+APP_NAME = "raytrade-predictor"
+DEPLOYMENT_NAME = "Predictor"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A model and where it came from."""
+
+    model: MultiTargetModel
+    name: str
+    version: str
+    model_id: str | None  # the MLflow logged-model id of the version
+    loaded_at_ms: int
+
+
+def load_production(registry: ModelRegistry, name: str, alias: str = PRODUCTION_ALIAS) -> LoadedModel:
+    """Load the version ``alias`` points to; ConfigError when nothing is promoted."""
+    info = registry.production_version(name) if alias == PRODUCTION_ALIAS else registry.version(name, alias)
+    if info is None:
+        raise ConfigError(
+            f"model {name!r} has no {alias!r} alias: promote a version first (raytrade promote)"
+        )
+    model = registry.load_model(f"models:/{name}/{info.version}")
+    return LoadedModel(model, name, str(info.version), info.model_id, int(time.time() * 1000))
+
+
+@serve.deployment(
+    name=DEPLOYMENT_NAME, num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256
+)
+class Predictor:
+    """Batched inference of the production model; see the module docstring."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str,
+        *,
+        poll_s: float = 5.0,
+        max_batch_size: int = 64,
+        batch_wait_timeout_s: float = 0.005,
+        num_threads: int = 1,
+    ) -> None:
+        self._registry = ModelRegistry(tracking_uri)
+        self._name = model_name
+        self._poll_s = poll_s
+        self._num_threads = num_threads
+        self._current = load_production(self._registry, model_name)
+        self._swaps = 0
+        self._batches = 0
+        self._rows = 0
+        self.predict_batch.set_max_batch_size(max_batch_size)
+        self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._poller: asyncio.Task[None] | None = None
+
+    def _ensure_poller(self) -> None:
+        if self._poller is None and self._poll_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(self._poll_alias())
+
+    async def _poll_alias(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_s)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:  # the current model keeps serving; the next poll tries again
+                log.exception("Predictor: could not refresh %s@%s", self._name, PRODUCTION_ALIAS)
+
+    def refresh(self) -> str:
+        """Load the version the alias now points to if it moved; return the version serving."""
+        info = self._registry.production_version(self._name)
+        if info is None or str(info.version) == self._current.version:
+            return self._current.version
+        try:
+            loaded = load_production(self._registry, self._name)
+            loaded.model.predict(  # refuse a model of another feature schema before it serves
+                np.zeros((1, len(loaded.model.feature_names))), FEATURE_SCHEMA_VERSION, SCHEMA_HASH
+            )
+        except (RegistryError, ConfigError, ValueError) as e:
+            log.error("Predictor: version %s of %s not loaded, %s keeps serving: %s",
+                      info.version, self._name, self._current.version, e)  # fmt: skip
+            return self._current.version
+        self._current = loaded  # one assignment: batches in flight keep the model they started with
+        self._swaps += 1
+        log.info("Predictor: now serving %s version %s", self._name, loaded.version)
+        return loaded.version
+
+    async def check_now(self) -> str:
+        """Refresh immediately (tests, operators); return the version serving."""
+        return await asyncio.to_thread(self.refresh)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def predict_batch(self, blocks: list[np.ndarray]) -> list[dict[str, Any]]:
+        current = self._current
+        sizes = [len(b) for b in blocks]
+        stacked = np.concatenate([np.asarray(b, np.float64).reshape(-1, len(current.model.feature_names))
+                                  for b in blocks]) if blocks else np.empty((0, 0))  # fmt: skip
+        preds = current.model.predict(
+            stacked, FEATURE_SCHEMA_VERSION, SCHEMA_HASH, num_threads=self._num_threads
+        )
+        self._batches += 1
+        self._rows += len(stacked)
+        out: list[dict[str, Any]] = []
+        start = 0
+        for n in sizes:
+            out.append({
+                "version": current.version,
+                "model_id": current.model_id,
+                "name": current.name,
+                "preds": {k: v[start : start + n] for k, v in preds.items()},
+            })  # fmt: skip
+            start += n
+        return out
+
+    async def predict(self, features: np.ndarray) -> dict[str, Any]:
+        """Predict every output for ``features`` (k × 132, schema order): {version, model_id, name, preds}."""
+        self._ensure_poller()
+        return await self.predict_batch(features)
+
+    async def stats(self) -> dict[str, Any]:
+        """Serving version, alias swaps seen, batches and rows predicted."""
+        self._ensure_poller()
+        return {
+            "version": self._current.version, "swaps": self._swaps, "batches": self._batches, "rows": self._rows,
+        }  # fmt: skip
+
+
+def deploy_predictor(
+    tracking_uri: str,
+    model_name: str,
+    *,
+    poll_s: float = 5.0,
+    max_batch_size: int = 64,
+    batch_wait_timeout_s: float = 0.005,
+) -> serve.handle.DeploymentHandle:
+    """Start Serve without an HTTP proxy (handles only) and run the Predictor application."""
+    serve.start(proxy_location="Disabled")
+    app = Predictor.bind(  # type: ignore[attr-defined]
+        tracking_uri, model_name, poll_s=poll_s, max_batch_size=max_batch_size,
+        batch_wait_timeout_s=batch_wait_timeout_s,
+    )  # fmt: skip
+    return serve.run(app, name=APP_NAME, route_prefix=None)
+
+
+def predictor_handle() -> serve.handle.DeploymentHandle:
+    """The running Predictor's handle (from any actor of the same Ray cluster)."""
+    return serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=APP_NAME)
