@@ -1,0 +1,442 @@
+"""The risk/execution actor: the single writer of positions (seed 000 §3, §5; spec 001 §15.2).
+
+One named, detached, restartable Ray actor holds the book. In shadow mode its exchange is the paper
+exchange of ``core.sim`` (the ``FillSimulator`` the backtest runs): an entry intent passes the
+hard risk guards and fills at the book's ask (long) or bid (short) with the simulator's slippage
+and fees; SL/TP are checked on every mark update (exit at bid/ask) and on every closed 1m bar
+(the backtest's bar rule, which also runs time exits and funding).
+
+Persistence. Every entry and exit is written in one database transaction with a snapshot of the
+simulator's account and position arrays (an ``events`` row of kind ``execution.state``). The
+``positions`` table gets an ``entry`` row when a position opens and a ``FINAL`` row when it closes,
+both keyed by ``trade_group_id`` = ``<session>:<symbol>:<decision ts>``. A restarted actor (Ray
+restarts it after a crash; ``max_restarts=-1``) rebuilds the book from the newest snapshot of its
+session and checks it against the open ``entry`` rows; a disagreement stops the actor with a
+clear error instead of trading on a book it cannot trust.
+
+No double entry: an intent is refused when the symbol already holds a position (the simulator's
+``POSITION_OPEN``), when its trade group already exists in the database (a re-delivered intent),
+or while another entry of the symbol is being processed (the entry lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.config import RiskConfig
+from core.messages import PositionUpdate, RiskEvent, Topic
+from core.sim import FillSimulator, SimConfig
+from core.sim import kernel as _k
+from storage import db
+from storage.bus import Bus, open_bus
+from storage.schema import events, positions, risk_events
+
+log = logging.getLogger(__name__)
+
+#: Name of the detached execution actor (one per Ray namespace and mode).
+EXECUTION_ACTOR_NAME = "raytrade-execution"
+STATE_EVENT = "execution.state"
+_SIDE = {1: "LONG", -1: "SHORT"}
+
+
+class ExecutionConfig(BaseModel):
+    """What the execution actor needs; plain data so a restart rebuilds the same actor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_id: str = Field(min_length=1, description="shadow session; keys trade groups and snapshots")
+    symbols: tuple[str, ...]
+    database_url: str
+    redis_url: str | None = None
+    mode: str = "shadow"
+    sim: SimConfig = Field(default_factory=SimConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryIntent:
+    """An entry decided by the policy on the close of bar ``decision_ts`` (its open time, ms)."""
+
+    symbol: str
+    decision_ts: int
+    side: int  # +1 long, −1 short
+    size_fraction: float  # of equity (SimConfig.sizing "equity_fraction")
+    leverage: int
+    sl_price: float
+    tp_price: float
+    decision_price: float
+    atr: float
+    quote_volume: float
+    bid: float
+    ask: float
+    book_ts: int
+    mark: float = math.nan
+    signal_received_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BarClose:
+    """A closed 1m bar of one symbol, for the bar rule (SL/TP on the mark range, time exit, funding)."""
+
+    symbol: str
+    ts_ms: int  # bar open time
+    open: float
+    high: float
+    low: float
+    close: float
+    mark_open: float
+    mark_high: float
+    mark_low: float
+    mark_close: float
+    quote_volume: float
+    funding_rate: float = 0.0  # summed rates of the symbol's funding times in (ts, ts + 1m]
+
+
+@dataclass(slots=True)
+class EntryResult:
+    symbol: str
+    decision_ts: int
+    filled: bool
+    reasons: tuple[str, ...] = ()
+    trade_group_id: str | None = None
+    price: float | None = None
+
+
+@dataclass(slots=True)
+class SessionStats:
+    entries: int = 0
+    blocked: int = 0
+    duplicates: int = 0
+    exits: int = 0
+    wins: int = 0
+    realized_pnl: float = 0.0
+    fees: float = 0.0
+    exit_reasons: dict[str, int] = field(default_factory=dict)
+    restarts_recovered: int = 0
+
+
+def trade_group_id(session_id: str, symbol: str, decision_ts: int) -> str:
+    """The trade group of an entry decided on bar ``decision_ts``: unique per session and symbol-bar."""
+    return f"{session_id}:{symbol}:{int(decision_ts)}"
+
+
+def _json_array(a: np.ndarray) -> list[Any]:
+    return [None if not math.isfinite(x) else float(x) for x in a.ravel()]
+
+
+def _from_json(values: Sequence[Any], shape: tuple[int, ...]) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], np.float64).reshape(shape)
+
+
+class ExecutionBook:
+    """The actor's logic without Ray (tests drive it directly; the actor wraps it)."""
+
+    def __init__(self, cfg: ExecutionConfig) -> None:
+        self.cfg = cfg
+        self.engine = db.make_engine(cfg.database_url)
+        self.bus: Bus = open_bus(cfg.redis_url)
+        self.sim = FillSimulator(cfg.symbols, cfg.sim, cfg.risk)
+        self.stats = SessionStats()
+        self._groups: dict[str, str] = {}  # symbol → trade_group_id of its open position
+        self._locked: set[str] = set()
+        self._last_ts = 0
+        self._recover()
+
+    # --- recovery ----------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        with self.engine.connect() as conn:
+            snap = conn.execute(
+                sa.select(events.c.payload)
+                .where(events.c.kind == STATE_EVENT, events.c.source == self._source)
+                .order_by(events.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            open_rows = self._open_entries(conn)
+            finals = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(positions.c.realized_pnl), 0.0))
+                .where(positions.c.event_type == "FINAL", positions.c.trade_group_id.like(f"{self.cfg.session_id}:%"))
+            ).one()  # fmt: skip
+        if snap is None:
+            if open_rows:
+                raise RuntimeError(
+                    f"execution: {len(open_rows)} open positions of session {self.cfg.session_id} in the database "
+                    "but no state snapshot: refusing to trade on an unknown book"
+                )
+            return
+        if tuple(snap["symbols"]) != self.sim.symbols:
+            raise RuntimeError(
+                f"execution: the snapshot of session {self.cfg.session_id} holds symbols {snap['symbols']}, "
+                f"this actor {list(self.sim.symbols)}: start a new session for another universe"
+            )
+        self.sim.acct[:] = _from_json(snap["acct"], self.sim.acct.shape)
+        self.sim.pos[:] = _from_json(snap["pos"], self.sim.pos.shape)
+        self._groups = dict(snap["groups"])
+        self._last_ts = int(snap["ts"])
+        held = {s for s in self.sim.symbols if s in self.sim.positions()}
+        if held != set(open_rows) or any(self._groups.get(s) != open_rows[s] for s in held):
+            raise RuntimeError(
+                f"execution: snapshot positions {sorted(held)} disagree with the open entries "
+                f"{sorted(open_rows)} of session {self.cfg.session_id}"
+            )
+        self.stats.exits, self.stats.realized_pnl = int(finals[0]), float(finals[1])
+        self.stats.restarts_recovered += 1
+        log.warning("execution: recovered session %s with %d open positions", self.cfg.session_id, len(held))
+
+    @property
+    def _source(self) -> str:
+        return f"execution:{self.cfg.mode}:{self.cfg.session_id}"
+
+    def _open_entries(self, conn: sa.Connection) -> dict[str, str]:
+        """symbol → trade_group_id of this session's entries without a FINAL row."""
+        final = sa.select(positions.c.trade_group_id).where(positions.c.event_type == "FINAL")
+        rows = conn.execute(
+            sa.select(positions.c.symbol, positions.c.trade_group_id).where(
+                positions.c.event_type == "entry",
+                positions.c.trade_group_id.like(f"{self.cfg.session_id}:%"),
+                positions.c.trade_group_id.not_in(final),
+            )
+        ).all()
+        return {r.symbol: r.trade_group_id for r in rows}
+
+    def _state_row(self, ts: int) -> dict[str, Any]:
+        payload = {
+            "symbols": list(self.sim.symbols), "acct": _json_array(self.sim.acct), "pos": _json_array(self.sim.pos),
+            "groups": self._groups, "ts": int(ts),
+        }  # fmt: skip
+        return {
+            "ts": int(ts),
+            "kind": STATE_EVENT,
+            "source": self._source,
+            "symbol": None,
+            "payload": payload,
+        }
+
+    # --- entries -----------------------------------------------------------------------------------
+    def submit(self, intents: Sequence[EntryIntent]) -> list[EntryResult]:
+        return [self._enter(i) for i in intents]
+
+    def _enter(self, it: EntryIntent) -> EntryResult:
+        result = EntryResult(it.symbol, it.decision_ts, filled=False)
+        group = trade_group_id(self.cfg.session_id, it.symbol, it.decision_ts)
+        if it.symbol in self._locked:
+            result.reasons = ("ENTRY_LOCKED",)
+            return result
+        self._locked.add(it.symbol)
+        try:
+            with self.engine.connect() as conn:
+                seen = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(positions)
+                    .where(positions.c.trade_group_id == group)
+                ).scalar_one()
+            if seen:
+                self.stats.duplicates += 1
+                result.reasons = ("DUPLICATE_INTENT",)
+                return result
+            ts = max(int(it.book_ts), int(it.decision_ts) + self.cfg.sim.bar_ms, self._last_ts)
+            price = it.ask if it.side > 0 else it.bid
+            equity = self.sim.equity
+            reasons = self.sim.open_position(
+                it.symbol, it.side, ts, price, it.size_fraction * equity, decision_price=it.decision_price,
+                atr=it.atr, sl=it.sl_price, tp=it.tp_price, leverage=it.leverage,
+                mark_price=it.mark if math.isfinite(it.mark) else None,
+                quote_volume_usdt=it.quote_volume if math.isfinite(it.quote_volume) else None,
+            )  # fmt: skip
+            self._last_ts = ts
+            if reasons:
+                self.stats.blocked += 1
+                result.reasons = reasons
+                self._risk_event(ts, it.symbol, reasons, it)
+                return result
+            pos = self.sim.position(it.symbol)
+            assert pos is not None
+            self._groups[it.symbol] = group
+            row = {
+                "trade_group_id": group, "symbol": it.symbol, "ts": ts, "side": _SIDE[pos.side], "event_type": "entry",
+                "mode": self.cfg.mode, "amt": pos.qty, "entry_price": pos.entry_price, "mark_price": pos.mark_price,
+                "leverage": int(round(pos.leverage)), "margin_type": "ISOLATED",
+                "liquidation_price": pos.liquidation_price, "notional": pos.qty * pos.entry_price,
+                "sl_price": pos.sl_price, "tp_price": pos.tp_price, "unrealized_pnl": pos.unrealized_pnl_usdt,
+                "fees": float(self.sim.pos[self.sim._k(it.symbol), _k.P_ENTRY_FEE]), "source": self.cfg.mode,
+            }  # fmt: skip
+            with self.engine.begin() as conn:
+                conn.execute(positions.insert(), [row])
+                conn.execute(events.insert(), [self._state_row(ts)])
+            self.stats.entries += 1
+            result.filled, result.trade_group_id, result.price = True, group, pos.entry_price
+            self._publish_position(ts, it.symbol)
+            return result
+        finally:
+            self._locked.discard(it.symbol)
+
+    # --- market events -----------------------------------------------------------------------------
+    def on_ticks(self, ticks: Sequence[Any]) -> int:
+        """Apply mark ticks (``MarketTick``-like: symbol, ts_ms, mark, bid, ask); return exits."""
+        exits = 0
+        for t in ticks:
+            if t.symbol not in self._groups or not math.isfinite(t.mark):
+                continue
+            ts = max(int(t.ts_ms), self._last_ts)
+            reason = self.sim.on_mark(t.symbol, ts, t.mark, bid=t.bid, ask=t.ask)
+            self._last_ts = ts
+            if reason:
+                self._final(t.symbol, ts, reason)
+                exits += 1
+        return exits
+
+    def on_bars(self, bars: Sequence[BarClose]) -> int:
+        """Run the bar rule on closed 1m bars of held symbols; return exits."""
+        exits = 0
+        for b in bars:
+            if b.symbol not in self._groups:
+                continue
+            ts = max(int(b.ts_ms), 0)
+            reason = self.sim.on_bar(
+                b.symbol, ts, b.open, b.high, b.low, b.close,
+                mark=(b.mark_open, b.mark_high, b.mark_low, b.mark_close),
+                quote_volume_usdt=b.quote_volume if math.isfinite(b.quote_volume) else None,
+                funding_rate=b.funding_rate,
+            )  # fmt: skip
+            if reason:
+                self._final(b.symbol, max(ts + self.cfg.sim.bar_ms, self._last_ts), reason)
+                exits += 1
+        return exits
+
+    def flatten(self, reason: str = "FLATTEN") -> int:
+        """Close every position at its last mark (end of a session, operator command)."""
+        held = list(self._groups)
+        if not held:
+            return 0
+        ts = max(self._last_ts, int(time.time() * 1000))
+        self.sim.flatten(ts, reason=reason)
+        for s in held:
+            self._final(s, ts, reason)
+        return len(held)
+
+    def _final(self, symbol: str, ts: int, reason: str) -> None:
+        trades = self.sim.trades()
+        trade = trades[trades["symbol"] == symbol].iloc[-1]
+        group = self._groups.pop(symbol)
+        row = {
+            "trade_group_id": group, "symbol": symbol, "ts": int(trade["exit_ts"]), "side": _SIDE[int(trade["side"])],
+            "event_type": "FINAL", "mode": self.cfg.mode, "amt": float(trade["qty"]),
+            "entry_price": float(trade["entry_price"]), "exit_price": float(trade["exit_price"]),
+            "leverage": int(round(float(trade["leverage"]))), "margin_type": "ISOLATED",
+            "notional": float(trade["notional"]), "sl_price": float(trade["sl_price"]),
+            "tp_price": float(trade["tp_price"]), "realized_pnl": float(trade["pnl"]), "fees": float(trade["fees"]),
+            "funding": float(trade["funding"]), "exit_reason": reason, "source": self.cfg.mode,
+        }  # fmt: skip
+        with self.engine.begin() as conn:
+            conn.execute(positions.insert(), [row])
+            conn.execute(events.insert(), [self._state_row(ts)])
+        self.stats.exits += 1
+        self.stats.wins += int(row["realized_pnl"] > 0)
+        self.stats.realized_pnl += row["realized_pnl"]
+        self.stats.fees += row["fees"]
+        self.stats.exit_reasons[reason] = self.stats.exit_reasons.get(reason, 0) + 1
+        self._publish_position(ts, symbol)
+
+    # --- reporting ---------------------------------------------------------------------------------
+    def _risk_event(self, ts: int, symbol: str, reasons: tuple[str, ...], it: EntryIntent) -> None:
+        details = {"reasons": list(reasons), "intent": {k: v for k, v in asdict(it).items() if not isinstance(v, float)
+                                                        or math.isfinite(v)}}  # fmt: skip
+        message = f"entry {symbol} {_SIDE[it.side]} blocked: {', '.join(reasons)}"
+        with self.engine.begin() as conn:
+            conn.execute(risk_events.insert(), [{"ts": ts, "event_type": "entry_blocked", "symbol": symbol,
+                                                 "severity": 1, "message": message, "details": details}])  # fmt: skip
+        self._publish(Topic.RISK_EVENT, RiskEvent(ts_ms=ts, event_type="entry_blocked", symbol=symbol,
+                                                  severity="info", message=message, details=details))  # fmt: skip
+
+    def _publish_position(self, ts: int, symbol: str) -> None:
+        pos = self.sim.position(symbol)
+        msg = PositionUpdate(
+            symbol=symbol, ts_ms=ts, qty=0.0 if pos is None else pos.side * pos.qty,
+            entry_price=0.0 if pos is None else pos.entry_price,
+            unrealized_pnl=0.0 if pos is None else pos.unrealized_pnl_usdt,
+            leverage=None if pos is None else int(round(pos.leverage)),
+        )  # fmt: skip
+        self._publish(Topic.POSITIONS_UPDATE, msg)
+
+    def _publish(self, topic: Topic, msg: Any) -> None:
+        try:
+            self.bus.publish(topic, msg)
+        except Exception:  # the bus is for observers; the database is the record
+            log.exception("execution: could not publish on %s", topic)
+
+    def summary(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "session_id": self.cfg.session_id, "entries": s.entries, "blocked": s.blocked, "duplicates": s.duplicates,
+            "exits": s.exits, "wins": s.wins, "win_rate": s.wins / s.exits if s.exits else math.nan,
+            "realized_pnl": s.realized_pnl, "fees": s.fees, "exit_reasons": dict(s.exit_reasons),
+            "open_positions": sorted(self._groups), "equity": self.sim.equity, "wallet": self.sim.wallet,
+            "restarts_recovered": s.restarts_recovered,
+        }  # fmt: skip
+
+    def trades(self) -> list[dict[str, Any]]:
+        """The simulator's closed trades of this actor's life (the database holds the whole session)."""
+        return self.sim.trades().to_dict("records")
+
+    def close(self) -> None:
+        self.bus.close()
+        self.engine.dispose()
+
+
+def execution_actor_class() -> Any:
+    """The Ray actor class (built lazily so importing this module needs no Ray)."""
+    import ray
+
+    @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+    class ExecutionActor:
+        """Ray wrapper of ``ExecutionBook``; calls from one caller run in order (a synchronous actor)."""
+
+        def __init__(self, cfg: ExecutionConfig) -> None:
+            self.book = ExecutionBook(cfg)
+
+        def submit(self, intents: Sequence[EntryIntent]) -> list[EntryResult]:
+            return self.book.submit(intents)
+
+        def on_ticks(self, ticks: Sequence[Any]) -> int:
+            return self.book.on_ticks(ticks)
+
+        def on_bars(self, bars: Sequence[BarClose]) -> int:
+            return self.book.on_bars(bars)
+
+        def flatten(self, reason: str = "FLATTEN") -> int:
+            return self.book.flatten(reason)
+
+        def summary(self) -> dict[str, Any]:
+            return self.book.summary()
+
+        def equity(self) -> float:
+            return self.book.sim.equity
+
+        def trades(self) -> list[dict[str, Any]]:
+            return self.book.trades()
+
+        def pid(self) -> int:
+            import os
+
+            return os.getpid()
+
+    return ExecutionActor
+
+
+def start_execution_actor(
+    cfg: ExecutionConfig, *, name: str = EXECUTION_ACTOR_NAME, detached: bool = True
+) -> Any:
+    """Create (or get) the named execution actor; detached so it outlives the driver that started it."""
+    cls = execution_actor_class()
+    options: Mapping[str, Any] = {"name": name, "get_if_exists": True}
+    if detached:
+        options = {**options, "lifetime": "detached"}
+    return cls.options(**options).remote(cfg)
