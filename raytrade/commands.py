@@ -7,7 +7,16 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add every command group to ``app``."""
-    from raytrade import cmd_backtest, cmd_db, cmd_demo, cmd_history, cmd_models, cmd_pipelines, cmd_selftest
+    from raytrade import (
+        cmd_backtest,
+        cmd_db,
+        cmd_demo,
+        cmd_history,
+        cmd_models,
+        cmd_pipelines,
+        cmd_selftest,
+        cmd_venue,
+    )
 
     cmd_db.register(app)
     cmd_selftest.register(app)
@@ -16,3 +25,4 @@ def register(app: typer.Typer) -> None:
     cmd_pipelines.register(app)
     cmd_models.register(app)
     cmd_backtest.register(app)
+    cmd_venue.register(app)
