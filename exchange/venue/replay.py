@@ -2,8 +2,11 @@
 
 For every minute of every replayed symbol the driver emits, in time order:
 
-- ``markPriceUpdate`` ticks at ``ts + k·60 s / n`` (k = 1..n, n = ``mark_ticks_per_minute``) along
-  the intra-minute path of the mark_1m bar; ``i`` (index) = mark / (1 + premium close of the
+- ``markPriceUpdate`` ticks at ``ts + k·60 s / n − 1 ms`` (k = 1..n, n = ``mark_ticks_per_minute``),
+  the k-th at fraction (k−1)/(n−1) of the intra-minute path of the mark_1m bar, whose vertices are
+  snapped to that grid (n ≥ 4): every tick lies inside the bar's minute [ts, ts + 59 999] as
+  Binance's kline convention counts it, the first is the open, the last (at ts + 59 999) the close
+  and the extremes are ticked, so the ticks of a minute aggregate to exactly its stored mark bar; ``i`` (index) = mark / (1 + premium close of the
   minute's premium_1m bar), so the premium is recoverable (mark when premium is missing); ``P``
   (estimated settle price) = index; ``r`` = the last funding rate settled at or before the tick
   (0 before the first known one); ``T`` = the symbol's next funding time from its stored funding
@@ -20,8 +23,8 @@ For every minute of every replayed symbol the driver emits, in time order:
 
 Path model (``bar_path``): piecewise linear, open → the extreme nearer the open → the other extreme
 → close (a tie goes to the low first when the bar closes up, the high first otherwise), walked at
-constant speed in price, so ticks never leave [low, high] and the tick at the minute's end is the
-close. A missing bar emits nothing for that symbol and minute (no candle: no book, no kline and no
+constant speed in price (vertices then snapped to the tick grid), so ticks never leave [low, high]
+and the minute's last tick is the close. A missing bar emits nothing for that symbol and minute (no candle: no book, no kline and no
 broker tick; no mark bar: no mark ticks).
 
 After each tick the paper broker (when there is one) hears ``on_book`` and ``on_mark``, so its
@@ -93,8 +96,14 @@ class Broker(Protocol):
 
 
 # Pure models ------------------------------------------------------------------------------------
-def bar_path(open_: float, high: float, low: float, close: float) -> tuple[np.ndarray, np.ndarray]:
-    """Return the path's vertices (fractions of the bar in [0, 1], prices) for one OHLC bar (see module doc)."""
+def bar_path(
+    open_: float, high: float, low: float, close: float, grid: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the path's vertices (fractions of the bar in [0, 1], prices) for one OHLC bar (see module doc).
+
+    ``grid`` ≥ 3: the vertex fractions are moved to the nearest multiple of 1/grid, kept strictly
+    increasing, so a tick at every k/grid passes through each vertex (the bar's high and low).
+    """
     high, low = max(high, open_, close), min(low, open_, close)
     up_distance, down_distance = high - open_, open_ - low
     if up_distance < down_distance or (up_distance == down_distance and close < open_):
@@ -109,12 +118,27 @@ def bar_path(open_: float, high: float, low: float, close: float) -> tuple[np.nd
     keep = np.concatenate(([True], lengths > 0))
     fractions = np.concatenate(([0.0], np.cumsum(lengths) / total))[keep]
     fractions[-1] = 1.0
+    if grid >= len(fractions) - 1 and grid >= 3:
+        fractions = _snapped(fractions, grid)
     return fractions, prices[keep]
 
 
-def path_prices(open_: float, high: float, low: float, close: float, fractions: np.ndarray) -> np.ndarray:
-    """Return the bar's path price at each fraction of the bar (1.0 gives exactly ``close``)."""
-    xs, ys = bar_path(open_, high, low, close)
+def _snapped(fractions: np.ndarray, grid: int) -> np.ndarray:
+    """Inner fractions rounded to multiples of 1/grid, strictly increasing, 0 and 1 kept."""
+    steps = np.rint(fractions * grid).astype(np.int64)
+    last = len(steps) - 1
+    for i in range(1, last):  # leave room for the vertices still to come
+        steps[i] = min(max(steps[i], steps[i - 1] + 1), grid - (last - i))
+    steps[0], steps[last] = 0, grid
+    return steps / grid
+
+
+def path_prices(
+    open_: float, high: float, low: float, close: float, fractions: np.ndarray, grid: int = 0
+) -> np.ndarray:
+    """Return the bar's path price at each fraction of the bar (1.0 gives exactly ``close``);
+    ``grid`` as in ``bar_path``."""
+    xs, ys = bar_path(open_, high, low, close, grid)
     between = np.interp(fractions, xs, ys)
     # Interpolated prices are shown to 10 significant digits (no 59981.799999999996 on the wire).
     tidy = np.array([float(f"{v:.10g}") for v in between])
@@ -304,8 +328,11 @@ class ReplayDriver:
         """Return the premiumIndex object of ``symbol`` at the clock, the value of its latest mark tick."""
         now = self.clock.now_ms()
         minute = now - now % MINUTE_MS
-        k = (now - minute) * self.n_ticks // MINUTE_MS
-        bar_ts, fraction = (minute - MINUTE_MS, 1.0) if k == 0 else (minute, k / self.n_ticks)
+        k = (now - minute + 1) * self.n_ticks // MINUTE_MS  # ticks of this minute so far
+        grid = self.n_ticks - 1
+        bar_ts, fraction = (
+            (minute - MINUTE_MS, 1.0) if k == 0 else (minute, (k - 1) / grid if grid > 0 else 1.0)
+        )
         mark_frame = self.data.read("mark_1m", symbol, bar_ts - HOUR_MS, bar_ts + MINUTE_MS)
         if len(mark_frame) == 0:
             mark_frame = self.data.read("candles_1m", symbol, bar_ts - HOUR_MS, bar_ts + MINUTE_MS)
@@ -314,7 +341,9 @@ class ReplayDriver:
         last = mark_frame.iloc[-1]
         if int(last["ts"]) == bar_ts:
             mark = float(
-                path_prices(last["open"], last["high"], last["low"], last["close"], np.array([fraction]))[0]
+                path_prices(
+                    last["open"], last["high"], last["low"], last["close"], np.array([fraction]), grid
+                )[0]
             )
         else:
             bar_ts, mark = int(last["ts"]), float(last["close"])
@@ -386,10 +415,11 @@ class ReplayDriver:
             base = position * 10
             bar = chunk.candles[symbol].get(minute)
             mark_bar = chunk.mark[symbol].get(minute)
-            fractions = np.arange(1, self.n_ticks + 1) / self.n_ticks
-            tick_times = minute + np.arange(1, self.n_ticks + 1) * MINUTE_MS // self.n_ticks
-            last = _prices(bar, fractions)
-            mark = _prices(mark_bar, fractions)
+            grid = self.n_ticks - 1
+            fractions = np.arange(self.n_ticks) / grid if grid > 0 else np.ones(1)
+            tick_times = minute + np.arange(1, self.n_ticks + 1) * MINUTE_MS // self.n_ticks - 1
+            last = _prices(bar, fractions, grid)
+            mark = _prices(mark_bar, fractions, grid)
             if mark is not None:
                 premium_bar = chunk.premium[symbol].get(minute)
                 premium = premium_bar["close"] if premium_bar is not None else 0.0
@@ -572,10 +602,10 @@ class ReplayDriver:
         return _Chunk(start_ms, end_ms, candles, mark, premium, first_ids)
 
 
-def _prices(bar: dict[str, float] | None, fractions: np.ndarray) -> np.ndarray | None:
+def _prices(bar: dict[str, float] | None, fractions: np.ndarray, grid: int = 0) -> np.ndarray | None:
     if bar is None:
         return None
-    return path_prices(bar["open"], bar["high"], bar["low"], bar["close"], fractions)
+    return path_prices(bar["open"], bar["high"], bar["low"], bar["close"], fractions, grid)
 
 
 def _values(bar: Mapping[str, float]) -> KlineValues:

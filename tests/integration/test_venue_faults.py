@@ -112,7 +112,7 @@ async def step(venue: ReplayVenue, minutes: int) -> None:
 
 
 def _event_minutes(listener: Listener) -> list[int]:
-    return [(d["E"] - START) // MINUTE_MS for d in listener.data]
+    return [(d["E"] + 1 - START) // MINUTE_MS for d in listener.data]  # the minute boundary it closes
 
 
 def test_drop_loses_the_next_messages(stepped: ReplayVenue) -> None:

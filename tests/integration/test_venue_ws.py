@@ -199,24 +199,32 @@ def test_higher_timeframe_closes_equal_the_resampled_bars(
         assert len(got) == (4 if interval == "15m" else 1)
 
 
-def test_mark_ticks_stay_in_the_mark_bar_and_the_last_tick_is_its_close(
-    recording: Recording, lake: Lake
-) -> None:
+def test_mark_ticks_of_a_minute_aggregate_to_exactly_its_mark_bar(recording: Recording, lake: Lake) -> None:
     for symbol in SYMBOLS:
         ticks = _data([m for m in recording.market if m["stream"] == f"{symbol.lower()}@markPrice@1s"], "")
         mark = lake.read("mark_1m", symbol, START, END).set_index("ts")
         premium = lake.read("premium_1m", symbol, START, END).set_index("ts")
         assert len(ticks) == TICKS * len(mark)
+        by_minute: dict[int, list[float]] = {}
         for d in ticks:
-            minute = (d["E"] - 1) // MINUTE_MS * MINUTE_MS
+            minute = d["E"] // MINUTE_MS * MINUTE_MS  # Binance's kline convention: [t, t + 59 999]
+            assert d["E"] % (MINUTE_MS // TICKS) == MINUTE_MS // TICKS - 1
             bar = mark.loc[minute]
             p = float(d["p"])
             assert bar.low <= p <= bar.high
-            if d["E"] == minute + MINUTE_MS:
-                assert p == bar.close
+            by_minute.setdefault(minute, []).append(p)
             # the premium is recoverable from mark and index
             assert p / float(d["i"]) - 1 == pytest.approx(premium.loc[minute].close, abs=1e-7)
             assert d["P"] == d["i"]
+        for minute, prices in by_minute.items():
+            bar = mark.loc[minute]
+            assert len(prices) == TICKS
+            assert (prices[0], max(prices), min(prices), prices[-1]) == (
+                bar.open,
+                bar.high,
+                bar.low,
+                bar.close,
+            )
 
 
 def test_funding_fields_follow_the_symbols_own_funding_times(recording: Recording, lake: Lake) -> None:
@@ -407,7 +415,7 @@ def test_premium_index_shapes_and_values_at_the_clock(
     assert {k: type(v) for k, v in one.items()} == {k: type(v) for k, v in recorded[0].items()}
     assert [e["symbol"] for e in every] == list(SYMBOLS)
     last_tick = _data([m for m in recording.market if m["stream"] == "ethusdt@markPrice@1s"], "")[-1]
-    assert one["time"] == END == last_tick["E"]
+    assert one["time"] == END and last_tick["E"] == END - 1  # the last tick closes the last minute
     assert float(one["markPrice"]) == pytest.approx(float(last_tick["p"]), abs=1e-8)
     assert one["indexPrice"] == last_tick["i"] and one["lastFundingRate"] == last_tick["r"]
     assert one["nextFundingTime"] == last_tick["T"]

@@ -219,3 +219,15 @@ def test_generated_exchange_info_filters_follow_the_price_level() -> None:
     assert info["symbols"][2]["filters"][0]["tickSize"] == "0.000000001"  # never 1E-9
     with pytest.raises(ValueError, match="positive price"):
         generate_exchange_info(["BTCUSDT"], {"BTCUSDT": float("nan")}, 0)
+
+
+@pytest.mark.parametrize("n", [4, 5, 12, 60])
+def test_ticks_on_the_snapped_grid_aggregate_to_exactly_the_bar(n: int) -> None:
+    rng = np.random.default_rng(n)
+    fractions = np.arange(n) / (n - 1)
+    for _ in range(300):
+        o, c = rng.uniform(90, 110, 2)
+        h = max(o, c) + rng.choice([0.0, rng.uniform(0, 5)])
+        low = min(o, c) - rng.choice([0.0, rng.uniform(0, 5)])
+        prices = path_prices(o, h, low, c, fractions, n - 1)
+        assert (prices[0], prices.max(), prices.min(), prices[-1]) == (o, h, low, c)
