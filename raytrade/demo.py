@@ -11,6 +11,8 @@ market), a last-fold portfolio backtest against the baselines and the HTML repor
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,14 @@ from core.synthetic import SyntheticMarket, generate_market
 from core.time import DAY_MS, MINUTE_MS
 from pipelines.dbsink import DatabaseSink
 from pipelines.market import write_synthetic_market
-from raytrade.demo_train import TrainSummary, last_fold_backtests, train_and_promote, write_report
+from raytrade.demo_train import (
+    TRAINING_STAGES,
+    Step,
+    TrainSummary,
+    last_fold_backtests,
+    train_and_promote,
+    write_report,
+)
 from raytrade.selftest import Check, run_selftest
 from raytrade.settings import Settings, redact_url
 from storage import db
@@ -58,7 +67,8 @@ class DemoSummary:
         return self.db_dead_letters == 0 and all(c.ok for c in self.checks)
 
 
-def _progress(console: Console, enabled: bool) -> Progress:
+def progress_bar(console: Console, enabled: bool) -> Progress:
+    """The progress display of the demo and research commands (disabled: stays silent)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -68,6 +78,21 @@ def _progress(console: Console, enabled: bool) -> Progress:
         disable=not enabled,
         transient=False,
     )
+
+
+@contextmanager
+def training_steps(console: Console, progress: bool, total: int) -> Iterator[Step]:
+    """A progress bar of ``total`` stages; yields ``step(name)``, to call after each stage. Without
+    ``progress`` each finished stage is printed as a line instead."""
+    with progress_bar(console, progress) as bar:
+        task = bar.add_task("training", total=total)
+
+        def step(name: str) -> None:
+            bar.update(task, advance=1, description=f"training: {name} done")
+            if not progress:
+                console.print(f"stage done: {name}")
+
+        yield step
 
 
 def publish_closes(settings: Settings, market: SyntheticMarket) -> int:
@@ -117,7 +142,7 @@ def run_demo(
     db.upgrade(engine)
     sync_universe(engine, settings.universe)
     lake = Lake(settings.lake_root)
-    with _progress(console, progress) as bar:
+    with progress_bar(console, progress) as bar:
         task = bar.add_task("generate market", total=1)
         market = generate_market(settings.universe, DEMO_START_MS, n_minutes, seed)
         bar.advance(task)
@@ -160,15 +185,7 @@ def _train(
     console: Console,
     progress: bool,
 ) -> TrainSummary:
-    stages = ("features", "labels", "sweep", "fold backtests", "register", "gates + promotion")
-    with _progress(console, progress) as bar:
-        task = bar.add_task("training", total=len(stages) + 2)
-
-        def step(name: str) -> None:
-            bar.update(task, advance=1, description=f"training: {name} done")
-            if not progress:
-                console.print(f"stage done: {name}")
-
+    with training_steps(console, progress, len(TRAINING_STAGES) + 2) as step:
         training, data, folds, _cfg = train_and_promote(
             settings, seed=seed, num_samples=num_samples, num_boost_round=num_boost_round, step=step
         )
