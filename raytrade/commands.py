@@ -14,6 +14,7 @@ def register(app: typer.Typer) -> None:
         cmd_history,
         cmd_models,
         cmd_pipelines,
+        cmd_research,
         cmd_selftest,
         cmd_venue,
     )
@@ -26,3 +27,4 @@ def register(app: typer.Typer) -> None:
     cmd_models.register(app)
     cmd_backtest.register(app)
     cmd_venue.register(app)
+    cmd_research.register(app)
