@@ -21,10 +21,13 @@ from rich.table import Table
 
 from core.time import ms_to_datetime
 from raytrade.cli import settings_or_exit
+from raytrade.cmd_backtest import sim_config
+from raytrade.rayinit import start_ray
 from raytrade.settings import Settings, redact_url
 from storage import db, jobs
 from storage.bus import open_bus
 from storage.registry import ModelRegistry, ModelVersionInfo
+from tune.jobs_handlers import JobEnvironment, job_handlers
 from tune.promote import (
     GateReport,
     PromotionConfig,
@@ -221,8 +224,18 @@ def jobs_list(
 
 
 def worker_handlers(settings: Settings, registry: ModelRegistry) -> dict[str, JobHandler]:
-    """The handler of every job kind this installation runs (label, train, backtest join here)."""
-    return {"promote": promote_handler(registry)}
+    """The handler of every job kind this installation runs: label, train, backtest and promote."""
+    env = JobEnvironment(
+        lake_root=settings.lake_root,
+        label_spec=settings.label,
+        policy=settings.policy,
+        risk=settings.risk,
+        sim=sim_config(settings),
+        registry=registry,
+        reports_dir=(settings.data_dir / "reports" / "jobs").resolve(),
+        start_ray=lambda: start_ray(settings, progress=False),
+    )
+    return {**job_handlers(env), "promote": promote_handler(registry)}
 
 
 def worker_cmd(

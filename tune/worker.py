@@ -8,7 +8,7 @@ with the exception's redacted one-line text.
 
 Handlers are plain callables registered per kind on the worker instance (``register``); the worker
 keeps no class-level state. ``promote_handler`` runs ``tune.promote`` for ``promote`` jobs; the
-label, train and backtest handlers are registered by the composition root.
+label, train and backtest handlers (``tune.jobs_handlers``) are registered by the composition root.
 
 Progress: a handler calls ``ctx.progress(fraction, message)``; the worker writes it to the job row
 and publishes a ``TrainingUpdate`` on the bus (``Topic.TRAINING_UPDATE``), at most every
@@ -34,6 +34,7 @@ from storage import jobs
 from storage.bus import Bus
 from storage.jobs import Job
 from storage.registry import ModelRegistry
+from tune.jobs_handlers import JOB_CONFIGS
 from tune.promote import PromotionConfig, promote_stored
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ class PromoteJobConfig(BaseModel):
 
 
 #: Config models of the kinds that have one; ``enqueue_job`` validates against them.
-JOB_CONFIG_MODELS: Mapping[str, type[BaseModel]] = MappingProxyType({"promote": PromoteJobConfig})
+JOB_CONFIG_MODELS: Mapping[str, type[BaseModel]] = MappingProxyType(
+    {**JOB_CONFIGS, "promote": PromoteJobConfig}
+)
 
 
 def validate_job_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from model_fixtures import failing_gates_input, log_tiny, passing_gates_input
 
 from core.messages import Topic, TrainingUpdate
+from core.strategies import BASELINES
 from storage import db, jobs
 from storage.bus import InProcessBus
 from storage.registry import ModelRegistry
@@ -264,4 +265,215 @@ def test_worker_waits_out_an_unreachable_database_instead_of_dying(tmp_path: Pat
     timer.start()
     assert worker.run() == 0
     timer.join()
+    engine.dispose()
+
+
+# --- label, train and backtest jobs from the CLI ---------------------------------------------------
+
+JOB_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+JOB_START = 1_736_121_600_000  # 2025-01-06 00:00 UTC
+TRAIN_CONFIG = {
+    "symbols": JOB_SYMBOLS,
+    "folds": {"unit": "bars", "train": 1440, "val": 720, "test": 720, "folds": 2},
+    "params": {"num_leaves": 7, "min_data_in_leaf": 50},
+    "num_boost_round": 8,
+    "seed": 3,
+    "model_name": "jobs-model",
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory):
+    """A data dir with a small synthetic lake (3 symbols × 4 days), a migrated SQLite database and the
+    CLI (`raytrade db`, `raytrade jobs`) pointed at it; label horizon 60 bars to keep training small."""
+    import typer
+    from typer.testing import CliRunner
+
+    from core.synthetic import generate_market
+    from pipelines.market import write_synthetic_market
+    from raytrade import cmd_db, cmd_models
+    from raytrade.settings import load_settings
+    from storage.lake import Lake
+
+    root = tmp_path_factory.mktemp("jobs_ws")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("RAYTRADE_DATA_DIR", str(root / "data"))
+        mp.setenv("RAYTRADE_LABEL__H_BARS", "60")
+        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        mp.setenv("COLUMNS", "400")  # error boxes unwrapped
+        app = typer.Typer()
+        cmd_db.register(app)
+        cmd_models.register(app)
+        runner = CliRunner()
+
+        def cli(*args: str, code: int = 0) -> str:
+            result = runner.invoke(app, list(args))
+            assert result.exit_code == code, (result.output, result.exception)
+            return " ".join(result.output.replace("│", " ").split())
+
+        settings = load_settings()
+        write_synthetic_market(
+            generate_market(JOB_SYMBOLS, JOB_START, 4 * 1440, seed=5), Lake(settings.lake_root)
+        )
+        cli("db", "upgrade")
+        before = mlflow.get_tracking_uri()
+        yield cli, settings
+        mlflow.set_tracking_uri(before)
+
+
+def _enqueue(cli, kind: str, config: dict) -> str:
+    import json
+
+    out = cli("jobs", "enqueue", kind, "--config", json.dumps(config))
+    assert out.startswith(f"queued {kind} job ")
+    return out.split()[-1]
+
+
+def _run_worker(settings) -> tuple[list[TrainingUpdate], ModelRegistry, sa.Engine]:
+    """Run every queued job with the installation's handlers; return the bus updates, registry, engine."""
+    from raytrade.cmd_models import worker_handlers
+
+    engine = db.make_engine(settings.database_url)
+    registry = ModelRegistry(
+        settings.tracking_uri, artifact_root=settings.mlflow_artifact_root, engine=engine
+    )
+    bus = InProcessBus()
+    bus.subscribe(Topic.TRAINING_UPDATE, "t", "c", start="earliest")
+    worker = BatchWorker(engine, bus=bus, progress_interval_s=0.0)
+    for kind, handler in worker_handlers(settings, registry).items():
+        worker.register(kind, handler)
+    assert set(worker.kinds) == {"label", "train", "backtest", "promote"}
+    worker.run(exit_when_idle=True)
+    return [d.message for d in bus.read(Topic.TRAINING_UPDATE, "t", "c", count=10_000)], registry, engine
+
+
+def _lifecycle(updates: list[TrainingUpdate], job_id: str) -> list[tuple[str, float]]:
+    return [(m.status, m.progress) for m in updates if m.job_id == job_id]
+
+
+def _assert_queued_running_done(engine: sa.Engine, updates, job_id: str) -> jobs.Job:
+    seen = _lifecycle(updates, job_id)
+    assert seen[0] == ("running", 0.0) and seen[-1] == ("done", 1.0), seen
+    running = [p for s, p in seen if s == "running"]
+    assert (
+        len(running) >= 3 and running == sorted(running) and 0 < running[-1] <= 1
+    )  # progress as work proceeds
+    job = jobs.get_job(engine, job_id)
+    assert job.status == "done" and job.progress == 1.0 and job.error is None
+    assert job.started_at_ms <= job.ended_at_ms
+    return job
+
+
+def test_label_job_from_the_cli_writes_labels_with_progress(workspace, ray_session):
+    from pipelines.labels import labels_lake
+
+    cli, settings = workspace
+    job_id = _enqueue(cli, "label", {"symbols": JOB_SYMBOLS})
+    engine = db.make_engine(settings.database_url)
+    assert jobs.get_job(engine, job_id).status == "queued"
+    updates, _registry, engine = _run_worker(settings)
+    job = _assert_queued_running_done(engine, updates, job_id)
+    store = labels_lake(settings.lake_root, settings.label)
+    assert job.report_uri == store.root.resolve().as_uri()
+    for symbol in JOB_SYMBOLS:
+        labels = store.read("labels_1m", symbol)
+        assert len(labels) == 4 * 1440 and (labels["status"] == 0).sum() > 3000
+    engine.dispose()
+
+
+def test_train_job_registers_a_version_with_fold_metrics_and_gate_inputs(workspace, ray_session):
+    cli, settings = workspace
+    label_id = _enqueue(cli, "label", {"symbols": JOB_SYMBOLS})
+    train_id = _enqueue(cli, "train", TRAIN_CONFIG)
+    updates, registry, engine = _run_worker(settings)
+    assert jobs.get_job(engine, label_id).status == "done"
+    job = _assert_queued_running_done(engine, updates, train_id)
+    fold_messages = [m.message for m in updates if m.job_id == train_id and m.message.startswith("fold ")]
+    assert fold_messages == ["fold 1/2 done", "fold 2/2 done"]  # progress as folds finish
+    info = registry.version("jobs-model", job.report_uri.rsplit("/", 1)[-1])
+    assert job.report_uri == info.uri and not info.is_production
+    run = registry.client.get_run(info.run_id)
+    assert run.data.params["job_id"] == train_id and run.data.params["num_boost_round"] == "8"
+    assert {f"fold{i}_trades" for i in (0, 1)} <= set(run.data.metrics)
+    gates_input = registry.read_run_json("jobs-model", info.version, "gates_input.json")
+    folds = gates_input["candidate"]["folds"]
+    assert [f["trades"] for f in folds] == [run.data.metrics[f"fold{f['fold']}_trades"] for f in folds]
+    assert {b["name"] for b in gates_input["baselines"]} == set(BASELINES)
+    model = registry.load_model(info.uri)
+    assert model.label_spec_hash == settings.label.spec_hash()
+    engine.dispose()
+
+
+def test_backtest_job_stores_the_baseline_metrics(workspace):
+    import json
+    from urllib.parse import urlparse
+
+    from core.metrics import summarize
+    from pipelines.backtest import load_panel
+    from pipelines.baselines import run_baselines
+    from raytrade.cmd_backtest import sim_config
+    from storage.lake import Lake
+
+    cli, settings = workspace
+    config = {"symbols": JOB_SYMBOLS[:2], "start": "2025-01-07", "end": "2025-01-09"}
+    job_id = _enqueue(cli, "backtest", config)
+    updates, _registry, engine = _run_worker(settings)
+    job = _assert_queued_running_done(engine, updates, job_id)
+    stored = json.loads(Path(urlparse(job.report_uri).path).read_text())
+    assert stored["job_id"] == job_id and set(stored["summaries"]) == set(BASELINES)
+    assert (Path(urlparse(job.report_uri).path).parent / "report.html").exists()
+    lake = Lake(settings.lake_root)
+    panel = load_panel(lake, JOB_SYMBOLS[:2], 1_736_208_000_000, 1_736_380_800_000)
+    direct = run_baselines(lake, panel, list(BASELINES), sim=sim_config(settings), risk=settings.risk,
+                           policy=settings.policy, label_spec=settings.label)  # fmt: skip
+    for name, result in direct.items():
+        expected = summarize(result.trades, result.equity)
+        assert stored["summaries"][name]["trades"] == expected["trades"]
+        assert stored["summaries"][name]["total_return"] == pytest.approx(expected["total_return"], abs=1e-12)
+    engine.dispose()
+
+
+def test_job_configs_are_checked_when_queued_and_failures_record_the_error(workspace):
+    cli, settings = workspace
+    out = cli("jobs", "enqueue", "train", "--config", '{"symbols": ["BTCUSDT"]}', code=2)
+    assert "folds" in out and "Field required" in out
+    out = cli(
+        "jobs", "enqueue", "backtest", "--config", '{"symbols": ["BTCUSDT"], "strategies": ["moon"]}', code=2
+    )
+    assert "unknown baseline" in out
+    out = cli("jobs", "enqueue", "label", "--config", '{"symbols": ["btc-usdt"]}', code=2)
+    assert "invalid label job config" in out
+    out = cli(
+        "jobs",
+        "enqueue",
+        "train",
+        "--config",
+        '{"symbols": ["BTCUSDT"], "folds": {"train": 1, "test": 1}, "params": {"seed": 1}}',
+        code=2,
+    )
+    assert "params may not set ['seed']" in out
+    # valid configs whose data are missing: the jobs fail and say why
+    no_candles = _enqueue(cli, "label", {"symbols": ["XRPUSDT"]})
+    no_labels = _enqueue(cli, "train", {**TRAIN_CONFIG, "symbols": ["BTCUSDT"], "model_name": "never"})
+    engine = db.make_engine(settings.database_url)
+    from pipelines.labels import labels_lake
+
+    labels = labels_lake(settings.lake_root, settings.label)
+    if labels.coverage("labels_1m", "BTCUSDT") is not None:  # an earlier test labelled it: remove them
+        import shutil
+
+        shutil.rmtree(labels.symbol_dir("labels_1m", "BTCUSDT"))
+    _updates, registry, engine = _run_worker(settings)
+    failed = jobs.get_job(engine, no_candles)
+    assert failed.status == "failed" and failed.error == (
+        f"FileNotFoundError: no candles_1m in the lake at {settings.lake_root} for XRPUSDT"
+    )
+    failed = jobs.get_job(engine, no_labels)
+    assert (
+        failed.status == "failed"
+        and "no labels of spec" in failed.error
+        and "queue a label job first" in failed.error
+    )
+    assert "never" not in registry.registered_names()
     engine.dispose()
