@@ -14,6 +14,9 @@ restarts it after a crash; ``max_restarts=-1``) rebuilds the book from the newes
 session and checks it against the open ``entry`` rows; a disagreement stops the actor with a
 clear error instead of trading on a book it cannot trust.
 
+A late intent is refused (``SIGNAL_STALE``): an entry must fill within ``max_entry_delay_ms`` of
+its decision bar's close, or the price it was decided on no longer holds.
+
 No double entry: an intent is refused when the symbol already holds a position (the simulator's
 ``POSITION_OPEN``), when its trade group already exists in the database (a re-delivered intent),
 or while another entry of the symbol is being processed (the entry lock).
@@ -60,6 +63,11 @@ class ExecutionConfig(BaseModel):
     mode: str = "shadow"
     sim: SimConfig = Field(default_factory=SimConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
+    max_entry_delay_ms: int = Field(
+        60_000,
+        gt=0,
+        description="an entry must fill within this long after its decision bar closed (venue ms)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +251,12 @@ class ExecutionBook:
                 result.reasons = ("DUPLICATE_INTENT",)
                 return result
             ts = max(int(it.book_ts), int(it.decision_ts) + self.cfg.sim.bar_ms, self._last_ts)
+            late_ms = ts - (int(it.decision_ts) + self.cfg.sim.bar_ms)
+            if late_ms > self.cfg.max_entry_delay_ms:
+                self.stats.blocked += 1
+                result.reasons = ("SIGNAL_STALE",)
+                self._risk_event(ts, it.symbol, result.reasons, it)
+                return result
             price = it.ask if it.side > 0 else it.bid
             equity = self.sim.equity
             reasons = self.sim.open_position(
@@ -316,7 +330,9 @@ class ExecutionBook:
         held = list(self._groups)
         if not held:
             return 0
-        ts = max(self._last_ts, int(time.time() * 1000))
+        # venue time (a replay's clock is not the wall's), 1 ms after the last event the book saw
+        ts = self._last_ts + 1 if self._last_ts else int(time.time() * 1000)
+        self._last_ts = ts
         self.sim.flatten(ts, reason=reason)
         for s in held:
             self._final(s, ts, reason)
