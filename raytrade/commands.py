@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
         cmd_models,
         cmd_pipelines,
         cmd_research,
+        cmd_run,
         cmd_selftest,
         cmd_venue,
     )
@@ -28,3 +29,4 @@ def register(app: typer.Typer) -> None:
     cmd_backtest.register(app)
     cmd_venue.register(app)
     cmd_research.register(app)
+    cmd_run.register(app)

@@ -1,0 +1,324 @@
+"""The decision side of a symbol group (seed 000 §2; spec 001 §12–13, §16): an ``IngestHook``.
+
+On each 1m close of the group (``CloseEvent``) the ``Decider``:
+
+1. checks freshness per symbol: a symbol the ingest marks stale, or whose features were not
+   accepted, is skipped and the reason recorded (an ``events`` row ``signal.skipped``);
+2. sends the merged 132 features of the fresh symbols to the Ray Serve ``Predictor`` (one request
+   per close; the deployment batches requests of all groups) and gets every output with the model
+   version that computed it;
+3. runs the policy exactly as the backtest does (``core.policy.decide_arrays`` on the close, the
+   15m ATR of ``core.labels.label_atr`` and BTC's regime feature, unknown regime as normal), and
+   stores one ``signals`` row per symbol with all outputs, the decision, size, leverage, SL/TP,
+   block reasons and the explain numbers, in one transaction;
+4. hands the entries to the risk/execution actor (which applies the book and the hard risk
+   guards) and every closed bar of the group to its bar rule; mark ticks go there as they come.
+
+The 15m ATR needs history: the decider keeps a window of 1m bars per symbol (``ATR_WINDOW_BARS``)
+seeded from the lake and extended by every closed bar. Latency from the last kline's arrival to
+the signals commit is recorded per close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors.events import CloseEvent, MarketTick
+from actors.execution import EXECUTION_ACTOR_NAME, BarClose, EntryIntent
+from core.config import LabelSpec, PolicyConfig
+from core.features_kernel import INPUT_COLUMNS
+from core.features_schema import FEATURE_INDEX, KEY_COLUMNS
+from core.labels import label_atr
+from core.policy import PREDICTION_KEYS, Action, decide_arrays, reason_names
+from core.time import MINUTE_MS
+
+log = logging.getLogger(__name__)
+
+#: 1m bars kept per symbol for the 15m ATR: the backtest's warm-up of 10·period coarse bars, plus two.
+ATR_WINDOW_BARS = (10 * 14 + 2) * 15
+_I = {name: i for i, name in enumerate(INPUT_COLUMNS)}
+_DECISION = {int(Action.LONG): "LONG", int(Action.SHORT): "SHORT", int(Action.FLAT): "FLAT"}
+
+
+class DeciderConfig(BaseModel):
+    """Plain data the ingest actor builds its decider from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_id: str
+    database_url: str
+    redis_url: str | None = None
+    model_name: str
+    predictor_app: str = "raytrade-predictor"
+    predictor_deployment: str = "Predictor"
+    execution_actor: str = EXECUTION_ACTOR_NAME
+    lake_path: str | None = Field(None, description="lake to seed the ATR window from")
+    trade_symbols: tuple[str, ...] | None = Field(None, description="symbols traded; None: all of the group")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    label: LabelSpec = Field(default_factory=LabelSpec)
+    predict_timeout_s: float = 10.0
+
+
+@dataclass(slots=True)
+class _Bars:
+    ts: deque[int] = field(default_factory=lambda: deque(maxlen=ATR_WINDOW_BARS))
+    high: deque[float] = field(default_factory=lambda: deque(maxlen=ATR_WINDOW_BARS))
+    low: deque[float] = field(default_factory=lambda: deque(maxlen=ATR_WINDOW_BARS))
+    close: deque[float] = field(default_factory=lambda: deque(maxlen=ATR_WINDOW_BARS))
+    last_mark_close: float = math.nan
+
+    def add(self, ts: int, high: float, low: float, close: float) -> None:
+        if self.ts and ts <= self.ts[-1]:
+            return
+        self.ts.append(ts)
+        self.high.append(high)
+        self.low.append(low)
+        self.close.append(close)
+
+    def atr(self, spec: LabelSpec) -> float:
+        if not self.ts:
+            return math.nan
+        ts = np.fromiter(self.ts, np.int64, len(self.ts))
+        arrays = (np.fromiter(d, np.float64, len(d)) for d in (self.high, self.low, self.close))
+        return float(label_atr(ts, *arrays, spec.atr_timeframe, spec.atr_period)[-1])
+
+
+def signal_rows(
+    event: CloseEvent,
+    symbols: Sequence[str],
+    preds: dict[str, np.ndarray],
+    decided: Any,
+    atr: np.ndarray,
+    model_id: str,
+    version: str,
+    equity: float,
+) -> list[dict[str, Any]]:
+    """The ``signals`` rows of one close: every output, the decision, sizing (USDT notional at the
+    book's ``equity`` now), SL/TP, reasons, explain."""
+    rows = []
+    for j, s in enumerate(symbols):
+        d = int(decided.direction[j])
+        entry = d != 0
+
+        def num(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+
+        rows.append({
+            "symbol": s, "ts": event.ts_ms, "model_id": model_id, "model_version": version,
+            "ev_long": float(np.nan_to_num(decided.ev_long[j], nan=-1.0)),
+            "ev_short": float(np.nan_to_num(decided.ev_short[j], nan=-1.0)),
+            "er_long": num(preds["er_long"][j]), "er_short": num(preds["er_short"][j]),
+            "q05_long": num(preds["q05_long"][j]), "q05_short": num(preds["q05_short"][j]),
+            "e_mae_long": num(preds["e_mae_long"][j]), "e_mae_short": num(preds["e_mae_short"][j]),
+            "e_hold_long_min": int(round(preds["e_hold_long"][j])) if math.isfinite(preds["e_hold_long"][j]) else None,
+            "e_hold_short_min": int(round(preds["e_hold_short"][j])) if math.isfinite(preds["e_hold_short"][j])
+            else None,
+            "decision": _DECISION[d], "size_notional": float(decided.size_fraction[j]) * equity if entry else None,
+            "leverage": int(decided.leverage[j]) if entry else None,
+            "sl_price": num(decided.sl_price[j]) if entry else None,
+            "tp_price": num(decided.tp_price[j]) if entry else None,
+            "block_reason_codes": list(reason_names(int(decided.reasons[j]))),
+            "explain": {
+                "candidate": _DECISION[int(decided.candidate[j])], "price": event.close.get(s), "atr": num(atr[j]),
+                "cost_long": num(decided.cost_long[j]), "cost_short": num(decided.cost_short[j]),
+                "risk_penalty_long": num(decided.risk_penalty_long[j]),
+                "risk_penalty_short": num(decided.risk_penalty_short[j]),
+                "size_fraction": float(decided.size_fraction[j]), "equity": equity,
+                "group": event.group_id, "received_ms": event.received_ms,
+            },
+        })  # fmt: skip
+    return rows
+
+
+class Decider:
+    """``IngestHook`` of one group: freshness → Predictor → policy → signals → execution."""
+
+    def __init__(self, cfg: DeciderConfig) -> None:
+        import ray
+        from ray import serve
+
+        from storage import db
+
+        self.cfg = cfg
+        self._engine = db.make_engine(cfg.database_url)
+        self._predictor = serve.get_deployment_handle(cfg.predictor_deployment, app_name=cfg.predictor_app)
+        self._execution = ray.get_actor(cfg.execution_actor)
+        self._bars: dict[str, _Bars] = {}
+        self._model_ids: dict[str, str] = {}
+        self._pending: set[asyncio.Future[Any]] = set()
+        self.latencies_ms: deque[float] = deque(maxlen=100_000)
+        self.counts = {"closes": 0, "signals": 0, "entries_sent": 0, "skipped": 0, "errors": 0}
+
+    # --- ATR window --------------------------------------------------------------------------------
+    def _seed(self, symbol: str, before_ms: int) -> _Bars:
+        bars = _Bars()
+        if self.cfg.lake_path:
+            from storage.lake import Lake
+
+            lake = Lake(self.cfg.lake_path)
+            start = before_ms - ATR_WINDOW_BARS * MINUTE_MS
+            if symbol in lake.symbols("candles_1m"):
+                frame = lake.read("candles_1m", symbol, start, before_ms)
+                for t, h, lo, c in zip(frame["ts"], frame["high"], frame["low"], frame["close"], strict=True):
+                    bars.add(int(t), float(h), float(lo), float(c))
+        self._bars[symbol] = bars
+        return bars
+
+    def _bar_window(self, symbol: str, ts_ms: int) -> _Bars:
+        return self._bars.get(symbol) or self._seed(symbol, ts_ms)
+
+    # --- the hook ----------------------------------------------------------------------------------
+    async def on_close(self, event: CloseEvent) -> None:
+        self.counts["closes"] += 1
+        inputs = event.inputs
+        fresh: list[int] = []
+        skipped: list[tuple[str, str]] = []
+        bar_closes: list[BarClose] = []
+        traded = set(self.cfg.trade_symbols or event.symbols)
+        for k, s in enumerate(event.symbols):
+            ok_bar = int(event.status[k]) == 0 and np.isfinite(inputs[k, _I["close"]])
+            if ok_bar:
+                window = self._bar_window(s, event.ts_ms)
+                row = inputs[k]
+                window.add(event.ts_ms, row[_I["high"]], row[_I["low"]], row[_I["close"]])
+                mark_close = row[_I["mark_close"]]
+                mark_open = (
+                    window.last_mark_close if math.isfinite(window.last_mark_close) else row[_I["open"]]
+                )
+                window.last_mark_close = mark_close if math.isfinite(mark_close) else window.last_mark_close
+                if math.isfinite(mark_close):
+                    bar_closes.append(BarClose(
+                        s, event.ts_ms, row[_I["open"]], row[_I["high"]], row[_I["low"]], row[_I["close"]],
+                        mark_open, row[_I["mark_high"]], row[_I["mark_low"]], mark_close,
+                        event.quote_volume.get(s, math.nan),
+                    ))  # fmt: skip
+            if s not in traded:
+                continue
+            if s in event.stale:
+                skipped.append((s, event.stale[s]))
+            elif not ok_bar:
+                skipped.append((s, f"features not accepted (status {int(event.status[k])})"))
+            else:
+                fresh.append(k)
+        if bar_closes:
+            self._track(self._execution.on_bars.remote(bar_closes))
+        if skipped:
+            await asyncio.to_thread(self._record_skips, event, skipped)
+        if not fresh:
+            return
+        symbols = [event.symbols[k] for k in fresh]
+        answer = await asyncio.wait_for(
+            self._predictor.predict.remote(np.ascontiguousarray(event.features[fresh])),
+            self.cfg.predict_timeout_s,
+        )
+        preds = {k: np.asarray(answer["preds"][k], np.float64) for k in PREDICTION_KEYS}
+        price = np.array([event.close[s] for s in symbols])
+        atr = np.array([self._bars[s].atr(self.cfg.label) for s in symbols])
+        regime = event.features[fresh, FEATURE_INDEX[KEY_COLUMNS["btc_regime"]]]
+        regime = np.where(np.isfinite(regime), regime, 1.0)  # as the backtest: unknown regime is normal
+        decided = decide_arrays(preds, price, atr, regime, self.cfg.policy, self.cfg.label)
+        version = str(answer["version"])
+        model_id = await asyncio.to_thread(self._model_id, version)
+        equity = float(await self._execution.equity.remote())
+        rows = signal_rows(event, symbols, preds, decided, atr, model_id, version, equity)
+        await asyncio.to_thread(self._store, rows)
+        self.latencies_ms.append(time.time() * 1000 - event.received_ms)
+        self.counts["signals"] += len(rows)
+        intents = self._intents(event, symbols, decided, price, atr)
+        if intents:
+            self.counts["entries_sent"] += len(intents)
+            self._track(self._execution.submit.remote(intents))
+
+    async def on_ticks(self, ticks: list[MarketTick]) -> None:
+        if ticks:
+            self._track(self._execution.on_ticks.remote(ticks))
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def _intents(
+        self, event: CloseEvent, symbols: Sequence[str], decided: Any, price: np.ndarray, atr: np.ndarray
+    ) -> list[EntryIntent]:
+        out = []
+        for j in np.flatnonzero(decided.direction != 0):
+            s = symbols[j]
+            bid, ask, book_ts = event.book[s]
+            mark = event.mark.get(s, (math.nan, 0))[0]
+            out.append(EntryIntent(
+                symbol=s, decision_ts=event.ts_ms, side=int(decided.direction[j]),
+                size_fraction=float(decided.size_fraction[j]), leverage=int(decided.leverage[j]),
+                sl_price=float(decided.sl_price[j]), tp_price=float(decided.tp_price[j]),
+                decision_price=float(price[j]), atr=float(atr[j]),
+                quote_volume=float(event.quote_volume.get(s, math.nan)), bid=float(bid), ask=float(ask),
+                book_ts=int(book_ts), mark=float(mark), signal_received_ms=event.received_ms,
+            ))  # fmt: skip
+        return out
+
+    def _track(self, ref: Any) -> None:
+        future = asyncio.ensure_future(self._await(ref))
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    async def _await(self, ref: Any) -> None:
+        try:
+            await ref
+        except Exception:
+            self.counts["errors"] += 1
+            log.exception("decider: the execution actor failed a call")
+
+    def _model_id(self, version: str) -> str:
+        if version not in self._model_ids:
+            from storage.model_catalog import model_id_for_version
+
+            model_id = model_id_for_version(self._engine, self.cfg.model_name, version)
+            if model_id is None:
+                raise RuntimeError(
+                    f"model {self.cfg.model_name} version {version} is not mirrored in the models table: "
+                    "run `raytrade models sync` (promotion does it)"
+                )
+            self._model_ids[version] = model_id
+        return self._model_ids[version]
+
+    def _store(self, rows: list[dict[str, Any]]) -> None:
+        from storage.bulk import write_rows
+
+        write_rows(self._engine, "signals", rows)
+
+    def _record_skips(self, event: CloseEvent, skipped: list[tuple[str, str]]) -> None:
+        from storage.schema import events
+
+        self.counts["skipped"] += len(skipped)
+        rows = [{"ts": event.ts_ms, "kind": "signal.skipped", "source": f"decider:{event.group_id}", "symbol": s,
+                 "payload": {"reason": why, "session": self.cfg.session_id}} for s, why in skipped]  # fmt: skip
+        with self._engine.begin() as conn:
+            conn.execute(events.insert(), rows)
+
+    def stats(self) -> dict[str, Any]:
+        lat = np.fromiter(self.latencies_ms, np.float64, len(self.latencies_ms))
+        return {
+            **self.counts,
+            "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else math.nan,
+            "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else math.nan,
+            "latencies_ms": lat.tolist(),
+        }
+
+
+def decider_factory(cfg: DeciderConfig) -> Callable[[], Decider]:
+    """A picklable factory the ingest actor calls inside itself."""
+    return _Factory(cfg)
+
+
+@dataclass(frozen=True, slots=True)
+class _Factory:
+    cfg: DeciderConfig
+
+    def __call__(self) -> Decider:
+        return Decider(self.cfg)

@@ -1,0 +1,94 @@
+"""``raytrade run``: the realtime system (shadow mode) on local Ray, on the replay venue or Binance."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import typer
+from rich.console import Console
+
+from core.errors import ConfigError
+from core.symbols import SymbolError, parse_universe
+from core.time import parse_utc
+from raytrade.cli import settings_or_exit
+from raytrade.realtime import ShadowOptions, ShadowSession, default_replay_window
+
+console = Console(stderr=True)
+
+
+def run(
+    mode: str = typer.Option("shadow", "--mode", help="shadow (paper exchange); live is not available yet"),
+    venue: str = typer.Option(
+        "replay", "--venue", help="replay (the lake on loopback) | binance (public streams)"
+    ),
+    symbols: str | None = typer.Option(None, "--symbols", help="comma-separated; default: the universe"),
+    group_size: int = typer.Option(25, "--group-size", min=1, help="symbols per ingest actor"),
+    model: str = typer.Option(
+        "raytrade-lgbm", "--model", help="registered model; serves its production alias"
+    ),
+    start: str | None = typer.Option(None, "--start", help="replay: first minute (ISO, UTC)"),
+    end: str | None = typer.Option(None, "--end", help="replay: end (ISO, UTC, exclusive)"),
+    minutes: int = typer.Option(
+        60, "--minutes", min=1, help="replay without --start/--end: the lake's last N minutes"
+    ),
+    speed: float = typer.Option(60.0, "--speed", min=1.0, max=1000.0, help="replay speed (1 = real time)"),
+    mark_ticks: int = typer.Option(
+        60, "--mark-ticks", min=1, max=60, help="replay: markPrice ticks per minute"
+    ),
+    keep_open: bool = typer.Option(
+        False, "--keep-open", help="do not close positions at the end of a replay"
+    ),
+) -> None:
+    """Run the realtime system: ingest actors, Serve Predictor, policy, risk/execution actor (shadow)."""
+    settings = settings_or_exit()
+    if mode != "shadow":
+        raise typer.BadParameter(
+            "only shadow mode is available: live trading is a later issue", param_hint="--mode"
+        )
+    if venue not in ("replay", "binance"):
+        raise typer.BadParameter("replay or binance", param_hint="--venue")
+    try:
+        chosen = parse_universe(symbols) if symbols else tuple(settings.universe)
+    except SymbolError as e:
+        raise typer.BadParameter(str(e), param_hint="--symbols") from None
+    options = ShadowOptions(symbols=tuple(chosen), model_name=model, venue=venue, group_size=group_size,  # type: ignore[arg-type]
+                            speed=speed, mark_ticks_per_minute=mark_ticks, flatten_at_end=not keep_open)  # fmt: skip
+    try:
+        if venue == "replay":
+            if start and end:
+                options.start_ms, options.end_ms = parse_utc(start), parse_utc(end)
+            else:
+                options.start_ms, options.end_ms = default_replay_window(settings.lake_root, chosen, minutes)
+        session = ShadowSession(settings, options)
+        console.print(f"shadow session {options.session_id}: {len(chosen)} symbols on the {venue} venue")
+        session.start()
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    try:
+        if venue == "replay":
+            while not stop["now"] and not session.wait(timeout_s=1.0):
+                pass
+        else:
+            console.print("streaming Binance's public market data; Ctrl-C stops")
+            while not stop["now"]:
+                session.wait(timeout_s=1.0)
+    finally:
+        report = session.stop()
+    ex = report.get("execution", {})
+    console.print(
+        f"closes {report['closes']}, signals {report['signals']}, entries {ex.get('entries')}, exits {ex.get('exits')}, "
+        f"realized PnL {ex.get('realized_pnl', float('nan')):.2f} USDT; close→signal p50 "
+        f"{report['close_to_signal_p50_ms']:.0f} ms, p99 {report['close_to_signal_p99_ms']:.0f} ms; "
+        f"{report['messages_per_s']:.0f} msgs/s"
+    )
+    print(
+        json.dumps({k: v for k, v in report.items() if k in ("session_id", "closes", "signals", "messages")})
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

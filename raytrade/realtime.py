@@ -1,0 +1,234 @@
+"""The realtime system in shadow mode on local Ray (seed 000; spec 001 §5, §15.2, §16).
+
+``ShadowSession`` starts, in order: the Ray Serve ``Predictor`` on the production model; the
+detached risk/execution actor (the paper exchange: ``core.sim``); one ingest actor per symbol group,
+each with a ``Decider`` as its hook; and, for ``venue="replay"``, the replay venue serving the lake
+on loopback. ``venue="binance"`` streams Binance's real public market data (shadow needs no keys).
+``raytrade run`` drives it; the integration tests and ``bench/realtime.py`` use it the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from actors.decide import DeciderConfig, decider_factory
+from actors.execution import ExecutionConfig, start_execution_actor
+from actors.ingest import IngestActor, IngestConfig
+from core.errors import ConfigError
+from core.features import BTC_SYMBOL
+from core.sim import SimConfig
+from raytrade.rayinit import start_ray
+from raytrade.settings import Settings
+from serve.predictor import APP_NAME, DEPLOYMENT_NAME, deploy_predictor
+from storage import db
+from storage.instruments import sync_universe
+from storage.registry import ModelRegistry
+
+BINANCE_REST = "https://fapi.binance.com"
+BINANCE_WS = "wss://fstream.binance.com/"
+
+
+@dataclass
+class ShadowOptions:
+    """What a shadow session runs on; times are epoch ms of the venue."""
+
+    symbols: tuple[str, ...]
+    model_name: str = "raytrade-lgbm"
+    venue: Literal["replay", "binance"] = "replay"
+    group_size: int = 25
+    start_ms: int | None = None  # replay: first replayed minute
+    end_ms: int | None = None  # replay: end of the replay
+    speed: float = 60.0  # replay: venue ms per wall ms
+    mark_ticks_per_minute: int = 60
+    seed: int = 0
+    session_id: str = field(default_factory=lambda: f"shadow-{uuid.uuid4().hex[:10]}")
+    flatten_at_end: bool = True
+    predictor_poll_s: float = 5.0
+    close_deadline_ms: int = 3000
+
+
+def symbol_groups(symbols: Sequence[str], group_size: int) -> list[tuple[str, ...]]:
+    """Split ``symbols`` into groups of at most ``group_size`` (in order)."""
+    if group_size < 1:
+        raise ConfigError(f"group size must be ≥ 1, got {group_size}")
+    return [tuple(symbols[i : i + group_size]) for i in range(0, len(symbols), group_size)]
+
+
+class ShadowSession:
+    """Start, run and stop the realtime system in shadow mode (see the module docstring)."""
+
+    def __init__(self, settings: Settings, options: ShadowOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.venue: Any = None
+        self.execution: Any = None
+        self.ingest: list[Any] = []
+        self.rest_url = BINANCE_REST
+        self.ws_url = BINANCE_WS
+        self.started_wall_s = math.nan
+
+    # --- start -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        s, o = self.settings, self.options
+        if not o.symbols:
+            raise ConfigError("a shadow session needs at least one symbol")
+        engine = db.make_engine(s.database_url)
+        if not db.is_current(engine):
+            raise ConfigError("the database is not at the current schema: run `raytrade db upgrade` first")
+        sync_universe(engine, sorted({*o.symbols, BTC_SYMBOL}))
+        registry = ModelRegistry(s.tracking_uri, artifact_root=s.mlflow_artifact_root, engine=engine)
+        if registry.production_version(o.model_name) is None:
+            raise ConfigError(
+                f"model {o.model_name!r} has no production version: run `raytrade promote` first"
+            )
+        registry.sync(o.model_name)  # the models rows the signals refer to
+        engine.dispose()
+        start_ray(s, progress=False)
+        deploy_predictor(s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s)
+        sim = SimConfig.from_label_spec(s.label, default_leverage=s.policy.leverage)
+        self.execution = start_execution_actor(
+            ExecutionConfig(
+                session_id=o.session_id,
+                symbols=tuple(o.symbols),
+                database_url=s.database_url,
+                redis_url=s.redis_url,
+                sim=sim,
+                risk=s.risk,
+            )  # fmt: skip
+        )
+        if o.venue == "replay":
+            self._start_venue()
+        decider = DeciderConfig(
+            session_id=o.session_id, database_url=s.database_url, redis_url=s.redis_url, model_name=o.model_name,
+            predictor_app=APP_NAME, predictor_deployment=DEPLOYMENT_NAME, lake_path=str(s.lake_root),
+            policy=s.policy, label=s.label,
+        )  # fmt: skip
+        import ray
+
+        for gid, group in enumerate(symbol_groups(o.symbols, o.group_size)):
+            cfg = IngestConfig(
+                group_id=gid, symbols=group, rest_url=self.rest_url, ws_url=self.ws_url,
+                database_url=s.database_url, lake_path=str(s.lake_root), bus_url=s.redis_url,
+                close_deadline_ms=o.close_deadline_ms, writer=s.writer,
+            )  # fmt: skip
+            # every group streams BTC for its cross features; each decides its own symbols only
+            hook = decider_factory(decider.model_copy(update={"trade_symbols": group}))
+            self.ingest.append(IngestActor.options(num_cpus=0).remote(cfg, hook))
+        ray.get([a.start.remote() for a in self.ingest])
+        self._wait_connected(timeout_s=60.0)
+        self.started_wall_s = time.monotonic()
+        if self.venue is not None:
+            self.venue.resume()
+
+    def _wait_connected(self, timeout_s: float) -> None:
+        """Wait until every ingest connection is up, so a replay starts with nobody listening late."""
+        import ray
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            stats = ray.get([a.stats.remote() for a in self.ingest])
+            if all(c["connected"] for st in stats for c in st["connections"].values()):
+                return
+            time.sleep(0.05)
+        raise ConfigError(f"the ingest streams did not connect to {self.ws_url} within {timeout_s:.0f} s")
+
+    def _start_venue(self) -> None:
+        from exchange.venue.replay import ReplayVenue
+        from storage.lake import Lake
+
+        o = self.options
+        if o.start_ms is None or o.end_ms is None:
+            raise ConfigError("a replay needs --start and --end")
+        venue_symbols = sorted({*o.symbols, BTC_SYMBOL})
+        self.venue = ReplayVenue(
+            Lake(self.settings.lake_root), venue_symbols, o.start_ms, o.end_ms, speed=o.speed,
+            mark_ticks_per_minute=o.mark_ticks_per_minute, seed=o.seed,
+            weight_limit_1m=None,  # a fast replay squeezes hours of REST into wall minutes
+        )  # fmt: skip
+        urls = self.venue.start(paused=True)
+        self.rest_url, self.ws_url = urls.rest_url, urls.ws_url
+
+    # --- run / stop --------------------------------------------------------------------------------
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the replay has finished and the last minute was decided (replay), or forever."""
+        import ray
+
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if self.venue is None:
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(1.0)
+            return False
+        end_minute = (self.options.end_ms or 0) // 60_000 * 60_000 - 60_000
+        remaining = 7 * 86_400.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self.venue.wait_until(int(self.options.end_ms or 0), remaining):
+            return False
+        while deadline is None or time.monotonic() < deadline:
+            last = ray.get([a.stats.remote() for a in self.ingest])
+            if all((st.get("last_minute_ms") or 0) >= end_minute for st in last):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def stop(self) -> dict[str, Any]:
+        """Stop ingest (flushing the writers), flatten if asked, stop the venue; return the session report."""
+        import ray
+
+        report: dict[str, Any] = {"session_id": self.options.session_id}
+        wall = time.monotonic() - self.started_wall_s
+        ingest_stats = ray.get([a.stop.remote() for a in self.ingest]) if self.ingest else []
+        hooks = ray.get([a.hook_stats.remote() for a in self.ingest]) if self.ingest else []
+        if self.execution is not None:
+            if self.options.flatten_at_end:
+                ray.get(self.execution.flatten.remote("END"))
+            report["execution"] = ray.get(self.execution.summary.remote())
+        if self.venue is not None:
+            report["venue"] = self.venue.stats()
+            self.venue.stop()
+        latencies = np.concatenate(
+            [np.asarray(h.get("latencies_ms", []), np.float64) for h in hooks] or [np.empty(0)]
+        )
+        messages = sum(sum(st.get("messages", {}).values()) for st in ingest_stats)
+        report |= {
+            "wall_s": wall, "messages": messages, "messages_per_s": messages / wall if wall > 0 else math.nan,
+            "close_to_signal_p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else math.nan,
+            "close_to_signal_p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else math.nan,
+            "closes": sum(h.get("closes", 0) for h in hooks), "signals": sum(h.get("signals", 0) for h in hooks),
+            "ingest": ingest_stats, "decider": [{k: v for k, v in h.items() if k != "latencies_ms"} for h in hooks],
+        }  # fmt: skip
+        for actor in self.ingest:
+            ray.kill(actor)
+        self.ingest.clear()
+        return report
+
+    def shutdown(self) -> None:
+        """Remove the Predictor and the execution actor (tests; a real session keeps the actor)."""
+        import ray
+        from ray import serve
+
+        if self.execution is not None:
+            ray.kill(self.execution, no_restart=True)
+            self.execution = None
+        serve.delete(APP_NAME)
+
+
+def default_replay_window(lake_root: Path, symbols: Sequence[str], minutes: int) -> tuple[int, int]:
+    """The last ``minutes`` of the lake's 1m candles common to ``symbols``: (start_ms, end_ms)."""
+    from storage.lake import Lake
+
+    lake = Lake(lake_root)
+    ends = []
+    for sym in symbols:
+        frame = lake.read("candles_1m", sym, columns=["ts"])
+        if not len(frame):
+            raise ConfigError(f"the lake at {lake_root} has no 1m candles of {sym}")
+        ends.append(int(frame["ts"].max()) + 60_000)
+    end = min(ends)
+    return end - minutes * 60_000, end
