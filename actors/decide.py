@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +157,7 @@ class Decider:
         self._model_ids: dict[str, str] = {}
         self._pending: set[asyncio.Future[Any]] = set()
         self.latencies_ms: deque[float] = deque(maxlen=100_000)
+        self.last_close_ms = 0  # bar open time of the last close handled (decided or skipped)
         self.counts = {"closes": 0, "signals": 0, "entries_sent": 0, "skipped": 0, "errors": 0}
 
     # --- ATR window --------------------------------------------------------------------------------
@@ -178,7 +179,34 @@ class Decider:
         return self._bars.get(symbol) or self._seed(symbol, ts_ms)
 
     # --- the hook ----------------------------------------------------------------------------------
+    async def warm(self, history: Mapping[str, Any]) -> None:
+        """Seed the ATR windows from the ingest's warm-up history (``SymbolInputs`` per symbol) and
+        send the Predictor one request, so the first close pays no start-up cost."""
+        for symbol, inputs in history.items():
+            bars = _Bars()
+            x = inputs.values
+            for t, h, lo, c in zip(
+                inputs.ts_ms, x[:, _I["high"]], x[:, _I["low"]], x[:, _I["close"]], strict=True
+            ):
+                if np.isfinite(c):
+                    bars.add(int(t), float(h), float(lo), float(c))
+            if len(x):
+                bars.last_mark_close = float(x[-1, _I["mark_close"]])
+            self._bars[symbol] = bars
+            bars.atr(self.cfg.label)  # compiles/loads the ATR kernels now
+        probe = np.zeros((1, len(FEATURE_INDEX)))
+        await asyncio.wait_for(self._predictor.predict.remote(probe), self.cfg.predict_timeout_s * 3)
+        decide_arrays(
+            {k: np.zeros(1) for k in PREDICTION_KEYS}, 1.0, 0.01, 1.0, self.cfg.policy, self.cfg.label
+        )
+
     async def on_close(self, event: CloseEvent) -> None:
+        try:
+            await self._on_close(event)
+        finally:
+            self.last_close_ms = max(self.last_close_ms, event.ts_ms)
+
+    async def _on_close(self, event: CloseEvent) -> None:
         self.counts["closes"] += 1
         inputs = event.inputs
         fresh: list[int] = []
@@ -305,6 +333,7 @@ class Decider:
         lat = np.fromiter(self.latencies_ms, np.float64, len(self.latencies_ms))
         return {
             **self.counts,
+            "last_close_ms": self.last_close_ms,
             "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else math.nan,
             "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else math.nan,
             "latencies_ms": lat.tolist(),

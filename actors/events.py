@@ -57,7 +57,12 @@ class CloseEvent:
 
 
 class IngestHook(Protocol):
-    """The decision side's entry points; errors raised here are logged and counted, never fatal."""
+    """The decision side's entry points; errors raised here are logged and counted, never fatal.
+
+    A hook may also define ``async def warm(history)``: called once after the ingest's warm-up,
+    before the first close, with the last ``HOOK_HISTORY_BARS`` 1m inputs per symbol
+    (``core.features.SymbolInputs``, lake plus REST top-up), to build its own state.
+    """
 
     async def on_close(self, event: CloseEvent) -> None: ...
 

@@ -158,6 +158,7 @@ class ExecutionBook:
         self._locked: set[str] = set()
         self._last_ts = 0
         self._recover()
+        _warm_kernels(cfg)
 
     # --- recovery ----------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -456,3 +457,15 @@ def start_execution_actor(
     if detached:
         options = {**options, "lifetime": "detached"}
     return cls.options(**options).remote(cfg)
+
+
+def _warm_kernels(cfg: ExecutionConfig) -> None:
+    """Run every simulator event once on a throwaway book, so the first real entry or mark tick does
+    not pay for loading the compiled kernels (hundreds of ms)."""
+    sim = FillSimulator(cfg.symbols[:1], cfg.sim, cfg.risk)
+    s, ts = cfg.symbols[0], 86_400_000
+    sim.open_position(s, 1, ts, 100.0, 10.0, atr=1.0, sl=90.0, tp=110.0, mark_price=100.0)
+    sim.on_mark(s, ts + 1, 100.0, bid=99.9, ask=100.1)
+    sim.on_bar(s, ts, 100.0, 101.0, 99.0, 100.0, mark=(100.0, 101.0, 99.0, 100.0), quote_volume_usdt=1e6)
+    sim.flatten(ts + 60_000)
+    sim.trades()

@@ -57,7 +57,7 @@ from actors.streams import (
     StreamRouter,
 )
 from core.config import WriterConfig
-from core.features import BTC_SYMBOL, FeatureEngine, build_inputs
+from core.features import BTC_SYMBOL, FeatureEngine, SymbolInputs, build_inputs
 from core.features_kernel import N_INPUTS
 from core.messages import DataQualityEvent, FeaturesReady, Topic
 from core.symbols import parse_universe
@@ -72,6 +72,8 @@ from storage.writer import BatchedWriter
 log = logging.getLogger(__name__)
 
 MALFORMED_KIND = "data_quality.malformed_message"
+#: 1m bars of warm-up history handed to the hook's optional ``warm(history)`` (its own state, e.g. ATR).
+HOOK_HISTORY_BARS = 3000
 _LAKE_DATASETS = {"candles": "candles_1m", "mark": "mark_1m", "premium": "premium_1m", "funding": "funding"}
 
 
@@ -154,6 +156,7 @@ class IngestService:
         self._marks = MarkMinutes(self._symbols)
         self._funding: dict[str, FundingBook] = {}
         self._engine: FeatureEngine | None = None
+        self._history: dict[str, SymbolInputs] = {}
         self._pending: dict[int, dict[str, tuple[float, ...]]] = {}
         self._quote_volume: dict[tuple[str, int], float] = {}
         self._rest_marks: dict[str, dict[int, tuple[float, float, float, float]]] = {
@@ -200,6 +203,10 @@ class IngestService:
             self._bus = open_bus(cfg.bus_url)
         self._hook = self._hook_factory() if self._hook_factory is not None else None
         summary = await asyncio.to_thread(self._warm_up)
+        warm = getattr(self._hook, "warm", None)
+        if callable(warm):  # the hook's own warm-up on the same history, before the first close
+            await warm(self._history)
+        self._history = {}
         for category in ("market", "public"):
             conn = StreamConnection(
                 f"ingest g{cfg.group_id} {category}", cfg.ws_url, category, self._router.names[category],
@@ -269,6 +276,9 @@ class IngestService:
             frames["funding"] = _concat(f, rest.funding_rates(s, f_start, now_ms + 1))
             cols = {k: {c: v[c].to_numpy() for c in v.columns} for k, v in frames.items()}
             inputs[s] = build_inputs(cols["candles"], cols["mark"], cols["premium"], cols["funding"])
+            self._history[s] = SymbolInputs(
+                inputs[s].ts_ms[-HOOK_HISTORY_BARS:], inputs[s].values[-HOOK_HISTORY_BARS:]
+            )
             self._funding[s] = FundingBook(cols["funding"]["ts"], cols["funding"]["funding_rate"])
             if len(inputs[s]):
                 self._seq.accept(s, "1m", int(inputs[s].ts_ms[-1]))

@@ -104,6 +104,9 @@ class ShadowSession:
                 risk=s.risk,
             )  # fmt: skip
         )
+        import ray
+
+        ray.get(self.execution.summary.remote())  # constructed (book recovered) before anyone looks it up
         if o.venue == "replay":
             self._start_venue()
         decider = DeciderConfig(
@@ -111,8 +114,6 @@ class ShadowSession:
             predictor_app=APP_NAME, predictor_deployment=DEPLOYMENT_NAME, lake_path=str(s.lake_root),
             policy=s.policy, label=s.label,
         )  # fmt: skip
-        import ray
-
         for gid, group in enumerate(symbol_groups(o.symbols, o.group_size)):
             cfg = IngestConfig(
                 group_id=gid, symbols=group, rest_url=self.rest_url, ws_url=self.ws_url,
@@ -170,11 +171,11 @@ class ShadowSession:
         remaining = 7 * 86_400.0 if deadline is None else max(0.0, deadline - time.monotonic())
         if not self.venue.wait_until(int(self.options.end_ms or 0), remaining):
             return False
-        while deadline is None or time.monotonic() < deadline:
-            last = ray.get([a.stats.remote() for a in self.ingest])
-            if all((st.get("last_minute_ms") or 0) >= end_minute for st in last):
+        while deadline is None or time.monotonic() < deadline:  # the last minute decided by every group
+            last = ray.get([a.hook_stats.remote() for a in self.ingest])
+            if all((st.get("last_close_ms") or 0) >= end_minute for st in last):
                 return True
-            time.sleep(0.2)
+            time.sleep(0.1)
         return False
 
     def stop(self) -> dict[str, Any]:
@@ -201,7 +202,7 @@ class ShadowSession:
             "close_to_signal_p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else math.nan,
             "close_to_signal_p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else math.nan,
             "closes": sum(h.get("closes", 0) for h in hooks), "signals": sum(h.get("signals", 0) for h in hooks),
-            "ingest": ingest_stats, "decider": [{k: v for k, v in h.items() if k != "latencies_ms"} for h in hooks],
+            "ingest": ingest_stats, "decider": hooks,
         }  # fmt: skip
         for actor in self.ingest:
             ray.kill(actor)
