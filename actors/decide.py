@@ -39,6 +39,7 @@ from core.config import LabelSpec, PolicyConfig
 from core.features_kernel import INPUT_COLUMNS
 from core.features_schema import FEATURE_INDEX, KEY_COLUMNS
 from core.labels import label_atr
+from core.messages import SignalNew, Topic
 from core.policy import PREDICTION_KEYS, Action, decide_arrays, reason_names
 from core.time import MINUTE_MS
 
@@ -150,7 +151,10 @@ class Decider:
         from storage import db
 
         self.cfg = cfg
+        from storage.bus import open_bus
+
         self._engine = db.make_engine(cfg.database_url)
+        self._bus = open_bus(cfg.redis_url)
         self._predictor = serve.get_deployment_handle(cfg.predictor_deployment, app_name=cfg.predictor_app)
         self._execution = ray.get_actor(cfg.execution_actor)
         self._bars: dict[str, _Bars] = {}
@@ -260,6 +264,7 @@ class Decider:
         equity = float(await self._execution.equity.remote())
         rows = signal_rows(event, symbols, preds, decided, atr, model_id, version, equity)
         await asyncio.to_thread(self._store, rows)
+        await asyncio.to_thread(self._publish, event, rows)
         self.latencies_ms.append(time.time() * 1000 - event.received_ms)
         self.counts["signals"] += len(rows)
         intents = self._intents(event, symbols, decided, price, atr)
@@ -319,6 +324,19 @@ class Decider:
         from storage.bulk import write_rows
 
         write_rows(self._engine, "signals", rows)
+
+    def _publish(self, event: CloseEvent, rows: list[dict[str, Any]]) -> None:
+        """``signals.new`` on the bus for observers (the database is the record: a bus error is logged)."""
+        try:
+            self._bus.publish_many(Topic.SIGNALS_NEW, [SignalNew(
+                symbol=r["symbol"], ts_ms=event.ts_ms, decision=r["decision"], ev_long=r["ev_long"],
+                ev_short=r["ev_short"], model_version=r["model_version"], block_reasons=r["block_reason_codes"],
+                size_notional_usdt=r["size_notional"], leverage=r["leverage"], sl_price=r["sl_price"],
+                tp_price=r["tp_price"],
+            ) for r in rows])  # fmt: skip
+        except Exception:
+            self.counts["errors"] += 1
+            log.exception("decider: could not publish signals of %d", event.ts_ms)
 
     def _record_skips(self, event: CloseEvent, skipped: list[tuple[str, str]]) -> None:
         from storage.schema import events

@@ -4,6 +4,7 @@ risk/execution actor, at high speed for 10 symbols; then backtest parity and a r
 from __future__ import annotations
 
 import math
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from model_fixtures import feature_rows
 
 from core.config import LabelSpec, PolicyConfig, RiskConfig
 from core.features_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, SCHEMA_HASH
+from core.messages import Topic
 from core.sim import SimConfig, run_backtest
 from core.synthetic import generate_market
 from pipelines.backtest import load_panel, policy_signals
@@ -21,6 +23,7 @@ from pipelines.market import write_synthetic_market
 from raytrade.realtime import ShadowOptions, ShadowSession
 from raytrade.settings import Settings
 from storage import db
+from storage.bus import open_bus
 from storage.lake import Lake
 from storage.registry import ModelRegistry
 from storage.schema import candles_1m, features_1m, positions, signals
@@ -53,9 +56,9 @@ def long_biased_model():
     )
 
 
-def settings_for(tmp: Path) -> Settings:
+def settings_for(tmp: Path, redis_url: str | None = None) -> Settings:
     return Settings(
-        _env_file=None, data_dir=tmp, universe=SYMBOLS, ray_num_cpus=2,
+        _env_file=None, data_dir=tmp, universe=SYMBOLS, ray_num_cpus=2, redis_url=redis_url,
         label=LabelSpec(k_sl=0.35, k_tp=0.5, risk_mae_atr=0.5),
         policy=PolicyConfig(max_positions=50, position_notional_pct=0.05, btc_high_vol_action="none"),
         risk=RiskConfig(max_positions=50, max_orders_per_s=100),  # no binding limit: order-independent
@@ -63,9 +66,9 @@ def settings_for(tmp: Path) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def session_data(tmp_path_factory) -> Settings:
+def session_data(tmp_path_factory, redis_url: str) -> Settings:
     tmp = tmp_path_factory.mktemp("shadow")
-    settings = settings_for(tmp)
+    settings = settings_for(tmp, redis_url)
     market = generate_market(list(SYMBOLS), T0, HISTORY + REPLAY + 5, seed=21)
     write_synthetic_market(market, Lake(settings.lake_root))
     engine = db.make_engine(settings.database_url)
@@ -103,9 +106,21 @@ def table(settings: Settings, t: sa.Table, where=None) -> pd.DataFrame:
     return frame
 
 
+BUS_TOPICS = (Topic.SIGNALS_NEW, Topic.POSITIONS_UPDATE, Topic.FEATURES_READY)
+
+
 @pytest.fixture(scope="module")
 def shadow(session_data: Settings) -> tuple[Settings, dict]:
-    return session_data, run_session(session_data, session_id="shadow-main")
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    with open_bus(session_data.redis_url) as bus:
+        for topic in BUS_TOPICS:  # from now on: what this session publishes on the real Redis bus
+            bus.subscribe(topic, group, "reader", start="latest")
+        report = run_session(session_data, session_id="shadow-main")
+        received: dict[str, list] = {}
+        for topic in BUS_TOPICS:
+            while batch := bus.read(topic, group, "reader", count=1000):
+                received.setdefault(topic, []).extend(d.message for d in batch)
+    return session_data, report | {"bus": received}
 
 
 def test_candles_and_features_are_stored_without_gaps(shadow):
@@ -153,6 +168,17 @@ def test_positions_open_and_close_by_sl_tp_with_the_simulators_pnl(shadow):
     np.testing.assert_allclose(finals["realized_pnl"], pnl, rtol=1e-9, atol=1e-9)
     ex = report["execution"]
     assert ex["exits"] == len(finals) and ex["realized_pnl"] == pytest.approx(finals["realized_pnl"].sum())
+    updates = report["bus"][Topic.POSITIONS_UPDATE]  # one per entry and one per exit, on Redis
+    assert len(updates) == len(entries) + len(finals)
+    assert sum(u.qty == 0.0 for u in updates) == len(finals)
+
+
+def test_signals_and_features_ready_reach_the_redis_bus(shadow):
+    settings, report = shadow
+    signals_on_bus = report["bus"][Topic.SIGNALS_NEW]
+    assert len(signals_on_bus) == len(SYMBOLS) * REPLAY
+    assert {m.model_version for m in signals_on_bus} == {"1"}
+    assert len(report["bus"][Topic.FEATURES_READY]) == len(SYMBOLS) * REPLAY
 
 
 def test_backtest_of_the_session_data_gives_the_same_trades(shadow):
