@@ -42,6 +42,8 @@ from tune.gates import (
     FoldMetrics,
     GateReport,
     GatesInput,
+    OutOfSampleMetrics,
+    OverfittingInput,
     PromotionConfig,
     StrategyResult,
     evaluate_gates,
@@ -53,7 +55,9 @@ from tune.trainable import (
     EvalConfig,
     btc_regime_on_panel,
     default_search_space,
+    dsr_inputs,
     evaluate_fold,
+    pooled_oos_backtest,
     predictions_on_panel,
     run_sweep,
 )
@@ -216,14 +220,20 @@ def run_training(
     )  # fmt: skip
     step("sweep")
     lake = Lake(lake_root)
-    model_rows = [evaluate_fold(best, data, _refit_fold(f), eval_cfg, lake)[0] for f in folds]
+    collected: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+    model_rows = [evaluate_fold(best, data, _refit_fold(f), eval_cfg, lake, collected)[0] for f in folds]
+    oos_summary, oos_hourly = pooled_oos_backtest(data, collected, eval_cfg, lake)
+    trial_sharpes = sweep["mean_sharpe"].tolist() if "mean_sharpe" in sweep else []
+    overfitting = OverfittingInput(**dsr_inputs(oos_hourly, trial_sharpes))
     windows = [FoldWindow(f.index, f.test_start_ms, f.test_end_ms) for f in folds]
     base = walk_forward_baselines(
         lake_root, symbols, windows, list(BASELINES), sim=sim_config(settings), risk=settings.risk,
         policy=settings.policy, label_spec=settings.label,
     )  # fmt: skip
     baselines = [_fold_metrics(n, g.to_dict("records")) for n, g in base.groupby("strategy", sort=True)]
-    candidate = _fold_metrics(plan.model_name, model_rows)
+    candidate = _fold_metrics(plan.model_name, model_rows).model_copy(
+        update={"oos": OutOfSampleMetrics.from_summary(oos_summary), "overfitting": overfitting}
+    )
     fold_rows = [{"strategy": "model", **{k: r[k] for k in ("fold", *FOLD_COLUMNS)}} for r in model_rows]
     fold_rows += [
         {

@@ -410,6 +410,9 @@ def _overfitting_gate(c: StrategyResult, cfg: PromotionConfig) -> GateResult:
         return _pbo_gate(np.asarray(o.performance_matrix, dtype=np.float64), cfg)
     if o is not None and o.has_dsr_inputs:
         return _dsr_gate(o, cfg)
+    if o is not None and o.n_trials is not None and o.sharpe_per_obs is None:
+        why = "the pooled out-of-sample returns do not vary (no trades): there is no Sharpe ratio to deflate"
+        return GateResult("overfitting", False, None, cfg.min_deflated_sharpe, why, {"method": "dsr"})
     why = "no overfitting evidence: give a performance matrix (PBO) or deflated-Sharpe inputs"
     return GateResult("overfitting", False, None, None, why)
 

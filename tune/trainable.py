@@ -39,6 +39,7 @@ from core.model import Q05_ALPHA, REQUIRED_TARGETS, MultiTargetModel, target_val
 from core.policy import PREDICTION_KEYS
 from core.sim import SimConfig, run_backtest
 from core.sim.portfolio import MarketPanel
+from core.time import MINUTE_MS
 from pipelines.backtest import load_panel, policy_signals
 from storage.lake import Lake
 from tune.dataset import TrainingSet
@@ -142,10 +143,15 @@ def _importance(model: MultiTargetModel) -> dict[str, np.ndarray]:
 
 
 def evaluate_fold(
-    params: Mapping[str, Any], data: TrainingSet, fold: Fold, cfg: EvalConfig, lake: Lake
+    params: Mapping[str, Any],
+    data: TrainingSet,
+    fold: Fold,
+    cfg: EvalConfig,
+    lake: Lake,
+    collect: list[tuple[np.ndarray, dict[str, np.ndarray]]] | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Fit on ``fold.train``, evaluate on the validation window; return the fold's metrics and the gain
-    importance of each output."""
+    importance of each output. ``collect`` receives (row indices of the window, predictions)."""
     if fold.val_end_ms <= fold.val_start_ms:
         raise ConfigError("evaluate_config scores validation windows: give the walk-forward a val_length > 0")
     started = time.perf_counter()
@@ -161,6 +167,8 @@ def evaluate_fold(
     predicted = model.predict(
         data.X[window], data.feature_schema_version, data.feature_schema_hash, num_threads=cfg.num_threads
     )
+    if collect is not None:
+        collect.append((window, predicted))
     metrics: dict[str, float] = {
         "fold": float(fold.index),
         "train_rows": float(len(train)),
@@ -180,6 +188,61 @@ def evaluate_fold(
     metrics["score"] = float(score) if math.isfinite(score) else 0.0
     metrics["eval_s"] = time.perf_counter() - started
     return metrics, _importance(model)
+
+
+#: Per-observation Sharpe ratios of the overfitting evidence are hourly.
+HOURS_PER_YEAR = 24 * 365
+
+
+def pooled_oos_backtest(
+    data: TrainingSet,
+    collected: Sequence[tuple[np.ndarray, Mapping[str, np.ndarray]]],
+    cfg: EvalConfig,
+    lake: Lake,
+) -> tuple[dict[str, float], np.ndarray]:
+    """One backtest over the consecutive out-of-sample windows, each predicted by its own fold's model.
+
+    Returns the ``summarize`` metrics and the hourly returns of the pooled equity curve (the
+    observations of the deflated Sharpe ratio).
+    """
+    window = np.concatenate([w for w, _ in collected])
+    predicted = {k: np.concatenate([np.asarray(p[k]) for _, p in collected]) for k in PREDICTION_KEYS}
+    start, end = int(data.ts_ms[window].min()), int(data.ts_ms[window].max()) + MINUTE_MS
+    panel = load_panel(lake, data.symbols, start, end)
+    grid = predictions_on_panel(panel, data.ts_ms[window], data.symbol[window], predicted)
+    signals = policy_signals(
+        panel, grid, btc_regime_on_panel(data, panel, cfg.btc_symbol), cfg.policy, data.label_spec
+    )
+    result = run_backtest(panel, signals, _sim_config(data, cfg), cfg.risk)
+    equity = result.equity.set_index("ts")["equity"]
+    hourly = equity.groupby(equity.index // 3_600_000).last().to_numpy(np.float64)
+    return summarize(result.trades, result.equity), hourly[1:] / hourly[:-1] - 1.0 if len(
+        hourly
+    ) > 1 else np.zeros(0)
+
+
+def dsr_inputs(
+    hourly_returns: np.ndarray, trial_sharpes_annual: Sequence[float]
+) -> dict[str, float | int | None]:
+    """Deflated-Sharpe inputs (``tune.gates.OverfittingInput``) from the chosen configuration's pooled
+    hourly returns and the sweep's trials' annualised Sharpe ratios (of 1m returns; taken per hour as
+    ``annual / sqrt(hours per year)``). A Sharpe that cannot be computed (no variation: no trades) is None."""
+    r = np.asarray(hourly_returns, np.float64)
+    r = r[np.isfinite(r)]
+    sd = float(r.std(ddof=1)) if len(r) > 1 else 0.0
+    trials = np.array([x for x in trial_sharpes_annual if math.isfinite(x)], np.float64) / math.sqrt(
+        HOURS_PER_YEAR
+    )
+    out: dict[str, float | int | None] = {
+        "sharpe_per_obs": float(r.mean()) / sd if sd > 0 else None,
+        "n_obs": int(len(r)) if len(r) >= 2 else None,
+        "n_trials": max(1, len(trial_sharpes_annual)),
+        "trial_sharpe_variance": float(trials.var(ddof=1)) if len(trials) > 1 else None,
+    }
+    if sd > 0 and len(r) > 3:
+        z = (r - r.mean()) / sd
+        out["skew"], out["kurtosis"] = float((z**3).mean()), float((z**4).mean())
+    return out
 
 
 def aggregate_folds(folds: Sequence[Mapping[str, float]]) -> dict[str, float]:

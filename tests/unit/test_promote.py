@@ -392,3 +392,9 @@ def test_rollback_moves_production_back_without_extending_the_chain(recorded):
 def test_rollback_without_production_is_refused(recorded):
     with pytest.raises(RejectedError, match="no production version"):
         rollback(FakeRegistry(), "lgbm_multi", actor="carol")
+
+
+def test_a_candidate_without_varying_oos_returns_fails_overfitting_saying_why():
+    flat = OverfittingInput(sharpe_per_obs=None, n_obs=200, n_trials=4, trial_sharpe_variance=0.01)
+    gate = judge(good_candidate().model_copy(update={"overfitting": flat})).gate("overfitting")
+    assert not gate.passed and "no trades" in gate.reason

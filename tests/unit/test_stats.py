@@ -145,3 +145,17 @@ def test_sharpe_moments_of_a_hand_series():
 def test_psr_refuses_impossible_moments():
     with pytest.raises(ValueError, match="kurtosis"):
         probabilistic_sharpe_ratio(2.0, 0.0, 100, skew=5.0, kurtosis=1.0)
+
+
+def test_dsr_inputs_from_pooled_hourly_returns_and_trial_sharpes():
+    from tune.trainable import HOURS_PER_YEAR, dsr_inputs
+
+    rng = np.random.default_rng(0)
+    r = 0.001 + 0.01 * rng.normal(size=500)
+    out = dsr_inputs(r, [1.0, 2.0, 4.0])
+    assert out["sharpe_per_obs"] == pytest.approx(r.mean() / r.std(ddof=1))
+    assert out["n_obs"] == 500 and out["n_trials"] == 3
+    assert out["trial_sharpe_variance"] == pytest.approx(np.var([1.0, 2.0, 4.0], ddof=1) / HOURS_PER_YEAR)
+    assert out["kurtosis"] == pytest.approx(3.0, abs=0.5)
+    flat = dsr_inputs(np.zeros(100), [1.0, float("nan")])
+    assert flat["sharpe_per_obs"] is None and flat["trial_sharpe_variance"] is None and flat["n_trials"] == 2
