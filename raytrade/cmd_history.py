@@ -14,12 +14,12 @@ from rich.console import Console
 
 from core.errors import DataQualityError
 from core.symbols import SymbolError, parse_universe
-from core.time import DAY_MS, parse_utc
+from core.time import DAY_MS
 from exchange.binance_rest import FAPI_MAINNET, BinanceRest
 from exchange.dump_client import DumpClient
 from pipelines.history import DEFAULT_DATASETS, OnFrame, download_history, parse_datasets
 from pipelines.importer import import_path
-from raytrade.cli import settings_or_exit
+from raytrade.cli import settings_or_exit, time_option_ms
 from raytrade.settings import Settings
 from storage.lake import Lake
 
@@ -72,15 +72,6 @@ class _ClosingSink:
             self._engine.dispose()
 
 
-def _utc_ms(text: str | None, option: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        return parse_utc(text)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint=option) from None
-
-
 def history(
     symbols: str | None = typer.Option(
         None, "--symbols", help="comma-separated symbols; default: the universe"
@@ -128,8 +119,8 @@ def run_history(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--datasets") from None
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    end_ms = _utc_ms(end, "--end") or now
-    start_ms = _utc_ms(start, "--start") or end_ms - 30 * DAY_MS
+    end_ms = time_option_ms(end, "--end") or now
+    start_ms = time_option_ms(start, "--start") or end_ms - 30 * DAY_MS
     if start_ms >= end_ms:
         raise typer.BadParameter(
             f"--start ({start}) must be before --end ({end or 'now'})", param_hint="--start"

@@ -13,8 +13,7 @@ from rich.table import Table
 
 from core.errors import ConfigError
 from core.symbols import SymbolError, parse_universe
-from core.time import parse_utc
-from raytrade.cli import settings_or_exit
+from raytrade.cli import settings_or_exit, time_option_ms
 from raytrade.cmd_models import print_report
 from raytrade.demo_train import MODEL_NAME
 from raytrade.research import MIN_DAYS, FoldSizing, production_sentence, run_research
@@ -23,15 +22,6 @@ from raytrade.research import MIN_DAYS, FoldSizing, production_sentence, run_res
 PRINTED = (("trades", "{:,.0f}"), ("total_return", "{:+.2%}"), ("profit_factor", "{:.3f}"),
            ("max_drawdown", "{:.2%}"), ("sharpe", "{:.2f}"), ("fees", "{:,.2f}"), ("slippage", "{:,.2f}"),
            ("funding", "{:,.2f}"))  # fmt: skip
-
-
-def _ms(text: str | None, option: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        return parse_utc(text)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint=option) from None
 
 
 def research(
@@ -74,7 +64,7 @@ def research(
     console = Console()
     try:
         summary = run_research(
-            settings, console=console, symbols=chosen, start_ms=_ms(start, "--start"), end_ms=_ms(end, "--end"),
+            settings, console=console, symbols=chosen, start_ms=time_option_ms(start, "--start"), end_ms=time_option_ms(end, "--end"),
             sizing=sizing, seed=seed, num_samples=configs, num_boost_round=rounds, override=override,
             model_name=model, min_days=min_days, progress=progress,
         )  # fmt: skip

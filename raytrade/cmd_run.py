@@ -10,8 +10,7 @@ from rich.console import Console
 
 from core.errors import ConfigError
 from core.symbols import SymbolError, parse_universe
-from core.time import parse_utc
-from raytrade.cli import settings_or_exit
+from raytrade.cli import settings_or_exit, time_option_ms
 from raytrade.realtime import ShadowOptions, ShadowSession, default_replay_window
 
 console = Console(stderr=True)
@@ -27,8 +26,8 @@ def run(
     model: str = typer.Option(
         "raytrade-lgbm", "--model", help="registered model; serves its production alias"
     ),
-    start: str | None = typer.Option(None, "--start", help="replay: first minute (ISO, UTC)"),
-    end: str | None = typer.Option(None, "--end", help="replay: end (ISO, UTC, exclusive)"),
+    start: str | None = typer.Option(None, "--start", help="replay: first minute (ISO UTC or epoch ms)"),
+    end: str | None = typer.Option(None, "--end", help="replay: end (ISO UTC or epoch ms, exclusive)"),
     minutes: int = typer.Option(
         60, "--minutes", min=1, help="replay without --start/--end: the lake's last N minutes"
     ),
@@ -57,7 +56,10 @@ def run(
     try:
         if venue == "replay":
             if start and end:
-                options.start_ms, options.end_ms = parse_utc(start), parse_utc(end)
+                options.start_ms, options.end_ms = (
+                    time_option_ms(start, "--start"),
+                    time_option_ms(end, "--end"),
+                )
             else:
                 options.start_ms, options.end_ms = default_replay_window(settings.lake_root, chosen, minutes)
         session = ShadowSession(settings, options)

@@ -11,26 +11,14 @@ import typer
 from rich.console import Console
 
 from core.symbols import SymbolError, parse_universe
-from core.time import MINUTE_MS, parse_utc
+from core.time import MINUTE_MS
 from exchange.venue import ReplayVenue
 from exchange.venue.clock import parse_speed
 from exchange.venue.replay import VenueUrls
-from raytrade.cli import settings_or_exit
+from raytrade.cli import settings_or_exit, time_option_ms
 from storage.lake import Lake
 
 console = Console(stderr=True, soft_wrap=True)
-
-
-def _time_ms(text: str | None, option: str) -> int | None:
-    """Parse epoch milliseconds or an ISO date/time (UTC)."""
-    if text is None:
-        return None
-    if text.strip().isdigit():
-        return int(text)
-    try:
-        return parse_utc(text)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint=option) from None
 
 
 def _span(lake: Lake, symbols: tuple[str, ...]) -> tuple[int, int]:
@@ -99,8 +87,8 @@ def venue(
             f"the lake at {root} has no candles_1m: run `raytrade history` or `raytrade import` first"
         )
     first_ms, last_ms = _span(lake, chosen)
-    start_ms = _time_ms(start, "--start") or first_ms
-    end_ms = _time_ms(end, "--end") or last_ms
+    start_ms = time_option_ms(start, "--start") or first_ms
+    end_ms = time_option_ms(end, "--end") or last_ms
     try:
         replay_speed = parse_speed(speed)
     except ValueError as e:
