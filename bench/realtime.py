@@ -76,7 +76,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=int, default=20, help="minutes replayed")
     ap.add_argument("--history", type=int, default=300, help="minutes of warm-up history in the lake")
     ap.add_argument("--speed", type=float, default=60.0)
-    ap.add_argument("--ticks", type=int, default=60, help="markPrice and bookTicker updates per symbol-minute")
+    ap.add_argument(
+        "--ticks", type=int, default=60, help="markPrice and bookTicker updates per symbol-minute"
+    )
     ap.add_argument("--group-size", type=int, default=25)
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -94,7 +96,9 @@ def main() -> None:
         write_synthetic_market(market, Lake(settings.lake_root))
         engine = db.make_engine(settings.database_url)
         db.upgrade(engine)
-        registry = ModelRegistry(settings.tracking_uri, artifact_root=settings.mlflow_artifact_root, engine=engine)
+        registry = ModelRegistry(
+            settings.tracking_uri, artifact_root=settings.mlflow_artifact_root, engine=engine
+        )
         info = registry.log_model(bench_model(), registered_name=MODEL, experiment="bench",
                                   train_start_ms=T0 - 86_400_000, train_end_ms=T0)  # fmt: skip
         registry.set_production(MODEL, info.version)
@@ -117,7 +121,9 @@ def main() -> None:
             session.shutdown()
     sent = sum(venue_stats[c].get("sent", 0) for c in ("market", "public"))
     received = report["messages"]
-    dropped = sum(venue_stats[c].get(k, 0) for c in ("market", "public") for k in ("dropped", "slow_disconnects"))
+    dropped = sum(
+        venue_stats[c].get(k, 0) for c in ("market", "public") for k in ("dropped", "slow_disconnects")
+    )
     p50, p99 = report["close_to_signal_p50_ms"], report["close_to_signal_p99_ms"]
     replay_s = args.minutes * 60 / args.speed
     rate = received / report["wall_s"]

@@ -38,6 +38,11 @@ def run(
     keep_open: bool = typer.Option(
         False, "--keep-open", help="do not close positions at the end of a replay"
     ),
+    session: str | None = typer.Option(
+        None,
+        "--session",
+        help="session id; an existing one resumes its book from the database (default: new)",
+    ),
 ) -> None:
     """Run the realtime system: ingest actors, Serve Predictor, policy, risk/execution actor (shadow)."""
     settings = settings_or_exit()
@@ -53,6 +58,8 @@ def run(
         raise typer.BadParameter(str(e), param_hint="--symbols") from None
     options = ShadowOptions(symbols=tuple(chosen), model_name=model, venue=venue, group_size=group_size,  # type: ignore[arg-type]
                             speed=speed, mark_ticks_per_minute=mark_ticks, flatten_at_end=not keep_open)  # fmt: skip
+    if session:
+        options.session_id = session
     try:
         if venue == "replay":
             if start and end:

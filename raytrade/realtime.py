@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from actors.decide import DeciderConfig, decider_factory
-from actors.execution import ExecutionConfig, start_execution_actor
+from actors.execution import EXECUTION_ACTOR_NAME, ExecutionConfig, start_execution_actor
 from actors.ingest import IngestActor, IngestConfig
 from core.errors import ConfigError
 from core.features import BTC_SYMBOL
@@ -70,6 +70,7 @@ class ShadowSession:
         self.options = options
         self.venue: Any = None
         self.execution: Any = None
+        self.execution_name = ""
         self.ingest: list[Any] = []
         self.rest_url = BINANCE_REST
         self.ws_url = BINANCE_WS
@@ -94,6 +95,7 @@ class ShadowSession:
         start_ray(s, progress=False)
         deploy_predictor(s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s)
         sim = SimConfig.from_label_spec(s.label, default_leverage=s.policy.leverage)
+        self.execution_name = f"{EXECUTION_ACTOR_NAME}-{o.session_id}"
         self.execution = start_execution_actor(
             ExecutionConfig(
                 session_id=o.session_id,
@@ -102,7 +104,8 @@ class ShadowSession:
                 redis_url=s.redis_url,
                 sim=sim,
                 risk=s.risk,
-            )  # fmt: skip
+            ),  # fmt: skip
+            name=self.execution_name,
         )
         import ray
 
@@ -111,7 +114,8 @@ class ShadowSession:
             self._start_venue()
         decider = DeciderConfig(
             session_id=o.session_id, database_url=s.database_url, redis_url=s.redis_url, model_name=o.model_name,
-            predictor_app=APP_NAME, predictor_deployment=DEPLOYMENT_NAME, lake_path=str(s.lake_root),
+            predictor_app=APP_NAME, predictor_deployment=DEPLOYMENT_NAME, execution_actor=self.execution_name,
+            lake_path=str(s.lake_root),
             policy=s.policy, label=s.label,
         )  # fmt: skip
         for gid, group in enumerate(symbol_groups(o.symbols, o.group_size)):
