@@ -46,7 +46,7 @@ class ShadowOptions:
     group_size: int = 25
     start_ms: int | None = None  # replay: first replayed minute
     end_ms: int | None = None  # replay: end of the replay
-    speed: float = 60.0  # replay: venue ms per wall ms
+    speed: float | Literal["step"] = 60.0  # replay: venue ms per wall ms, or "step": lockstep (see wait)
     mark_ticks_per_minute: int = 60
     seed: int = 0
     session_id: str = field(default_factory=lambda: f"shadow-{uuid.uuid4().hex[:10]}")
@@ -172,6 +172,8 @@ class ShadowSession:
                 time.sleep(1.0)
             return False
         end_minute = (self.options.end_ms or 0) // 60_000 * 60_000 - 60_000
+        if self.options.speed == "step":
+            return self._lockstep(end_minute, deadline)
         remaining = 7 * 86_400.0 if deadline is None else max(0.0, deadline - time.monotonic())
         if not self.venue.wait_until(int(self.options.end_ms or 0), remaining):
             return False
@@ -181,6 +183,31 @@ class ShadowSession:
                 return True
             time.sleep(0.1)
         return False
+
+    def _decided(self, minute: int, deadline: float | None) -> bool:
+        import ray
+
+        while deadline is None or time.monotonic() < deadline:
+            last = ray.get([a.hook_stats.remote() for a in self.ingest])
+            if all((st.get("last_close_ms") or 0) >= minute for st in last):
+                return True
+            time.sleep(0.005)
+        return False
+
+    def _lockstep(self, end_minute: int, deadline: float | None) -> bool:
+        """Step mode: release one venue minute at a time and wait until every group has decided it and
+        the execution actor has taken the entries, so results do not depend on how fast this machine
+        is (parity tests); a fast replay trades at whatever book its latency reaches."""
+        import ray
+
+        minute = int(self.options.start_ms or 0)
+        while minute <= end_minute:
+            remaining = 60.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.venue.advance_to(minute + 60_000, remaining) or not self._decided(minute, deadline):
+                return False
+            ray.get(self.execution.summary.remote())  # queued behind the entries the groups sent
+            minute += 60_000
+        return True
 
     def stop(self) -> dict[str, Any]:
         """Stop ingest (flushing the writers), flatten if asked, stop the venue; return the session report."""

@@ -84,8 +84,9 @@ def session_data(tmp_path_factory, redis_url: str) -> Settings:
 
 
 def run_session(settings: Settings, faults=None, **overrides) -> dict:
+    overrides.setdefault("speed", 100.0)
     options = ShadowOptions(symbols=SYMBOLS, model_name=MODEL, group_size=4, start_ms=START, end_ms=END,
-                            speed=100.0, mark_ticks_per_minute=6, predictor_poll_s=0.0, **overrides)  # fmt: skip
+                            mark_ticks_per_minute=6, predictor_poll_s=0.0, **overrides)  # fmt: skip
     session = ShadowSession(settings, options)
     try:
         session.start()
@@ -115,7 +116,9 @@ def shadow(session_data: Settings) -> tuple[Settings, dict]:
     with open_bus(session_data.redis_url) as bus:
         for topic in BUS_TOPICS:  # from now on: what this session publishes on the real Redis bus
             bus.subscribe(topic, group, "reader", start="latest")
-        report = run_session(session_data, session_id="shadow-main")
+        # lockstep: each minute is released once every group decided the last one, so the trades
+        # do not depend on this machine's load (a fast replay fills at whatever book latency reaches)
+        report = run_session(session_data, session_id="shadow-main", speed="step")
         received: dict[str, list] = {}
         for topic in BUS_TOPICS:
             while batch := bus.read(topic, group, "reader", count=1000):
