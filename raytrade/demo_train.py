@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,6 @@ from tune.gates import (
     FoldMetrics,
     GateReport,
     GatesInput,
-    OutOfSampleMetrics,
-    OverfittingInput,
     PromotionConfig,
     StrategyResult,
     evaluate_gates,
@@ -55,11 +53,10 @@ from tune.trainable import (
     EvalConfig,
     btc_regime_on_panel,
     default_search_space,
-    dsr_inputs,
-    evaluate_fold,
-    pooled_oos_backtest,
     predictions_on_panel,
+    refit_fold,
     run_sweep,
+    walk_forward_candidate,
 )
 
 MODEL_NAME = "raytrade-lgbm"
@@ -108,16 +105,6 @@ def demo_folds(data: TrainingSet, settings: Settings, n_folds: int = 3) -> list[
         embargo_bars=settings.label.h_bars, horizon_bars=settings.label.h_bars, max_folds=n_folds,
     )  # fmt: skip
     return walk_forward_folds(data.ts_ms, data.exit_ts_ms, cfg)
-
-
-def _refit_fold(fold: Fold) -> Fold:
-    """The fold as evaluated out of sample: train on train ∪ validation, score the test window."""
-    return replace(
-        fold,
-        train=np.union1d(fold.train, fold.val),
-        val_start_ms=fold.test_start_ms,
-        val_end_ms=fold.test_end_ms,
-    )
 
 
 def _fold_metrics(name: str, rows: list[dict[str, float]]) -> StrategyResult:
@@ -220,20 +207,16 @@ def run_training(
     )  # fmt: skip
     step("sweep")
     lake = Lake(lake_root)
-    collected: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
-    model_rows = [evaluate_fold(best, data, _refit_fold(f), eval_cfg, lake, collected)[0] for f in folds]
-    oos_summary, oos_hourly = pooled_oos_backtest(data, collected, eval_cfg, lake)
     trial_sharpes = sweep["mean_sharpe"].tolist() if "mean_sharpe" in sweep else []
-    overfitting = OverfittingInput(**dsr_inputs(oos_hourly, trial_sharpes))
+    candidate, model_rows = walk_forward_candidate(
+        plan.model_name, best, data, folds, eval_cfg, lake, trial_sharpes=trial_sharpes
+    )
     windows = [FoldWindow(f.index, f.test_start_ms, f.test_end_ms) for f in folds]
     base = walk_forward_baselines(
         lake_root, symbols, windows, list(BASELINES), sim=sim_config(settings), risk=settings.risk,
         policy=settings.policy, label_spec=settings.label,
     )  # fmt: skip
     baselines = [_fold_metrics(n, g.to_dict("records")) for n, g in base.groupby("strategy", sort=True)]
-    candidate = _fold_metrics(plan.model_name, model_rows).model_copy(
-        update={"oos": OutOfSampleMetrics.from_summary(oos_summary), "overfitting": overfitting}
-    )
     fold_rows = [{"strategy": "model", **{k: r[k] for k in ("fold", *FOLD_COLUMNS)}} for r in model_rows]
     fold_rows += [
         {
@@ -245,7 +228,7 @@ def run_training(
         for r in base.to_dict("records")
     ]
     step("fold backtests")
-    last = _refit_fold(folds[-1])
+    last = refit_fold(folds[-1])
     model = fit_multi_target(
         data.X[last.train], data.labels.iloc[last.train].reset_index(drop=True),
         label_spec_hash=data.label_spec_hash, params=dict(best), num_boost_round=num_boost_round, seed=seed,

@@ -27,11 +27,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.config import LabelSpec, PolicyConfig, RiskConfig
@@ -44,7 +43,6 @@ from storage.lake import Lake
 from storage.registry import ModelRegistry
 
 if TYPE_CHECKING:
-    from tune.splits import Fold
     from tune.worker import JobContext, JobHandler
 
 DEFAULT_MODEL_NAME = "raytrade-lgbm"
@@ -254,12 +252,6 @@ def label_handler(env: JobEnvironment) -> JobHandler:
 # --- train ----------------------------------------------------------------------------------------
 
 
-def _refit(fold: Fold) -> Fold:
-    """The fold scored out of sample: fit on train ∪ validation, evaluate on the test window."""
-    return replace(fold, train=np.union1d(fold.train, fold.val), val_start_ms=fold.test_start_ms,
-                   val_end_ms=fold.test_end_ms)  # fmt: skip
-
-
 def _fresh_features(lake: Lake, symbols: Sequence[str]) -> list[str]:
     """Symbols whose features_1m are missing or end before their candles do."""
     stale = []
@@ -281,7 +273,7 @@ def train_handler(env: JobEnvironment) -> JobHandler:
         from tune.gates import FoldMetrics, GatesInput, StrategyResult
         from tune.splits import WalkForwardConfig, walk_forward_folds
         from tune.train import fit_multi_target
-        from tune.trainable import EvalConfig, evaluate_fold
+        from tune.trainable import EvalConfig, refit_fold, walk_forward_candidate
 
         cfg = TrainJobConfig.model_validate(dict(ctx.config))
         lake = Lake(env.lake_root)
@@ -311,13 +303,10 @@ def train_handler(env: JobEnvironment) -> JobHandler:
         ctx.progress(0.05, f"{len(data):,} rows, {len(folds)} fold(s)")
         eval_cfg = EvalConfig(num_boost_round=cfg.num_boost_round, seed=cfg.seed, policy=env.policy,
                               risk=env.risk, sim=env.sim)  # fmt: skip
-        rows: list[dict[str, float]] = []
-        for k, fold in enumerate(folds):
-            metrics, _importance = evaluate_fold(
-                cfg.params, data, _refit(fold), eval_cfg, Lake(env.lake_root)
-            )
-            rows.append(metrics)
-            ctx.progress(0.05 + 0.75 * (k + 1) / len(folds), f"fold {k + 1}/{len(folds)} done")
+        candidate, rows = walk_forward_candidate(
+            cfg.model_name, cfg.params, data, folds, eval_cfg, Lake(env.lake_root),
+            on_fold=lambda k: ctx.progress(0.05 + 0.75 * (k + 1) / len(folds), f"fold {k + 1}/{len(folds)} done"),
+        )  # fmt: skip
         windows = [FoldWindow(f.index, f.test_start_ms, f.test_end_ms) for f in folds]
         base = walk_forward_baselines(
             env.lake_root, cfg.symbols, windows, list(BASELINES), sim=env.sim, risk=env.risk,
@@ -329,11 +318,8 @@ def train_handler(env: JobEnvironment) -> JobHandler:
             )
             for n, g in base.groupby("strategy", sort=True)
         ]
-        candidate = StrategyResult(
-            name=cfg.model_name, folds=[FoldMetrics.from_summary(int(r["fold"]), r) for r in rows]
-        )
         ctx.progress(0.85, "baselines done; fitting the last fold's model")
-        last = _refit(folds[-1])
+        last = refit_fold(folds[-1])
         model = fit_multi_target(
             data.X[last.train], data.labels.iloc[last.train].reset_index(drop=True),
             label_spec_hash=data.label_spec_hash, params=dict(cfg.params), num_boost_round=cfg.num_boost_round,

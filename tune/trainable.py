@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +44,7 @@ from core.time import MINUTE_MS
 from pipelines.backtest import load_panel, policy_signals
 from storage.lake import Lake
 from tune.dataset import TrainingSet
+from tune.gates import FoldMetrics, OutOfSampleMetrics, OverfittingInput, StrategyResult
 from tune.splits import Fold
 from tune.train import fit_multi_target
 
@@ -221,6 +223,47 @@ def pooled_oos_backtest(
     ) > 1 else np.zeros(0)
 
 
+def refit_fold(fold: Fold) -> Fold:
+    """The fold scored out of sample: fit on train ∪ validation, evaluate on the test window."""
+    return replace(
+        fold,
+        train=np.union1d(fold.train, fold.val),
+        val_start_ms=fold.test_start_ms,
+        val_end_ms=fold.test_end_ms,
+    )
+
+
+def walk_forward_candidate(
+    name: str,
+    params: Mapping[str, Any],
+    data: TrainingSet,
+    folds: Sequence[Fold],
+    cfg: EvalConfig,
+    lake: Lake,
+    *,
+    trial_sharpes: Sequence[float] = (),
+    on_fold: Callable[[int], None] | None = None,
+) -> tuple[StrategyResult, list[dict[str, float]]]:
+    """The promotion evidence of one configuration: each fold refitted on train ∪ validation and
+    backtested on its test window (``FoldMetrics``), the test windows pooled into one out-of-sample
+    backtest (``OutOfSampleMetrics``), and deflated-Sharpe inputs from the pooled hourly returns and the
+    sweep's ``trial_sharpes`` (none: a single configuration, nothing to deflate for). Also the fold rows."""
+    collected: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+    rows = []
+    for k, fold in enumerate(folds):
+        rows.append(evaluate_fold(params, data, refit_fold(fold), cfg, lake, collected)[0])
+        if on_fold is not None:
+            on_fold(k)
+    summary, hourly = pooled_oos_backtest(data, collected, cfg, lake)
+    candidate = StrategyResult(
+        name=name,
+        folds=[FoldMetrics.from_summary(int(r["fold"]), r) for r in rows],
+        oos=OutOfSampleMetrics.from_summary(summary),
+        overfitting=OverfittingInput(**dsr_inputs(hourly, trial_sharpes)),
+    )
+    return candidate, rows
+
+
 def dsr_inputs(
     hourly_returns: np.ndarray, trial_sharpes_annual: Sequence[float]
 ) -> dict[str, float | int | None]:
@@ -237,7 +280,10 @@ def dsr_inputs(
         "sharpe_per_obs": float(r.mean()) / sd if sd > 0 else None,
         "n_obs": int(len(r)) if len(r) >= 2 else None,
         "n_trials": max(1, len(trial_sharpes_annual)),
-        "trial_sharpe_variance": float(trials.var(ddof=1)) if len(trials) > 1 else None,
+        # one configuration was tried: no selection to deflate for (the DSR is then the PSR against 0)
+        "trial_sharpe_variance": float(trials.var(ddof=1))
+        if len(trials) > 1
+        else (0.0 if len(trial_sharpes_annual) <= 1 else None),
     }
     if sd > 0 and len(r) > 3:
         z = (r - r.mean()) / sd

@@ -159,3 +159,10 @@ def test_dsr_inputs_from_pooled_hourly_returns_and_trial_sharpes():
     assert out["kurtosis"] == pytest.approx(3.0, abs=0.5)
     flat = dsr_inputs(np.zeros(100), [1.0, float("nan")])
     assert flat["sharpe_per_obs"] is None and flat["trial_sharpe_variance"] is None and flat["n_trials"] == 2
+
+
+def test_dsr_inputs_of_a_single_configuration_deflate_for_nothing():
+    from tune.trainable import dsr_inputs
+
+    out = dsr_inputs(0.01 * np.random.default_rng(1).normal(size=50), [])
+    assert out["n_trials"] == 1 and out["trial_sharpe_variance"] == 0.0
