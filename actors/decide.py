@@ -15,7 +15,8 @@ On each 1m close of the group (``CloseEvent``) the ``Decider``:
    guards) and every closed bar of the group to its bar rule; mark ticks go there as they come.
 
 The 15m ATR needs history: the decider keeps a window of 1m bars per symbol (``ATR_WINDOW_BARS``)
-seeded from the lake and extended by every closed bar. Latency from the last kline's arrival to
+seeded by ``warm`` from the ingest's warm-up history (lake plus REST top-up) and extended by every
+closed bar; a symbol without history has no ATR yet, and the policy keeps it flat (NO_ATR). Latency from the last kline's arrival to
 the signals commit is recorded per close.
 """
 
@@ -41,7 +42,6 @@ from core.features_schema import FEATURE_INDEX, KEY_COLUMNS
 from core.labels import label_atr
 from core.messages import SignalNew, Topic
 from core.policy import PREDICTION_KEYS, Action, decide_arrays, reason_names
-from core.time import MINUTE_MS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,6 @@ class DeciderConfig(BaseModel):
     predictor_app: str = "raytrade-predictor"
     predictor_deployment: str = "Predictor"
     execution_actor: str = EXECUTION_ACTOR_NAME
-    lake_path: str | None = Field(None, description="lake to seed the ATR window from")
     trade_symbols: tuple[str, ...] | None = Field(None, description="symbols traded; None: all of the group")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     label: LabelSpec = Field(default_factory=LabelSpec)
@@ -164,24 +163,6 @@ class Decider:
         self.last_close_ms = 0  # bar open time of the last close handled (decided or skipped)
         self.counts = {"closes": 0, "signals": 0, "entries_sent": 0, "skipped": 0, "errors": 0}
 
-    # --- ATR window --------------------------------------------------------------------------------
-    def _seed(self, symbol: str, before_ms: int) -> _Bars:
-        bars = _Bars()
-        if self.cfg.lake_path:
-            from storage.lake import Lake
-
-            lake = Lake(self.cfg.lake_path)
-            start = before_ms - ATR_WINDOW_BARS * MINUTE_MS
-            if symbol in lake.symbols("candles_1m"):
-                frame = lake.read("candles_1m", symbol, start, before_ms)
-                for t, h, lo, c in zip(frame["ts"], frame["high"], frame["low"], frame["close"], strict=True):
-                    bars.add(int(t), float(h), float(lo), float(c))
-        self._bars[symbol] = bars
-        return bars
-
-    def _bar_window(self, symbol: str, ts_ms: int) -> _Bars:
-        return self._bars.get(symbol) or self._seed(symbol, ts_ms)
-
     # --- the hook ----------------------------------------------------------------------------------
     async def warm(self, history: Mapping[str, Any]) -> None:
         """Seed the ATR windows from the ingest's warm-up history (``SymbolInputs`` per symbol) and
@@ -220,7 +201,7 @@ class Decider:
         for k, s in enumerate(event.symbols):
             ok_bar = int(event.status[k]) == 0 and np.isfinite(inputs[k, _I["close"]])
             if ok_bar:
-                window = self._bar_window(s, event.ts_ms)
+                window = self._bars.setdefault(s, _Bars())
                 row = inputs[k]
                 window.add(event.ts_ms, row[_I["high"]], row[_I["low"]], row[_I["close"]])
                 mark_close = row[_I["mark_close"]]

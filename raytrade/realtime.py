@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import ray
 
 from actors.decide import DeciderConfig, decider_factory
 from actors.execution import EXECUTION_ACTOR_NAME, ExecutionConfig, start_execution_actor
@@ -107,15 +108,12 @@ class ShadowSession:
             ),  # fmt: skip
             name=self.execution_name,
         )
-        import ray
-
         ray.get(self.execution.summary.remote())  # constructed (book recovered) before anyone looks it up
         if o.venue == "replay":
             self._start_venue()
         decider = DeciderConfig(
             session_id=o.session_id, database_url=s.database_url, redis_url=s.redis_url, model_name=o.model_name,
             predictor_app=APP_NAME, predictor_deployment=DEPLOYMENT_NAME, execution_actor=self.execution_name,
-            lake_path=str(s.lake_root),
             policy=s.policy, label=s.label,
         )  # fmt: skip
         for gid, group in enumerate(symbol_groups(o.symbols, o.group_size)):
@@ -135,8 +133,6 @@ class ShadowSession:
 
     def _wait_connected(self, timeout_s: float) -> None:
         """Wait until every ingest connection is up, so a replay starts with nobody listening late."""
-        import ray
-
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             stats = ray.get([a.stats.remote() for a in self.ingest])
@@ -164,8 +160,6 @@ class ShadowSession:
     # --- run / stop --------------------------------------------------------------------------------
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until the replay has finished and the last minute was decided (replay), or forever."""
-        import ray
-
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         if self.venue is None:
             while deadline is None or time.monotonic() < deadline:
@@ -177,16 +171,9 @@ class ShadowSession:
         remaining = 7 * 86_400.0 if deadline is None else max(0.0, deadline - time.monotonic())
         if not self.venue.wait_until(int(self.options.end_ms or 0), remaining):
             return False
-        while deadline is None or time.monotonic() < deadline:  # the last minute decided by every group
-            last = ray.get([a.hook_stats.remote() for a in self.ingest])
-            if all((st.get("last_close_ms") or 0) >= end_minute for st in last):
-                return True
-            time.sleep(0.1)
-        return False
+        return self._decided(end_minute, deadline)  # the last minute decided by every group
 
     def _decided(self, minute: int, deadline: float | None) -> bool:
-        import ray
-
         while deadline is None or time.monotonic() < deadline:
             last = ray.get([a.hook_stats.remote() for a in self.ingest])
             if all((st.get("last_close_ms") or 0) >= minute for st in last):
@@ -198,8 +185,6 @@ class ShadowSession:
         """Step mode: release one venue minute at a time and wait until every group has decided it and
         the execution actor has taken the entries, so results do not depend on how fast this machine
         is (parity tests); a fast replay trades at whatever book its latency reaches."""
-        import ray
-
         minute = int(self.options.start_ms or 0)
         while minute <= end_minute:
             remaining = 60.0 if deadline is None else max(0.0, deadline - time.monotonic())
@@ -211,8 +196,6 @@ class ShadowSession:
 
     def stop(self) -> dict[str, Any]:
         """Stop ingest (flushing the writers), flatten if asked, stop the venue; return the session report."""
-        import ray
-
         report: dict[str, Any] = {"session_id": self.options.session_id}
         wall = time.monotonic() - self.started_wall_s
         ingest_stats = ray.get([a.stop.remote() for a in self.ingest]) if self.ingest else []
@@ -242,7 +225,6 @@ class ShadowSession:
 
     def shutdown(self) -> None:
         """Remove the Predictor and the execution actor (tests; a real session keeps the actor)."""
-        import ray
         from ray import serve
 
         if self.execution is not None:
