@@ -92,7 +92,8 @@ def layout(dataset: str) -> DatasetLayout:
 def check_columns(dataset: str, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Return the dataset's columns cast to their dtypes; raise naming missing or uncastable columns.
 
-    Extra columns are dropped; optional columns are kept when present.
+    Extra columns are dropped; optional columns are kept when present. A column already of its dtype
+    is returned as is, not copied.
     """
     lay = layout(dataset)
     missing = [c for c in lay.required if c not in columns]
@@ -107,7 +108,7 @@ def check_columns(dataset: str, columns: Mapping[str, np.ndarray]) -> dict[str, 
             continue
         arr = np.asarray(columns[name])
         try:
-            cast = arr.astype(dtype, casting="unsafe" if arr.dtype.kind in "iuf" else "same_kind")
+            cast = arr.astype(dtype, casting="unsafe" if arr.dtype.kind in "iuf" else "same_kind", copy=False)
         except (TypeError, ValueError) as e:
             raise DataQualityError(f"{dataset}: column {name} is not {dtype}: {e}") from None
         if arr.dtype.kind == "f" and dtype == "int64" and not np.array_equal(cast, arr):

@@ -35,7 +35,7 @@ def test_write_splits_by_utc_month_into_hive_paths(lake: Lake) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["2024-01.parquet", "2024-02.parquet"]
     assert result.rows == 240 and len(result.files_written) == 2
     assert pq.ParquetFile(root / "2024-01.parquet").metadata.num_rows == 120
-    assert pq.ParquetFile(root / "2024-01.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
+    assert pq.ParquetFile(root / "2024-01.parquet").metadata.row_group(0).column(0).compression == "LZ4"
 
 
 def test_read_returns_what_was_written_sorted(lake: Lake) -> None:
