@@ -19,6 +19,7 @@ import pandas as pd
 
 from core.config import LabelSpec
 from core.labels import label_bars
+from pipelines.raydata import prepare_symbol_worker
 from storage.lake import Lake
 
 SOURCE = "labels"
@@ -75,9 +76,7 @@ def label_universe(lake_root: Path, symbols: Sequence[str], spec: LabelSpec) -> 
     ds = ray.data.from_items([{"symbol": s} for s in symbols], override_num_blocks=max(1, len(symbols)))
 
     def task(row: dict) -> dict:
-        import numba
-
-        numba.set_num_threads(1)  # one task per CPU already; kernel threads would oversubscribe
+        prepare_symbol_worker()
         counts = label_symbol(str(lake_root), row["symbol"], spec_json)
         return {"symbol": row["symbol"], **counts}
 
