@@ -1,28 +1,34 @@
-"""The parquet data lake: one file per dataset, symbol and UTC month, readable by Ray Data.
+"""The parquet data lake: one file per dataset, symbol and UTC month (year for labels), readable by
+Ray Data.
 
 Layout (Hive-style, so ``ray.data.read_parquet`` adds a ``symbol`` column from the path)::
 
-    <root>/<dataset>/symbol=<SYMBOL>/<YYYY-MM>.parquet
+    <root>/<dataset>/symbol=<SYMBOL>/<YYYY-MM>.parquet     (label datasets: <YYYY>.parquet)
 
-Each file holds the rows of one month (by ``ts``, epoch ms UTC), sorted by ``ts`` with unique
-``ts``, in the column layout of ``core.frames``; lz4-compressed (see ``_write_options``). The key-value metadata records
-the dataset, the symbol and every ``source`` that contributed rows (``binance-dump``,
-``binance-rest``, ``import:<path>``, ``synthetic`` …).
+Each file holds the rows of one partition, a UTC month or year (by ``ts``, epoch ms UTC), sorted by
+``ts`` with unique ``ts``, in the column layout of ``core.frames``; lz4-compressed (see
+``_write_options``). The key-value metadata records the dataset, the symbol and every ``source``
+that contributed rows (``binance-dump``, ``binance-rest``, ``import:<path>``, ``synthetic`` …).
+
+Months keep appends to raw data cheap and range reads of features narrow. Label datasets are
+always rewritten whole per symbol and read whole for training, so they are partitioned by year:
+a twelfth of the files to create, rename and open (bench/labels.py).
 
 Writes merge by ``ts`` (new rows win), go to a temporary file and are renamed into place, so a
 reader never sees half a file. There is one writer per (dataset, symbol) at a time: concurrent
-writers of the same month would lose one another's rows.
+writers of the same partition would lose one another's rows.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -107,9 +113,10 @@ class Lake:
         """Return the directory of one dataset and symbol (it may not exist)."""
         return self.root / dataset / f"{_SYMBOL_PREFIX}{symbol}"
 
-    def month_path(self, dataset: str, symbol: str, month: str) -> Path:
-        """Return the file of one month (``YYYY-MM``) of a dataset and symbol (it may not exist)."""
-        return self.symbol_dir(dataset, symbol) / f"{month}.parquet"
+    def partition_path(self, dataset: str, symbol: str, period: str) -> Path:
+        """Return the file of one partition (``YYYY-MM``, or ``YYYY`` for label datasets) of a dataset
+        and symbol (it may not exist)."""
+        return self.symbol_dir(dataset, symbol) / f"{period}.parquet"
 
     # Writing --------------------------------------------------------------------------------------
     def write(
@@ -132,16 +139,20 @@ class Lake:
         if not (np.diff(ts) > 0).all():  # already sorted is the common case: skip the copy
             order = np.argsort(ts, kind="stable")
             columns = {name: values[order] for name, values in columns.items()}
-        for month, lo, hi in _month_slices(columns["ts"]):
+        unit = _period_unit(dataset)
+        for period, lo, hi in _period_slices(columns["ts"], unit):
             part = {name: values[lo:hi] for name, values in columns.items()}
-            path = self.month_path(dataset, symbol, month)
-            if self._merge_month(dataset, symbol, path, part, source):
+            path = self.partition_path(dataset, symbol, period)
+            if self._merge_partition(dataset, symbol, path, part, source):
                 written.append(str(path))
             else:
                 unchanged.append(str(path))
+            if unit == "Y":  # monthly files of an older layout: superseded, never read
+                for stale in path.parent.glob(f"{period}-[0-9][0-9].parquet"):
+                    stale.unlink(missing_ok=True)
         return LakeWrite(dataset, symbol, len(ts), tuple(written), tuple(unchanged))
 
-    def _merge_month(
+    def _merge_partition(
         self, dataset: str, symbol: str, path: Path, part: Mapping[str, np.ndarray], source: str
     ) -> bool:
         new = _to_table(dataset, part)
@@ -214,14 +225,15 @@ class Lake:
     def _read_table(
         self, dataset: str, symbol: str, start_ms: int | None, end_ms: int | None, wanted: list[str] | None
     ) -> pa.Table | None:
-        """The month files overlapping [start_ms, end_ms) as one table (None when there are none)."""
+        """The partition files overlapping [start_ms, end_ms) as one table (None when there are none)."""
         layout(dataset)  # an unknown dataset is an error, not an empty read
-        paths = self._month_files(dataset, symbol)
+        paths = self._partition_files(dataset, symbol)
+        unit = _period_unit(dataset)
         if start_ms is not None:
-            first = _month_name(_month_numbers(np.array([start_ms], dtype=np.int64))[0])
+            first = _period_name(_period_numbers(np.array([start_ms], dtype=np.int64), unit)[0], unit)
             paths = [p for p in paths if p.stem >= first]
         if end_ms is not None:
-            last = _month_name(_month_numbers(np.array([end_ms - 1], dtype=np.int64))[0])
+            last = _period_name(_period_numbers(np.array([end_ms - 1], dtype=np.int64), unit)[0], unit)
             paths = [p for p in paths if p.stem <= last]
         if not paths:
             return None
@@ -252,14 +264,14 @@ class Lake:
     def files(self, dataset: str, symbols: Iterable[str] | None = None) -> list[str]:
         """Return the parquet files of ``dataset`` (optionally only ``symbols``), for ray.data.read_parquet.
 
-        Paths are absolute and sorted by symbol, then month.
+        Paths are absolute and sorted by symbol, then partition.
         """
         chosen = self.symbols(dataset) if symbols is None else list(symbols)
-        return [str(p.resolve()) for symbol in chosen for p in self._month_files(dataset, symbol)]
+        return [str(p.resolve()) for symbol in chosen for p in self._partition_files(dataset, symbol)]
 
     def coverage(self, dataset: str, symbol: str) -> Coverage | None:
         """Return (first_ts, last_ts, rows) of a dataset and symbol from file metadata, or None if absent."""
-        paths = self._month_files(dataset, symbol)
+        paths = self._partition_files(dataset, symbol)
         if not paths:
             return None
         rows = 0
@@ -270,18 +282,21 @@ class Lake:
         return Coverage(first, last, rows)
 
     def sources(self, dataset: str, symbol: str) -> dict[str, tuple[str, ...]]:
-        """Return the sources recorded in each month file, as {``YYYY-MM``: (source, …)}."""
+        """Return the sources recorded in each partition file, as {``YYYY-MM`` (or ``YYYY``): (source, …)}."""
         out: dict[str, tuple[str, ...]] = {}
-        for p in self._month_files(dataset, symbol):
+        for p in self._partition_files(dataset, symbol):
             meta = pq.read_schema(p).metadata or {}
             out[p.stem] = tuple(_sources_of(meta))
         return out
 
-    def _month_files(self, dataset: str, symbol: str) -> list[Path]:
+    def _partition_files(self, dataset: str, symbol: str) -> list[Path]:
+        """The dataset's partition files of ``symbol``, sorted. Files named for another period (monthly
+        label files of an older layout) are not part of it."""
         directory = self.symbol_dir(dataset, symbol)
         if not directory.is_dir():
             return []
-        return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+        pattern = _PERIOD_NAMES[_period_unit(dataset)]
+        return sorted(p for p in directory.glob("*.parquet") if pattern.fullmatch(p.stem))
 
 
 # Helpers ------------------------------------------------------------------------------------------
@@ -351,26 +366,36 @@ def _grid_ms(dataset: str) -> int | None:
     return INTERVAL_MS.get(suffix) if "_" in dataset else None
 
 
-def _month_numbers(ts_ms: np.ndarray) -> np.ndarray:
-    """Months since 1970-01 of epoch-ms timestamps (vectorized; names only for the few distinct ones)."""
-    return ts_ms.astype("datetime64[ms]").astype("datetime64[M]").astype(np.int64)
+#: Partition of a dataset's files: numpy datetime unit, and the file-name pattern of one partition.
+_Unit = Literal["M", "Y"]
+_PERIOD_NAMES: dict[_Unit, re.Pattern[str]] = {"M": re.compile(r"\d{4}-\d{2}"), "Y": re.compile(r"\d{4}")}
 
 
-def _month_slices(ts_ms: np.ndarray) -> list[tuple[str, int, int]]:
-    """(month name, first row, end row) of each month of ascending ``ts_ms``: a binary search per
-    month boundary rather than a calendar conversion per row."""
-    first, last = _month_numbers(ts_ms[[0, -1]])
-    months = np.arange(first, last + 2)
-    bounds = np.searchsorted(ts_ms, months.astype("datetime64[M]").astype("datetime64[ms]").astype(np.int64))
+def _period_unit(dataset: str) -> _Unit:
+    return "Y" if dataset.startswith(_LABELS) else "M"
+
+
+def _period_numbers(ts_ms: np.ndarray, unit: _Unit) -> np.ndarray:
+    """Months (or years) since 1970 of epoch-ms timestamps."""
+    return ts_ms.astype("datetime64[ms]").astype(f"datetime64[{unit}]").astype(np.int64)
+
+
+def _period_slices(ts_ms: np.ndarray, unit: _Unit) -> list[tuple[str, int, int]]:
+    """(partition name, first row, end row) of each month (or year) of ascending ``ts_ms``: a binary
+    search per partition boundary rather than a calendar conversion per row."""
+    first, last = _period_numbers(ts_ms[[0, -1]], unit)
+    periods = np.arange(first, last + 2)
+    starts_ms = periods.astype(f"datetime64[{unit}]").astype("datetime64[ms]").astype(np.int64)
+    bounds = np.searchsorted(ts_ms, starts_ms)
     return [
-        (_month_name(m), int(lo), int(hi))
-        for m, lo, hi in zip(months[:-1], bounds[:-1], bounds[1:], strict=True)
+        (_period_name(m, unit), int(lo), int(hi))
+        for m, lo, hi in zip(periods[:-1], bounds[:-1], bounds[1:], strict=True)
         if hi > lo
     ]
 
 
-def _month_name(month_number: np.integer | int) -> str:
-    return str(np.datetime64(int(month_number), "M"))
+def _period_name(number: np.integer | int, unit: _Unit) -> str:
+    return str(np.datetime64(int(number), unit))
 
 
 def _schema(dataset: str, names: Iterable[str]) -> pa.Schema:

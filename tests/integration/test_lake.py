@@ -61,6 +61,48 @@ def test_read_opens_only_the_months_it_needs(lake: Lake) -> None:
         lake.read("candles_1m", "BTCUSDT", start_ms=JAN)
 
 
+def _labels(start_ms: int, end_ms: int) -> dict[str, np.ndarray]:
+    ts = np.arange(start_ms, end_ms, 60_000, dtype=np.int64)
+    rng = np.random.default_rng(3)
+    return {
+        "ts": ts,
+        "status": np.zeros(len(ts), np.int8),
+        "long_y": rng.integers(-1, 2, len(ts)).astype(np.int8),
+        "long_ret_net": rng.normal(0, 0.01, len(ts)),
+    }
+
+
+def test_label_datasets_are_partitioned_by_year(lake: Lake) -> None:
+    dec_31 = JAN - 24 * HOUR
+    labels = _labels(dec_31, FEB + HOUR)
+    result = lake.write("labels_1m", "BTCUSDT", labels, source="labels")
+    root = lake.root / "labels_1m" / "symbol=BTCUSDT"
+    assert sorted(p.name for p in root.iterdir()) == ["2023.parquet", "2024.parquet"]
+    assert len(result.files_written) == 2
+    assert pq.ParquetFile(root / "2024.parquet").metadata.num_rows == (FEB + HOUR - JAN) // 60_000
+    whole = lake.read("labels_1m", "BTCUSDT")
+    np.testing.assert_array_equal(whole["ts"].to_numpy(), labels["ts"])
+    np.testing.assert_array_equal(whole["long_ret_net"].to_numpy(), labels["long_ret_net"])
+    window = lake.read("labels_1m", "BTCUSDT", start_ms=JAN + HOUR, end_ms=FEB)
+    assert window["ts"].iloc[0] == JAN + HOUR and window["ts"].iloc[-1] == FEB - 60_000
+    assert lake.coverage("labels_1m", "BTCUSDT") == Coverage(
+        int(labels["ts"][0]), int(labels["ts"][-1]), len(labels["ts"])
+    )
+    assert set(lake.sources("labels_1m", "BTCUSDT")) == {"2023", "2024"}
+
+
+def test_monthly_label_files_of_the_older_layout_are_superseded(lake: Lake) -> None:
+    root = lake.root / "labels_1m" / "symbol=BTCUSDT"
+    root.mkdir(parents=True)
+    lake.write("candles_1m", "BTCUSDT", _across_months(), source="synthetic")  # a valid parquet file
+    stale = root / "2024-01.parquet"
+    stale.write_bytes((lake.root / "candles_1m" / "symbol=BTCUSDT" / "2024-01.parquet").read_bytes())
+    assert lake.read("labels_1m", "BTCUSDT").empty  # not part of the yearly layout: never read
+    lake.write("labels_1m", "BTCUSDT", _labels(JAN, JAN + HOUR), source="labels")
+    assert sorted(p.name for p in root.iterdir()) == ["2024.parquet"]
+    assert len(lake.read("labels_1m", "BTCUSDT")) == 60
+
+
 def test_merge_keeps_old_rows_and_new_rows_win_on_equal_ts(lake: Lake) -> None:
     frame = _across_months()
     lake.write("candles_1m", "BTCUSDT", frame.iloc[:150], source="binance-dump")
