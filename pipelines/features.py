@@ -18,6 +18,7 @@ import pandas as pd
 from core.errors import SchemaMismatchError
 from core.features import BTC_SYMBOL, FeatureFrame, SymbolInputs, build_inputs, compute_features
 from core.features_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, KEY_COLUMNS
+from pipelines.raydata import prepare_symbol_worker
 from storage.lake import Lake
 
 SOURCE = "features"
@@ -89,6 +90,7 @@ def compute_universe_features(
     ds = ray.data.from_items([{"symbols": g} for g in groups], override_num_blocks=len(groups))
 
     def task(row: dict) -> dict:
+        prepare_symbol_worker()
         counts = features_for_group(str(lake_root), list(row["symbols"]))
         return {"symbols": list(counts), "rows": list(counts.values())}
 
