@@ -55,7 +55,7 @@ def resample_candles(
     ts = np.asarray(columns["ts"])
     if ts.dtype.kind not in "iu":
         raise DataQualityError(f"resample: ts must be integer epoch ms, got dtype {ts.dtype}")
-    ts = ts.astype(np.int64)
+    ts = ts.astype(np.int64, copy=False)
     cols = {k: np.asarray(v) for k, v in columns.items() if k != "ts"}
     for k, v in cols.items():
         if v.shape != ts.shape:
