@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = Path(os.environ.get("RAYTRADE_TEST_SHARED_DATA", SHARED / "data"))
@@ -64,6 +68,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'raytrade.db'}"
     return request.getfixturevalue("fresh_pg_url")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    """An engine on ``db_url`` with every migration applied."""
+    from storage import db
+
+    e = db.make_engine(db_url)
+    db.upgrade(e)
+    yield e
+    e.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -21,14 +21,6 @@ from tune.worker import BatchWorker, JobContext, enqueue_job, promote_handler
 T0 = 1_760_000_000_000
 
 
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    e = db.make_engine(db_url)
-    db.upgrade(e)
-    yield e
-    e.dispose()
-
-
 def clock(start: int = T0):
     t = iter(range(start, start + 10_000_000, 1000))
     return lambda: next(t)

@@ -25,7 +25,7 @@ from model_fixtures import (
 
 from core.errors import SchemaMismatchError
 from core.features_schema import FEATURE_NAMES
-from storage import db, schema
+from storage import schema
 from storage.model_catalog import list_model_rows
 from storage.registry import PREVIOUS_ALIAS, PRODUCTION_ALIAS, ModelNotFoundError, ModelRegistry
 from tune.promote import PromotionConfig, PromotionRefused, evaluate_stored, promote, promote_stored, rollback
@@ -51,14 +51,6 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
 @pytest.fixture
 def registry(tracking: tuple[str, Path]) -> ModelRegistry:
     return ModelRegistry(tracking[0], artifact_root=tracking[1])
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    e = db.make_engine(db_url)
-    db.upgrade(e)
-    yield e
-    e.dispose()
 
 
 @pytest.fixture

@@ -41,14 +41,6 @@ SPEC_TABLES = {
 }
 
 
-@pytest.fixture
-def engine(db_url):
-    eng = db.make_engine(db_url)
-    db.upgrade(eng)
-    yield eng
-    eng.dispose()
-
-
 def _compare_type(context, inspected_column, metadata_column, inspected_type, metadata_type):
     if isinstance(metadata_type, EpochMs):  # TIMESTAMPTZ on PostgreSQL, BIGINT on SQLite
         expected = "TIMESTAMP" if context.dialect.name == "postgresql" else "BIGINT"
