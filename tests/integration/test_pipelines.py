@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sqlalchemy as sa
+import typer
 
 from core.config import LabelSpec
 from core.errors import SchemaMismatchError
@@ -108,3 +109,43 @@ def _writer_config():
     from core.config import WriterConfig
 
     return WriterConfig(flush_interval_s=0.1)
+
+
+def test_label_command_labels_the_lake_and_writes_the_database(tmp_path, monkeypatch, ray_session):
+    """`raytrade label --to-db`: the command's own path, from settings to the lake and the database."""
+    from typer.testing import CliRunner
+
+    from raytrade import cmd_db, cmd_pipelines
+    from raytrade.settings import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAYTRADE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAYTRADE_UNIVERSE", ",".join(SYMBOLS))
+    settings = load_settings()
+    write_synthetic_market(generate_market(SYMBOLS[:2], START, 2 * 1440, seed=9), Lake(settings.lake_root))
+    app = typer.Typer()
+    cmd_db.register(app)
+    cmd_pipelines.register(app)
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+
+    refused = runner.invoke(app, ["label", "--symbols", "BTCUSDT,XRPUSDT", "--no-progress"])
+    assert refused.exit_code == 2 and "no candles_1m in the lake for XRPUSDT" in refused.output
+
+    result = runner.invoke(app, ["label", "--to-db", "--no-progress"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    spec = settings.label
+    assert f"labels (spec {spec.spec_hash()}): {2 * 2 * 1440:,} bars" in result.output  # SOLUSDT skipped
+    labels = labels_lake(settings.lake_root, spec)
+    assert labels.symbols("labels_1m") == SYMBOLS[:2]
+    engine = db.make_engine(settings.database_url)
+    with engine.connect() as conn:
+        rows = dict(
+            conn.execute(sa.text("SELECT symbol, count(*) FROM labels_long_1m GROUP BY symbol")).all()
+        )
+        shorts = conn.execute(sa.text("SELECT count(*) FROM labels_short_1m")).scalar_one()
+    engine.dispose()
+    for symbol in SYMBOLS[:2]:
+        stored = labels.read("labels_1m", symbol)
+        assert rows[symbol] == int((stored["status"] == 0).sum()) > 0
+    assert shorts == sum(rows.values())
