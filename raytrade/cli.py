@@ -6,35 +6,11 @@ import json
 import sys
 
 import typer
-from rich.console import Console
 
-from core.errors import ConfigError, RaytradeError
-from core.time import parse_utc
-from raytrade.settings import Settings, load_settings
+from core.errors import RaytradeError
+from raytrade.options import console, settings_or_exit
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="raytrade: research and trading on Ray.")
-console = Console(stderr=True)
-
-
-def settings_or_exit() -> Settings:
-    """Load settings, or print what is wrong and exit 2."""
-    try:
-        return load_settings()
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from None
-
-
-def time_option_ms(text: str | None, option: str) -> int | None:
-    """Parse a time option: epoch milliseconds or an ISO date/time (UTC); a bad value names the option."""
-    if text is None:
-        return None
-    if text.strip().isdigit():
-        return int(text)
-    try:
-        return parse_utc(text)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint=option) from None
 
 
 config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")

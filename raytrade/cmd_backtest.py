@@ -14,7 +14,7 @@ from core.time import parse_utc
 from pipelines.backtest import load_panel
 from pipelines.baselines import run_baselines
 from pipelines.report import Report, backtest_section
-from raytrade.cli import settings_or_exit
+from raytrade.options import settings_or_exit
 from raytrade.settings import Settings
 from storage.lake import Lake
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from raytrade.cli import settings_or_exit
+from raytrade.options import settings_or_exit
 from raytrade.settings import redact_url
 from storage import db
 from storage.instruments import sync_universe

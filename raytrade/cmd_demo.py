@@ -9,8 +9,8 @@ from rich.table import Table
 from core.synthetic import generate_market
 from core.time import DAY_MS, MINUTE_MS, parse_utc
 from pipelines.market import write_synthetic_market
-from raytrade.cli import settings_or_exit
 from raytrade.demo import DEMO_START_MS, run_demo, summary_frame
+from raytrade.options import settings_or_exit
 from storage.lake import Lake
 
 

@@ -19,7 +19,7 @@ from exchange.binance_rest import FAPI_MAINNET, BinanceRest
 from exchange.dump_client import DumpClient
 from pipelines.history import DEFAULT_DATASETS, OnFrame, download_history, parse_datasets
 from pipelines.importer import import_path
-from raytrade.cli import settings_or_exit, time_option_ms
+from raytrade.options import settings_or_exit, time_option_ms
 from raytrade.settings import Settings
 from storage.lake import Lake
 

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from core.time import ms_to_datetime
-from raytrade.cli import settings_or_exit
 from raytrade.cmd_backtest import sim_config
+from raytrade.options import settings_or_exit
 from raytrade.rayinit import start_ray
 from raytrade.settings import Settings, redact_url
 from storage import db, jobs

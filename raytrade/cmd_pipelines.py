@@ -9,7 +9,7 @@ from core.symbols import SymbolError, parse_universe
 from pipelines.dbsink import DatabaseSink
 from pipelines.features import compute_universe_features
 from pipelines.labels import label_universe, labels_lake
-from raytrade.cli import settings_or_exit
+from raytrade.options import settings_or_exit
 from raytrade.rayinit import start_ray
 from raytrade.settings import Settings
 from storage import db

@@ -13,9 +13,9 @@ from rich.table import Table
 
 from core.errors import ConfigError
 from core.symbols import SymbolError, parse_universe
-from raytrade.cli import settings_or_exit, time_option_ms
 from raytrade.cmd_models import print_report
 from raytrade.demo_train import MODEL_NAME
+from raytrade.options import settings_or_exit, time_option_ms
 from raytrade.research import MIN_DAYS, FoldSizing, production_sentence, run_research
 
 #: Headline metrics printed per strategy after the run (``core.metrics.summarize`` keys).

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from core.errors import ConfigError
 from core.symbols import SymbolError, parse_universe
-from raytrade.cli import settings_or_exit, time_option_ms
+from raytrade.options import settings_or_exit, time_option_ms
 from raytrade.realtime import ShadowOptions, ShadowSession, default_replay_window
 
 console = Console(stderr=True)

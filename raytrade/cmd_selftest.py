@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from raytrade.cli import settings_or_exit
+from raytrade.options import settings_or_exit
 from raytrade.selftest import CHECKS, run_selftest
 
 

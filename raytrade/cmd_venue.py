@@ -15,7 +15,7 @@ from core.time import MINUTE_MS
 from exchange.venue import ReplayVenue
 from exchange.venue.clock import parse_speed
 from exchange.venue.replay import VenueUrls
-from raytrade.cli import settings_or_exit, time_option_ms
+from raytrade.options import settings_or_exit, time_option_ms
 from storage.lake import Lake
 
 console = Console(stderr=True, soft_wrap=True)
