@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from core.config import RiskConfig
 from core.sim import kernel as _k
+from core.sim.account import AccountSnapshot
 from core.sim.config import risk_vector as risk_limits
 from core.sim.rules import SymbolRules, bracket_for
 from core.sim.state import decode_risk_mask
@@ -75,26 +76,6 @@ class EntryRequest:
     mark_price: float = math.nan  # for MIN_NOTIONAL; NaN: ``price``
     sl_price: float = math.nan
     tp_price: float = math.nan
-
-
-@dataclass(frozen=True, slots=True)
-class AccountSnapshot:
-    """The account and book the guard judges against, at the request time.
-
-    ``positions``: signed notional (USDT, qty · mark; + long, − short) of each open position.
-    ``orders_this_second`` / ``orders_today``: market orders already sent in the request's second /
-    UTC day. ``day_start_equity_usdt``: equity at the start of the request's UTC day.
-    """
-
-    equity_usdt: float
-    wallet_usdt: float
-    used_margin_usdt: float
-    day_start_equity_usdt: float
-    positions: Mapping[str, float] = field(default_factory=dict)
-    trading_enabled: bool = True
-    kill_switch: bool = False
-    orders_this_second: int = 0
-    orders_today: int = 0
 
 
 def check_risk(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ import pandas as pd
 from core.config import RiskConfig
 from core.errors import DataQualityError
 from core.sim import kernel as _k
+from core.sim.account import AccountSnapshot
 from core.sim.config import SimConfig, risk_vector
 from core.sim.rules import SymbolRules, pack_rules
 from core.sim.state import (
@@ -33,9 +33,6 @@ from core.sim.state import (
 )
 from core.symbols import validate_internal
 from core.time import DAY_MS
-
-if TYPE_CHECKING:
-    from core.risk import AccountSnapshot
 
 _EXIT_REASONS = {"SIGNAL": _k.REASON_SIGNAL, "TIME": _k.REASON_TIME, "FLATTEN": _k.REASON_FLATTEN,
                  "END": _k.REASON_END}  # fmt: skip
@@ -334,8 +331,6 @@ class FillSimulator:
 
     def snapshot(self, ts_ms: int) -> AccountSnapshot:
         """Return the account as ``core.risk.check_risk`` takes it, for a request at ``ts_ms``."""
-        from core.risk import AccountSnapshot  # core.risk imports core.sim
-
         ts = int(ts_ms)
         same_day = ts // DAY_MS == self.acct[_k.A_DAY]
         same_second = ts // 1000 == self.acct[_k.A_ORDER_SECOND]
