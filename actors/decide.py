@@ -34,13 +34,21 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.events import CloseEvent, MarketTick
-from actors.execution import EXECUTION_ACTOR_NAME, BarClose, EntryIntent
 from core.config import LabelSpec, PolicyConfig
 from core.features_kernel import INPUT_COLUMNS
 from core.features_schema import FEATURE_INDEX, KEY_COLUMNS
 from core.labels import label_atr
-from core.messages import SignalNew, Topic
+from core.messages import (
+    EXECUTION_ACTOR_NAME,
+    PREDICTOR_APP_NAME,
+    PREDICTOR_DEPLOYMENT_NAME,
+    BarClose,
+    CloseEvent,
+    EntryIntent,
+    MarketTick,
+    SignalNew,
+    Topic,
+)
 from core.policy import PREDICTION_KEYS, Action, decide_arrays, reason_names
 
 log = logging.getLogger(__name__)
@@ -60,8 +68,8 @@ class DeciderConfig(BaseModel):
     database_url: str
     redis_url: str | None = None
     model_name: str
-    predictor_app: str = "raytrade-predictor"
-    predictor_deployment: str = "Predictor"
+    predictor_app: str = PREDICTOR_APP_NAME
+    predictor_deployment: str = PREDICTOR_DEPLOYMENT_NAME
     execution_actor: str = EXECUTION_ACTOR_NAME
     trade_symbols: tuple[str, ...] | None = Field(None, description="symbols traded; None: all of the group")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.config import RiskConfig
-from core.messages import PositionUpdate, RiskEvent, Topic
+from core.messages import EXECUTION_ACTOR_NAME, BarClose, EntryIntent, PositionUpdate, RiskEvent, Topic
 from core.sim import FillSimulator, SimConfig
 from core.sim import kernel as _k
 from storage import db
@@ -45,8 +45,6 @@ from storage.schema import events, positions, risk_events
 
 log = logging.getLogger(__name__)
 
-#: Name of the detached execution actor (one per Ray namespace and mode).
-EXECUTION_ACTOR_NAME = "raytrade-execution"
 STATE_EVENT = "execution.state"
 _SIDE = {1: "LONG", -1: "SHORT"}
 
@@ -68,45 +66,6 @@ class ExecutionConfig(BaseModel):
         gt=0,
         description="an entry must fill within this long after its decision bar closed (venue ms)",
     )
-
-
-@dataclass(frozen=True, slots=True)
-class EntryIntent:
-    """An entry decided by the policy on the close of bar ``decision_ts`` (its open time, ms)."""
-
-    symbol: str
-    decision_ts: int
-    side: int  # +1 long, −1 short
-    size_fraction: float  # of equity (SimConfig.sizing "equity_fraction")
-    leverage: int
-    sl_price: float
-    tp_price: float
-    decision_price: float
-    atr: float
-    quote_volume: float
-    bid: float
-    ask: float
-    book_ts: int
-    mark: float = math.nan
-    signal_received_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class BarClose:
-    """A closed 1m bar of one symbol, for the bar rule (SL/TP on the mark range, time exit, funding)."""
-
-    symbol: str
-    ts_ms: int  # bar open time
-    open: float
-    high: float
-    low: float
-    close: float
-    mark_open: float
-    mark_high: float
-    mark_low: float
-    mark_close: float
-    quote_volume: float
-    funding_rate: float = 0.0  # summed rates of the symbol's funding times in (ts, ts + 1m]
 
 
 @dataclass(slots=True)

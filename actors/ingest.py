@@ -47,7 +47,6 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from actors.backfill import BarSequence, FundingBook, MarkMinutes, Verdict, input_row, missing_range
-from actors.events import CloseEvent, IngestHook, MarketTick
 from actors.streams import (
     BookUpdate,
     KlineUpdate,
@@ -59,7 +58,7 @@ from actors.streams import (
 from core.config import WriterConfig
 from core.features import BTC_SYMBOL, FeatureEngine, SymbolInputs, build_inputs
 from core.features_kernel import N_INPUTS
-from core.messages import DataQualityEvent, FeaturesReady, Topic
+from core.messages import CloseEvent, DataQualityEvent, FeaturesReady, IngestHook, MarketTick, Topic
 from core.symbols import parse_universe
 from core.time import INTERVAL_MS, MINUTE_MS
 from exchange.binance_rest import BinanceRest

@@ -21,10 +21,11 @@ import numpy as np
 import ray
 
 from actors.decide import DeciderConfig, decider_factory
-from actors.execution import EXECUTION_ACTOR_NAME, ExecutionConfig, start_execution_actor
+from actors.execution import ExecutionConfig, start_execution_actor
 from actors.ingest import IngestActor, IngestConfig
 from core.errors import ConfigError
 from core.features import BTC_SYMBOL
+from core.messages import EXECUTION_ACTOR_NAME
 from core.sim import SimConfig
 from raytrade.rayinit import start_ray
 from raytrade.settings import Settings

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import pytest
 import sqlalchemy as sa
 
 from actors.execution import (
-    BarClose,
-    EntryIntent,
     ExecutionBook,
     ExecutionConfig,
     start_execution_actor,
     trade_group_id,
 )
 from core.config import RiskConfig
+from core.messages import BarClose, EntryIntent, MarketTick
 from core.sim import FillSimulator, SimConfig
 from core.time import MINUTE_MS
 from storage import db
@@ -24,14 +22,6 @@ from storage.instruments import sync_universe
 from storage.schema import positions, risk_events
 
 T0 = 1_717_200_000_000
-
-
-class MarketTick(NamedTuple):  # the fields of actors.events.MarketTick the book reads
-    symbol: str
-    ts_ms: int
-    mark: float
-    bid: float
-    ask: float
 
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

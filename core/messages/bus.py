@@ -1,4 +1,4 @@
-"""Bus topics and their message types: the only language live components speak to each other.
+"""Bus topics and their message types: what live components publish for each other and for observers.
 
 Each topic carries exactly one message type (``MESSAGE_TYPES``). Messages are frozen msgspec
 Structs with keyword-only fields in our domain names and units: symbols in internal form
