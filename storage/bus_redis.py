@@ -1,8 +1,8 @@
-"""The event bus on Redis Streams: the ``Bus`` contract of storage/bus.py, across processes.
+"""The event bus on Redis Streams: the ``Bus`` contract (storage/bus_base.py) across processes.
 
 One stream per topic at ``<namespace>:<topic>`` holding the encoded message in field ``data``;
 dead letters of a topic at ``<namespace>:dead-letter:<topic>``. Import it through
-``storage.bus`` (``open_bus`` or ``storage.bus.RedisStreamBus``): the embedded default does not
+``storage.bus.open_bus`` (or directly, to construct one by hand): the embedded default does not
 import redis at all.
 """
 
@@ -18,7 +18,7 @@ from redis.retry import Retry
 
 from core.errors import FatalError, TransientError
 from core.messages import Message, Topic, as_topic, encode_for
-from storage.bus import DATA_FIELD, Bus, DeadLetter, StartAt, check_names, check_positive, check_start
+from storage.bus_base import DATA_FIELD, Bus, DeadLetter, StartAt, check_names, check_positive, check_start
 
 
 def _str(value: bytes | str) -> str:

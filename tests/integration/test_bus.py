@@ -18,7 +18,8 @@ from message_samples import SAMPLES, candle
 from core.errors import DataQualityError, FatalError, TransientError
 from core.messages import CandleClosed, Topic
 from raytrade.devservices import free_port
-from storage.bus import Bus, InProcessBus, RedisStreamBus, open_bus
+from storage.bus import Bus, InProcessBus, open_bus
+from storage.bus_redis import RedisStreamBus
 
 CANDLES = Topic.MARKET_CANDLE_CLOSED
 MakeBus = Callable[..., Bus]
