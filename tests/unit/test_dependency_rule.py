@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,13 +22,86 @@ def test_top_level_package_resolves_inside_this_repository(name):
     assert Path(module.__file__).resolve().is_relative_to(REPO), f"{name} comes from {module.__file__}"
 
 
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def _contracts() -> list[dict]:
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["tool"]["importlinter"]["contracts"]
+
+
 def test_import_contracts_hold():
-    exe = Path(sys.executable).parent / "lint-imports"
     proc = subprocess.run(
-        [str(exe), "--config", str(REPO / "pyproject.toml")], cwd=REPO, capture_output=True, text=True
+        [str(LINT_IMPORTS), "--config", str(REPO / "pyproject.toml")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Contracts: 9 kept, 0 broken" in proc.stdout, proc.stdout
+    assert f"Contracts: {len(_contracts())} kept, 0 broken" in proc.stdout, proc.stdout
+
+
+def _cycle_contract() -> dict:
+    (acyclic,) = [c for c in _contracts() if c["type"] == "acyclic_siblings"]
+    return acyclic
+
+
+def test_a_contract_forbids_import_cycles_inside_every_package():
+    acyclic = _cycle_contract()
+    assert set(acyclic["ancestors"]) == set(PACKAGES)
+    assert set(acyclic) == {"name", "type", "ancestors"}  # every depth, no ignored imports
+
+
+def _lint_package(tmp_path: Path, files: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # Run our cycle contract's type over a small package ``pkg`` written to ``tmp_path``.
+    for name, text in files.items():
+        path = tmp_path / "pkg" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (tmp_path / "setup.cfg").write_text(
+        "[importlinter]\nroot_package = pkg\n\n[importlinter:contract:cycles]\n"
+        f"name = cycles\ntype = {_cycle_contract()['type']}\nancestors = pkg\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    return subprocess.run([str(LINT_IMPORTS)], cwd=tmp_path, capture_output=True, text=True, env=env)
+
+
+def test_cycle_contract_breaks_on_a_circle_through_type_checking_imports(tmp_path):
+    proc = _lint_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "a.py": "from pkg import b\n",
+            "b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n",
+        },
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "No cycles are allowed in pkg." in proc.stdout, proc.stdout
+    assert ".a -> .b" in proc.stdout or ".b -> .a" in proc.stdout, proc.stdout
+
+
+def test_cycle_contract_breaks_on_a_circle_between_subpackages(tmp_path):
+    proc = _lint_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "inner/__init__.py": "",
+            "inner/x.py": "from pkg.inner.y import Y\n",
+            "inner/y.py": "Y = 1\n\ndef f():\n    from pkg.inner import z\n",
+            "inner/z.py": "from pkg.inner import x\n",
+        },
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "No cycles are allowed in pkg.inner." in proc.stdout, proc.stdout
+
+
+def test_cycle_contract_keeps_a_one_way_package(tmp_path):
+    proc = _lint_package(
+        tmp_path,
+        {"__init__.py": "", "a.py": "from pkg import b\n", "b.py": "from pkg import c\n", "c.py": "C = 1\n"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Contracts: 1 kept, 0 broken" in proc.stdout, proc.stdout
 
 
 def test_core_imports_nothing_that_does_io_at_runtime():
