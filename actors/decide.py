@@ -46,6 +46,7 @@ from core.messages import (
     CloseEvent,
     EntryIntent,
     MarketTick,
+    Prediction,
     SignalNew,
     Topic,
 )
@@ -238,17 +239,17 @@ class Decider:
         if not fresh:
             return
         symbols = [event.symbols[k] for k in fresh]
-        answer = await asyncio.wait_for(
+        answer: Prediction = await asyncio.wait_for(
             self._predictor.predict.remote(np.ascontiguousarray(event.features[fresh])),
             self.cfg.predict_timeout_s,
         )
-        preds = {k: np.asarray(answer["preds"][k], np.float64) for k in PREDICTION_KEYS}
+        preds = {k: answer.output(k) for k in PREDICTION_KEYS}
         price = np.array([event.close[s] for s in symbols])
         atr = np.array([self._bars[s].atr(self.cfg.label) for s in symbols])
         regime = event.features[fresh, FEATURE_INDEX[KEY_COLUMNS["btc_regime"]]]
         regime = np.where(np.isfinite(regime), regime, 1.0)  # as the backtest: unknown regime is normal
         decided = decide_arrays(preds, price, atr, regime, self.cfg.policy, self.cfg.label)
-        version = str(answer["version"])
+        version = answer.version
         model_id = await asyncio.to_thread(self._model_id, version)
         equity = float(await self._execution.equity.remote())
         rows = signal_rows(event, symbols, preds, decided, atr, model_id, version, equity)

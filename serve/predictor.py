@@ -1,9 +1,10 @@
 """Ray Serve deployment ``Predictor``: the production model behind one batched handle (spec 001 §16).
 
 The deployment loads ``models:/<name>@production`` from the MLflow registry and answers
-``predict(features)`` — a block of rows (k × 132, feature schema order) — with every model output
-and the version that produced them. Requests from every ingest actor that arrive within
-``batch_wait_timeout_s`` are stacked into one LightGBM call (``@serve.batch``).
+``predict(features)`` — a block of rows (k × 132, feature schema order) — with a
+``core.messages.Prediction``: every model output and the version that produced them. Requests from
+every ingest actor that arrive within ``batch_wait_timeout_s`` are stacked into one LightGBM call
+(``@serve.batch``).
 
 Alias moves are picked up without dropping requests: a background task polls the alias every
 ``poll_s``; a new version is loaded next to the current one and swapped in with one reference
@@ -25,14 +26,15 @@ from ray import serve
 
 from core.errors import ConfigError
 from core.features_schema import FEATURE_SCHEMA_VERSION, SCHEMA_HASH
+from core.messages import PREDICTOR_APP_NAME, PREDICTOR_DEPLOYMENT_NAME, Prediction
 from core.model import MultiTargetModel
 from storage.registry import PRODUCTION_ALIAS, ModelRegistry, RegistryError
 
 log = logging.getLogger(__name__)
 
 #: The Serve application and deployment names the realtime path looks the Predictor up by.
-APP_NAME = "raytrade-predictor"
-DEPLOYMENT_NAME = "Predictor"
+APP_NAME = PREDICTOR_APP_NAME
+DEPLOYMENT_NAME = PREDICTOR_DEPLOYMENT_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,7 @@ class Predictor:
         return await asyncio.to_thread(self.refresh)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
-    async def predict_batch(self, blocks: list[np.ndarray]) -> list[dict[str, Any]]:
+    async def predict_batch(self, blocks: list[np.ndarray]) -> list[Prediction]:
         current = self._current
         sizes = [len(b) for b in blocks]
         stacked = np.concatenate([np.asarray(b, np.float64).reshape(-1, len(current.model.feature_names))
@@ -131,20 +133,18 @@ class Predictor:
         )
         self._batches += 1
         self._rows += len(stacked)
-        out: list[dict[str, Any]] = []
+        out: list[Prediction] = []
         start = 0
         for n in sizes:
-            out.append({
-                "version": current.version,
-                "model_id": current.model_id,
-                "name": current.name,
-                "preds": {k: v[start : start + n] for k, v in preds.items()},
-            })  # fmt: skip
+            rows = {k: v[start : start + n] for k, v in preds.items()}
+            out.append(
+                Prediction(name=current.name, version=current.version, model_id=current.model_id, preds=rows)
+            )
             start += n
         return out
 
-    async def predict(self, features: np.ndarray) -> dict[str, Any]:
-        """Predict every output for ``features`` (k × 132, schema order): {version, model_id, name, preds}."""
+    async def predict(self, features: np.ndarray) -> Prediction:
+        """Predict every output for ``features`` (k × 132, schema order), naming the model version."""
         self._ensure_poller()
         return await self.predict_batch(features)
 

@@ -1,8 +1,9 @@
-"""Topics, message types and their MessagePack encoding (core/messages.py), without any bus."""
+"""Topics, message types and their MessagePack encoding (core/messages), without any bus."""
 
 from __future__ import annotations
 
 import math
+import pickle
 import struct
 
 import msgspec
@@ -13,11 +14,15 @@ from message_samples import SAMPLES, TS_MS, candle
 from core.errors import DataQualityError, FatalError
 from core.messages import (
     MESSAGE_TYPES,
+    BarClose,
     BookTicker,
     CandleClosed,
     DataQualityEvent,
+    EntryIntent,
+    MarketTick,
     MarkPrice,
     Message,
+    Prediction,
     RiskEvent,
     SignalNew,
     Topic,
@@ -272,3 +277,44 @@ def test_numpy_values_in_details_encode_as_plain_numbers() -> None:
     assert isinstance(out, RiskEvent)
     assert out.details == {"z": 1.5, "n": 3, "a": [1, 2]}
     assert type(out.details["n"]) is int
+
+
+# --- realtime messages (Ray call arguments and answers, not bus payloads) -----------------------
+
+
+def _prediction(**preds: object) -> Prediction:
+    return Prediction(name="raytrade-lgbm", version="3", model_id="m-1", preds=preds)  # type: ignore[arg-type]
+
+
+def test_prediction_gives_each_output_as_float64_with_its_row_count() -> None:
+    answer = _prediction(er_long=np.array([0.01, -0.02], np.float32), e_hold_long=np.array([5, 7]))
+    assert answer.rows == 2
+    out = answer.output("e_hold_long")
+    assert out.dtype == np.float64 and out.tolist() == [5.0, 7.0]
+    assert answer.output("er_long")[0] == pytest.approx(0.01, rel=1e-6)
+    assert _prediction().rows == 0
+
+
+def test_prediction_with_outputs_of_different_lengths_or_shapes_is_refused() -> None:
+    with pytest.raises(FatalError, match=r"raytrade-lgbm v3: outputs must be 1-D of one length"):
+        _prediction(er_long=np.zeros(2), er_short=np.zeros(3))
+    with pytest.raises(FatalError, match="1-D"):
+        _prediction(er_long=np.zeros((2, 1)))
+
+
+def test_prediction_names_the_outputs_when_one_is_missing() -> None:
+    with pytest.raises(FatalError, match=r"no output 'q05_long'; it has \['er_long'\]"):
+        _prediction(er_long=np.zeros(1)).output("q05_long")
+
+
+def test_realtime_messages_survive_pickling_as_ray_sends_them() -> None:
+    answer = _prediction(er_long=np.array([0.5, np.nan]))
+    back = pickle.loads(pickle.dumps(answer))
+    assert (back.name, back.version, back.model_id) == ("raytrade-lgbm", "3", "m-1")
+    np.testing.assert_array_equal(back.preds["er_long"], answer.preds["er_long"])
+    tick = MarketTick("BTCUSDT", TS_MS, 94_000.0, 93_999.9, 94_000.1)
+    bar = BarClose("BTCUSDT", TS_MS, 1.0, 2.0, 0.5, 1.5, 1.0, 2.0, 0.5, 1.5, 1e6)
+    assert pickle.loads(pickle.dumps(tick)) == tick and pickle.loads(pickle.dumps(bar)) == bar
+    assert math.isnan(
+        EntryIntent("BTCUSDT", TS_MS, 1, 0.1, 5, 90.0, 110.0, 100.0, 1.0, 1e6, 99.9, 100.1, TS_MS).mark
+    )
