@@ -1,13 +1,16 @@
 """`raytrade demo`, as the README runs it (shortened: 4 symbols, 6 days, 2 configurations), end to end on
-the embedded default: lake and database, sweep in MLflow, production alias, report, identical rerun."""
+the embedded default: lake and database, sweep in MLflow, production alias, report, identical rerun, and the
+golden figures of ``demo_golden.json`` (how they were produced is written in that file)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +26,9 @@ from storage.lake import Lake
 UNIVERSE = "BTCUSDT,ETHUSDT,SOLUSDT,XAUUSDT"
 DAYS = 6
 BARS = DAYS * 1440
+GOLDEN = Path(__file__).with_name("demo_golden.json")
+#: Absolute tolerance of every pinned figure: a change in the simulator or the policy is a diff to explain.
+GOLDEN_ABS = 1e-9
 
 
 def _demo(tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -71,6 +77,53 @@ def _check_mlflow(tracking_uri: str) -> None:
     assert production.tags["raytrade.promotion.kind"] in ("promote", "override")
 
 
+def golden_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """The pinned figures of a demo ``report.json``: the promotion outcome, each last-fold backtest's final
+    equity, trades, PF and Sharpe, each fold's trades, PF and Sharpe (model and baselines), each gate's
+    value. NaN is stored as None (no trades: PF and Sharpe are undefined)."""
+
+    def num(value: Any) -> float | None:
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+    gates = report["gates"]
+    return {
+        "promotion": {
+            "kind": "override" if report["override"] else "gates passed",
+            "passed": gates["passed"],
+            "failed": gates["failed"],
+            "version": report["version"],
+        },
+        "last_fold": {
+            name: {k: num(s[k]) for k in ("end_equity", "trades", "profit_factor", "sharpe")}
+            for name, s in sorted(report["summaries"].items())
+        },
+        "folds": [
+            {
+                "strategy": f["strategy"],
+                "fold": int(f["fold"]),
+                **{k: num(f[k]) for k in ("trades", "profit_factor", "sharpe")},
+            }
+            for f in sorted(report["folds"], key=lambda f: (f["strategy"], f["fold"]))
+        ],  # fmt: skip
+        "gates": {g["name"]: num(g["value"]) for g in gates["gates"]},
+    }
+
+
+def _assert_matches(actual: Any, expected: Any, where: str = "") -> None:
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and set(actual) == set(expected), (where, actual, expected)
+        for key in expected:
+            _assert_matches(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), (where, actual, expected)
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            _assert_matches(a, e, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, rel=0, abs=GOLDEN_ABS), where
+    else:
+        assert actual == expected, where
+
+
 @pytest.mark.slow
 def test_demo_writes_the_synthetic_market_to_lake_and_database_and_reruns_identically(tmp_path):
     first = _demo(tmp_path)
@@ -89,6 +142,9 @@ def test_demo_writes_the_synthetic_market_to_lake_and_database_and_reruns_identi
     assert pngs and all(f'src="{name}"' in page for name in pngs)
     _check_mlflow(f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}")
     metrics = _metrics(report_dir)
+    golden = json.loads(GOLDEN.read_text())
+    _assert_matches(golden_figures(json.loads((report_dir / "report.json").read_text())), golden["figures"])
+    assert ("PROMOTED BY OVERRIDE" in first.stdout) == (golden["figures"]["promotion"]["kind"] == "override")
     url = f"sqlite:///{tmp_path / 'data' / 'raytrade.db'}"
     counts = _counts(url)
 
@@ -116,3 +172,9 @@ def test_demo_writes_the_synthetic_market_to_lake_and_database_and_reruns_identi
     assert _counts(url) == counts
     assert {p: Path(p).read_bytes() for p in lake.files("candles_1m")} == lake_bytes
     assert _metrics(report_dir) == metrics
+
+
+if (
+    __name__ == "__main__"
+):  # print the golden figures of a report.json: python tests/acceptance/test_demo.py PATH
+    print(json.dumps(golden_figures(json.loads(Path(sys.argv[1]).read_text())), indent=1))
