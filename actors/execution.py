@@ -7,12 +7,13 @@ and fees; SL/TP are checked on every mark update (exit at bid/ask) and on every 
 (the backtest's bar rule, which also runs time exits and funding).
 
 Persistence. Every entry and exit is written in one database transaction with a snapshot of the
-simulator's account and position arrays (an ``events`` row of kind ``execution.state``). The
-``positions`` table gets an ``entry`` row when a position opens and a ``FINAL`` row when it closes,
-both keyed by ``trade_group_id`` = ``<session>:<symbol>:<decision ts>``. A restarted actor (Ray
-restarts it after a crash; ``max_restarts=-1``) rebuilds the book from the newest snapshot of its
-session and checks it against the open ``entry`` rows; a disagreement stops the actor with a
-clear error instead of trading on a book it cannot trust.
+simulator's book (``FillSimulator.book_state``: account and position arrays; an ``events`` row of
+kind ``execution.state``). The ``positions`` table gets an ``entry`` row when a position opens and
+a ``FINAL`` row when it closes, both keyed by ``trade_group_id`` = ``<session>:<symbol>:<decision
+ts>``. A restarted actor (Ray restarts it after a crash; ``max_restarts=-1``) restores the book
+from the newest snapshot of its session (``FillSimulator.restore_book``) and checks it against the
+open ``entry`` rows; a disagreement stops the actor with a clear error instead of trading on a book
+it cannot trust.
 
 A late intent is refused (``SIGNAL_STALE``): an entry must fill within ``max_entry_delay_ms`` of
 its decision bar's close, or the price it was decided on no longer holds.
@@ -37,8 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.config import RiskConfig
 from core.messages import EXECUTION_ACTOR_NAME, BarClose, EntryIntent, PositionUpdate, RiskEvent, Topic
-from core.sim import FillSimulator, SimConfig
-from core.sim import kernel as _k
+from core.sim import BookState, FillSimulator, SimConfig
 from storage import db
 from storage.bus import Bus, open_bus
 from storage.schema import events, positions, risk_events
@@ -100,8 +100,8 @@ def _json_array(a: np.ndarray) -> list[Any]:
     return [None if not math.isfinite(x) else float(x) for x in a.ravel()]
 
 
-def _from_json(values: Sequence[Any], shape: tuple[int, ...]) -> np.ndarray:
-    return np.array([np.nan if v is None else float(v) for v in values], np.float64).reshape(shape)
+def _from_json(values: Sequence[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], np.float64)
 
 
 class ExecutionBook:
@@ -145,8 +145,7 @@ class ExecutionBook:
                 f"execution: the snapshot of session {self.cfg.session_id} holds symbols {snap['symbols']}, "
                 f"this actor {list(self.sim.symbols)}: start a new session for another universe"
             )
-        self.sim.acct[:] = _from_json(snap["acct"], self.sim.acct.shape)
-        self.sim.pos[:] = _from_json(snap["pos"], self.sim.pos.shape)
+        self.sim.restore_book(BookState(self.sim.symbols, _from_json(snap["acct"]), _from_json(snap["pos"])))
         self._groups = dict(snap["groups"])
         self._last_ts = int(snap["ts"])
         held = {s for s in self.sim.symbols if s in self.sim.positions()}
@@ -176,8 +175,9 @@ class ExecutionBook:
         return {r.symbol: r.trade_group_id for r in rows}
 
     def _state_row(self, ts: int) -> dict[str, Any]:
+        book = self.sim.book_state()
         payload = {
-            "symbols": list(self.sim.symbols), "acct": _json_array(self.sim.acct), "pos": _json_array(self.sim.pos),
+            "symbols": list(book.symbols), "acct": _json_array(book.account), "pos": _json_array(book.positions),
             "groups": self._groups, "ts": int(ts),
         }  # fmt: skip
         return {
@@ -240,7 +240,7 @@ class ExecutionBook:
                 "leverage": int(round(pos.leverage)), "margin_type": "ISOLATED",
                 "liquidation_price": pos.liquidation_price, "notional": pos.qty * pos.entry_price,
                 "sl_price": pos.sl_price, "tp_price": pos.tp_price, "unrealized_pnl": pos.unrealized_pnl_usdt,
-                "fees": float(self.sim.pos[self.sim._k(it.symbol), _k.P_ENTRY_FEE]), "source": self.cfg.mode,
+                "fees": pos.entry_fee_usdt, "source": self.cfg.mode,
             }  # fmt: skip
             with self.engine.begin() as conn:
                 conn.execute(positions.insert(), [row])

@@ -71,11 +71,12 @@ from core.sim.rules import (
     parse_symbol_filters,
 )
 from core.sim.simulator import FillSimulator
-from core.sim.state import Position
+from core.sim.state import BookState, Position
 
 __all__ = [
     "DEFAULT_BRACKETS",
     "BacktestResult",
+    "BookState",
     "FillSimulator",
     "LeverageBracket",
     "MarketPanel",

@@ -22,6 +22,7 @@ from core.sim.account import AccountSnapshot
 from core.sim.config import SimConfig, risk_vector
 from core.sim.rules import SymbolRules, pack_rules
 from core.sim.state import (
+    BookState,
     Position,
     SimLogs,
     curve_frame,
@@ -328,6 +329,27 @@ class FillSimulator:
         return {
             s: position_from_row(s, self.pos[k]) for k, s in enumerate(self.symbols) if self.pos[k, _k.P_SIDE]
         }
+
+    def book_state(self) -> BookState:
+        """Return a copy of the account and the positions (not the logs), to ``restore_book`` later."""
+        return BookState(self.symbols, self.acct.copy(), self.pos.copy())
+
+    def restore_book(self, state: BookState) -> None:
+        """Replace the account and the positions by ``state`` (a ``book_state`` of the same symbols,
+        arrays of the same sizes, any shape); ValueError when it does not fit this simulator."""
+        if tuple(state.symbols) != self.symbols:
+            raise ValueError(
+                f"book state of symbols {list(state.symbols)}, simulator of {list(self.symbols)}"
+            )
+        account = np.asarray(state.account, np.float64)
+        positions = np.asarray(state.positions, np.float64)
+        if account.size != self.acct.size or positions.size != self.pos.size:
+            raise ValueError(
+                f"book state of {account.size} account and {positions.size} position values, "
+                f"simulator of {self.acct.size} and {self.pos.size}"
+            )
+        self.acct[:] = account.reshape(self.acct.shape)
+        self.pos[:] = positions.reshape(self.pos.shape)
 
     def snapshot(self, ts_ms: int) -> AccountSnapshot:
         """Return the account as ``core.risk.check_risk`` takes it, for a request at ``ts_ms``."""

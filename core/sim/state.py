@@ -166,6 +166,23 @@ class Position:
     funding_paid_usdt: float
     bars_held: int
     position_id: int
+    entry_reference_price: float  # the entry's reference (ask/bid or next open), before slippage
+    entry_fee_usdt: float  # taker fee of the entry fill
+    entry_slippage_usdt: float  # side·qty·(entry_price − entry_reference_price)
+
+
+@dataclass(frozen=True, slots=True)
+class BookState:
+    """A copy of a simulator's book, what a restarted shadow book restores (``FillSimulator.restore_book``).
+
+    ``account`` is the account vector and ``positions`` the position table (one row per symbol, in
+    ``symbols`` order), float64 with NaN where unset. The trade, fill and event logs are not part of
+    it: a restored book reports only the trades it closes itself.
+    """
+
+    symbols: tuple[str, ...]
+    account: np.ndarray
+    positions: np.ndarray
 
 
 def position_from_row(symbol: str, row: np.ndarray) -> Position:
@@ -188,4 +205,7 @@ def position_from_row(symbol: str, row: np.ndarray) -> Position:
         funding_paid_usdt=float(row[_k.P_FUNDING]),
         bars_held=int(row[_k.P_BARS_HELD]),
         position_id=int(row[_k.P_ID]),
+        entry_reference_price=float(row[_k.P_ENTRY_REF]),
+        entry_fee_usdt=float(row[_k.P_ENTRY_FEE]),
+        entry_slippage_usdt=float(row[_k.P_ENTRY_SLIPPAGE]),
     )
