@@ -853,3 +853,209 @@ def event_flatten(acct, pos, sym, cfg, trades, fills, ts, prices, quote_volumes,
     roll_day(acct, ts)
     flatten_all(acct, pos, sym, cfg, trades, fills, ts, prices, quote_volumes, reason)
     revalue(acct, pos, sym)
+
+
+# --- orders by quantity (the paper exchange's market orders) ---------------------------------------
+
+# What ``event_order`` did (or, dry, would do): the closed and opened quantity, the fill price, the
+# taker fee of the whole order and the realized PnL of the closed part (before fees).
+O_CLOSED, O_OPENED, O_PRICE, O_FEE, O_REALIZED = range(5)
+ORDER_OUT_LEN = 5
+
+
+@nb.njit(cache=True)
+def rebracket(pos: np.ndarray, brackets: np.ndarray, sym: np.ndarray, k: int) -> None:
+    """Set symbol ``k``'s bracket (MMR, cum) from its notional at the entry price, and its liquidation
+    price; a notional beyond the table takes the last bracket."""
+    n = int(sym[k, S_N_BRACKETS])
+    b = bracket_index(brackets, k, n, pos[k, P_QTY] * pos[k, P_ENTRY_PRICE])
+    if b < 0:
+        b = n - 1
+    pos[k, P_MMR] = brackets[k, b, B_MMR]
+    pos[k, P_CUM] = brackets[k, b, B_CUM]
+    pos[k, P_LIQ] = liquidation_price(pos[k, P_SIDE], pos[k, P_QTY], pos[k, P_ENTRY_PRICE], pos[k, P_MARGIN],
+                                      pos[k, P_MMR], pos[k, P_CUM])  # fmt: skip
+
+
+@nb.njit(cache=True)
+def _close_part(acct, pos, sym, brackets, trades, fills, k, ts, qty, exit_ref, exit_fill, exit_fee, reason):
+    # book the exit of qty < the position's as a trade of its own; the rest keeps its entry price, and
+    # its margin, entry fee, funding and entry slippage shrink to the quantity left
+    side = pos[k, P_SIDE]
+    held = pos[k, P_QTY]
+    entry = pos[k, P_ENTRY_PRICE]
+    left = (held - qty) / held
+    realized = side * qty * (exit_fill - entry)
+    entry_fee = pos[k, P_ENTRY_FEE] - pos[k, P_ENTRY_FEE] * left
+    funding = pos[k, P_FUNDING] - pos[k, P_FUNDING] * left
+    entry_slippage = pos[k, P_ENTRY_SLIPPAGE] - pos[k, P_ENTRY_SLIPPAGE] * left
+    exit_slippage = side * qty * (exit_ref - exit_fill)
+    fees = entry_fee + exit_fee
+    pnl = realized - fees - funding
+    acct[A_WALLET] += realized - exit_fee
+    acct[A_FEES] += exit_fee
+    acct[A_SLIPPAGE] += exit_slippage
+    acct[A_REALIZED] += pnl
+    if pnl < 0.0:
+        acct[A_CONSECUTIVE_LOSSES] += 1.0
+    else:
+        acct[A_CONSECUTIVE_LOSSES] = 0.0
+    r = int(acct[A_N_TRADES])
+    trades[r, T_ID] = pos[k, P_ID]
+    trades[r, T_SYMBOL] = k
+    trades[r, T_SIDE] = side
+    trades[r, T_ENTRY_TS] = pos[k, P_ENTRY_TS]
+    trades[r, T_EXIT_TS] = ts
+    trades[r, T_ENTRY_PRICE] = entry
+    trades[r, T_EXIT_PRICE] = exit_fill
+    trades[r, T_ENTRY_REF] = pos[k, P_ENTRY_REF]
+    trades[r, T_EXIT_REF] = exit_ref
+    trades[r, T_QTY] = qty
+    trades[r, T_NOTIONAL] = qty * entry
+    trades[r, T_LEVERAGE] = pos[k, P_LEVERAGE]
+    trades[r, T_INITIAL_MARGIN] = pos[k, P_INITIAL_MARGIN] - pos[k, P_INITIAL_MARGIN] * left
+    trades[r, T_LIQ] = pos[k, P_LIQ]
+    trades[r, T_SL] = pos[k, P_SL]
+    trades[r, T_TP] = pos[k, P_TP]
+    trades[r, T_REASON] = reason
+    trades[r, T_FEES] = fees
+    trades[r, T_SLIPPAGE] = entry_slippage + exit_slippage
+    trades[r, T_FUNDING] = funding
+    trades[r, T_GROSS] = side * qty * (exit_ref - pos[k, P_ENTRY_REF])
+    trades[r, T_PNL] = pnl
+    trades[r, T_BARS_HELD] = pos[k, P_BARS_HELD]
+    acct[A_N_TRADES] = r + 1
+    _log_fill(fills, acct, pos[k, P_ID], k, ts, -side, qty, exit_fill, exit_ref, exit_fee, reason)
+    pos[k, P_QTY] = held - qty
+    pos[k, P_MARGIN] *= left
+    pos[k, P_INITIAL_MARGIN] *= left
+    pos[k, P_ENTRY_FEE] *= left
+    pos[k, P_FUNDING] *= left
+    pos[k, P_ENTRY_SLIPPAGE] *= left
+    rebracket(pos, brackets, sym, k)
+
+
+@nb.njit(cache=True)
+def _open_part(acct, pos, sym, brackets, fills, k, side, ts, qty, ref_price, fill, fee, mark_price, leverage):
+    # open symbol k's position, or add to it on its side (the entry price averages by quantity)
+    margin = qty * fill / leverage
+    slippage = side * qty * (fill - ref_price)
+    if pos[k, P_SIDE] == 0.0:
+        pid = acct[A_N_OPENED]
+        acct[A_N_OPENED] = pid + 1.0
+        pos[k, P_SIDE] = side
+        pos[k, P_QTY] = qty
+        pos[k, P_ENTRY_PRICE] = fill
+        pos[k, P_ENTRY_REF] = ref_price
+        pos[k, P_ENTRY_TS] = ts
+        pos[k, P_SL] = math.nan
+        pos[k, P_TP] = math.nan
+        pos[k, P_MARGIN] = margin
+        pos[k, P_INITIAL_MARGIN] = margin
+        pos[k, P_SLIP_BASE] = 0.0
+        pos[k, P_ENTRY_FEE] = fee
+        pos[k, P_ENTRY_SLIPPAGE] = slippage
+        pos[k, P_FUNDING] = 0.0
+        pos[k, P_MARK] = ref_price
+        pos[k, P_BARS_HELD] = 0.0
+        pos[k, P_ID] = pid
+    else:
+        held = pos[k, P_QTY]
+        total = held + qty
+        pos[k, P_ENTRY_PRICE] = (held * pos[k, P_ENTRY_PRICE] + qty * fill) / total
+        pos[k, P_ENTRY_REF] = (held * pos[k, P_ENTRY_REF] + qty * ref_price) / total
+        pos[k, P_QTY] = total
+        pos[k, P_MARGIN] += margin
+        pos[k, P_INITIAL_MARGIN] += margin
+        pos[k, P_ENTRY_FEE] += fee
+        pos[k, P_ENTRY_SLIPPAGE] += slippage
+    pos[k, P_LEVERAGE] = leverage
+    if mark_price > 0.0 and math.isfinite(mark_price):
+        pos[k, P_MARK] = mark_price
+    rebracket(pos, brackets, sym, k)
+    acct[A_WALLET] -= fee
+    acct[A_FEES] += fee
+    acct[A_SLIPPAGE] += slippage
+    _log_fill(fills, acct, pos[k, P_ID], k, ts, side, qty, fill, ref_price, fee, REASON_ENTRY)
+
+
+@nb.njit(cache=True)
+def event_order(acct, pos, sym, brackets, cfg, trades, fills, out, k, side, ts, qty, ref_price, mark_price,
+                leverage, quote_volume, reduce_only, reason, dry_run):  # fmt: skip
+    """A market order of ``qty`` (base asset) on symbol ``k`` in one-way mode; return its risk mask.
+
+    The order first closes an opposite position (all of it when ``qty`` reaches it within half a
+    step), then opens or adds the rest on its own side: a larger order flips the position.
+    ``reduce_only`` closes at most the position and is refused (INVALID_ORDER) when there is nothing
+    to close. Fill ``ref_price · (1 + side·s)``, ``s = fill_slippage(0, impact_k, qty · ref_price,
+    quote_volume)`` (an order by quantity has no decision bar, so no ATR part); taker fee ``fee_rate ·
+    qty · fill``, shared between the closed and the opened part by quantity. The closed part realizes
+    ``−side · q · (fill − entry)``: all of it as ``_close`` does (``reason``), or a part as a trade of its
+    own, the rest keeping its entry price with margin, entry fee and funding scaled to what is left.
+    The opened part adds margin ``q · fill / leverage`` (``leverage`` < 1: the default) and averages the
+    entry price by quantity; bracket and liquidation price follow the new notional at the entry price.
+    Refused, changing nothing: INSUFFICIENT_MARGIN when the new margin exceeds the available balance
+    after the closed part (wallet − used margin + released margin + realized − fee), LEVERAGE_BRACKET
+    when the new notional at the fill lies beyond the table or its bracket allows less leverage.
+    ``out`` (``O_*``) receives what the order does, also when dry or refused.
+    """
+    out[:] = 0.0
+    if not (side == 1.0 or side == -1.0) or not (qty > 0.0 and math.isfinite(qty)):
+        return RISK_INVALID_ORDER
+    if not (ref_price > 0.0 and math.isfinite(ref_price)):
+        return RISK_INVALID_ORDER
+    roll_day(acct, ts)
+    if not (leverage >= 1.0):
+        leverage = cfg[C_DEFAULT_LEVERAGE]
+    held_side = pos[k, P_SIDE]
+    held = pos[k, P_QTY] if held_side != 0.0 else 0.0
+    step = sym[k, S_STEP]
+    tolerance = 0.5 * step if step > 0.0 else _LOT_EPS * max(held, qty)
+    closing = 0.0
+    if held_side == -side:
+        closing = held if qty >= held - tolerance else qty
+    if reduce_only:
+        if closing == 0.0:
+            return RISK_INVALID_ORDER
+        qty = closing
+    opening = qty - closing
+    if closing > 0.0 and opening <= tolerance:
+        opening = 0.0
+        qty = closing
+    s = fill_slippage(0.0, cfg[C_IMPACT_K], qty * ref_price, quote_volume)
+    price = entry_fill_price(ref_price, side, s)
+    fee = cfg[C_FEE_RATE] * qty * price
+    realized = held_side * closing * (price - pos[k, P_ENTRY_PRICE]) if closing > 0.0 else 0.0
+    out[O_CLOSED] = closing
+    out[O_OPENED] = opening
+    out[O_PRICE] = price
+    out[O_FEE] = fee
+    out[O_REALIZED] = realized
+    mask = 0
+    if opening > 0.0:
+        released = pos[k, P_MARGIN] * closing / held if closing > 0.0 else 0.0
+        available = acct[A_WALLET] - acct[A_USED_MARGIN] + released + realized - fee
+        if opening * price / leverage > available:
+            mask |= RISK_INSUFFICIENT_MARGIN
+        new_qty = held + opening if held_side == side else opening
+        b = bracket_index(brackets, k, int(sym[k, S_N_BRACKETS]), new_qty * price)
+        if b < 0 or leverage > brackets[k, b, B_MAX_LEVERAGE]:
+            mask |= RISK_LEVERAGE_BRACKET
+    if mask != 0 or dry_run:
+        return mask
+    close_fee = 0.0
+    if closing > 0.0:
+        close_fee = fee if opening == 0.0 else fee * closing / qty
+        if closing == held:
+            _close(acct, pos, sym, trades, fills, k, ts, ref_price, price, close_fee, reason)
+        else:
+            _close_part(acct, pos, sym, brackets, trades, fills, k, ts, closing, ref_price, price, close_fee,
+                        reason)  # fmt: skip
+    if opening > 0.0:
+        _open_part(acct, pos, sym, brackets, fills, k, side, ts, opening, ref_price, price, fee - close_fee,
+                   mark_price, leverage)  # fmt: skip
+    elif mark_price > 0.0 and math.isfinite(mark_price) and pos[k, P_SIDE] != 0.0:
+        pos[k, P_MARK] = mark_price
+    _count_order(acct, ts)
+    revalue(acct, pos, sym)
+    return 0

@@ -20,6 +20,7 @@ from core.errors import DataQualityError
 from core.sim import kernel as _k
 from core.sim.account import AccountSnapshot
 from core.sim.config import SimConfig, risk_vector
+from core.sim.orders import ExitFill, MarginTerms, OrderFill
 from core.sim.rules import SymbolRules, pack_rules
 from core.sim.state import (
     BookState,
@@ -38,6 +39,8 @@ from core.time import DAY_MS
 _EXIT_REASONS = {"SIGNAL": _k.REASON_SIGNAL, "TIME": _k.REASON_TIME, "FLATTEN": _k.REASON_FLATTEN,
                  "END": _k.REASON_END}  # fmt: skip
 _NAN = math.nan
+_ORDER_REASONS = {name: _k.REASON_NAMES.index(name)
+                  for name in ("SIGNAL", "SL", "TP", "TIME", "FLATTEN", "END")}  # fmt: skip
 
 
 def _f(x: float | None) -> float:
@@ -137,6 +140,80 @@ class FillSimulator:
                     **kwargs: float | None) -> tuple[str, ...]:  # fmt: skip
         """Return the reason codes ``open_position`` would give, without sending anything."""
         return self.open_position(symbol, side, ts_ms, price, notional_usdt, dry_run=True, **kwargs)
+
+    def fill_order(
+        self,
+        symbol: str,
+        side: int,
+        ts_ms: int,
+        qty: float,
+        price: float,
+        *,
+        reduce_only: bool = False,
+        leverage: float | None = None,
+        mark_price: float | None = None,
+        quote_volume_usdt: float | None = None,
+        reason: str = "SIGNAL",
+        dry_run: bool = False,
+    ) -> OrderFill:
+        """Send a market order of ``qty`` (base asset) that nets against ``symbol``'s position.
+
+        The paper exchange's order (``kernel.event_order``): it closes an opposite position (all or
+        part), then opens or adds the rest on ``side`` (+1 buy, −1 sell), so a larger order flips the
+        position and an add averages its entry price. ``price`` is the reference (the ask for a buy,
+        the bid for a sell); the fill is worse by ``impact_k`` on ``quote_volume_usdt`` (None: unknown,
+        participation 1), with no ATR part. ``reduce_only`` closes at most the position. ``leverage``
+        (None: the default) sets the margin of the opened part. ``reason`` (SIGNAL, SL, TP, TIME,
+        FLATTEN or END) labels a closed part. Not risk-checked beyond the book: refused only with
+        INVALID_ORDER (nothing to reduce, bad input), INSUFFICIENT_MARGIN or LEVERAGE_BRACKET.
+        """
+        if reason not in _ORDER_REASONS:
+            raise ValueError(f"exit reason {reason!r}; expected one of {', '.join(_ORDER_REASONS)}")
+        k = self._k(symbol)
+        ts = self._at(ts_ms)
+        out = np.zeros(_k.ORDER_OUT_LEN)
+        mask = _k.event_order(
+            self.acct, self.pos, self.sym, self.brackets, self.cfg, self.logs.trades, self.logs.fills, out, k,
+            float(side), ts, float(qty), float(price), _f(mark_price), float(leverage) if leverage else 0.0,
+            _f(quote_volume_usdt), bool(reduce_only), _ORDER_REASONS[reason], bool(dry_run),
+        )  # fmt: skip
+        return OrderFill(
+            codes=decode_risk_mask(int(mask)),
+            side=int(side),
+            closed_qty=float(out[_k.O_CLOSED]),
+            opened_qty=float(out[_k.O_OPENED]),
+            price=float(out[_k.O_PRICE]),
+            fee_usdt=float(out[_k.O_FEE]),
+            realized_pnl_usdt=float(out[_k.O_REALIZED]),
+        )
+
+    def last_exit(self) -> ExitFill | None:
+        """Return the book's last exit fill (a close, a partial close, a trigger, a liquidation), or None."""
+        n_fills = int(self.acct[_k.A_N_FILLS])
+        n_trades = int(self.acct[_k.A_N_TRADES])
+        exits = np.flatnonzero(self.logs.fills[:n_fills, _k.F_REASON] != _k.REASON_ENTRY)
+        if not len(exits):
+            return None
+        fill = self.logs.fills[exits[-1]]
+        trade = self.logs.trades[n_trades - 1]  # exit fills and trade rows are one to one, in order
+        side, qty, entry, price = trade[_k.T_SIDE], trade[_k.T_QTY], trade[_k.T_ENTRY_PRICE], fill[_k.F_PRICE]
+        return ExitFill(
+            symbol=self.symbols[int(fill[_k.F_SYMBOL])],
+            side=int(fill[_k.F_SIDE]),
+            qty=float(fill[_k.F_QTY]),
+            price=float(price),
+            fee_usdt=float(fill[_k.F_FEE]),
+            realized_pnl_usdt=float(side * qty * (price - entry)),  # as the kernel's _close books it
+            reason=_k.REASON_NAMES[int(fill[_k.F_REASON])],
+            ts_ms=int(fill[_k.F_TS]),
+        )
+
+    def margin_terms(self, symbol: str) -> MarginTerms | None:
+        """Return ``symbol``'s open position's maintenance rate and amount (its bracket), None when flat."""
+        k = self._k(symbol)
+        if self.pos[k, _k.P_SIDE] == 0:
+            return None
+        return MarginTerms(float(self.pos[k, _k.P_MMR]), float(self.pos[k, _k.P_CUM]))
 
     def close_position(
         self,
