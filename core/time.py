@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -34,6 +34,18 @@ def interval_ms(interval: str) -> int:
 def ms_to_datetime(ts_ms: int) -> datetime:
     """Return the UTC datetime of an epoch-millisecond timestamp."""
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ms_to_text(ts_ms: int, *, seconds: bool = False) -> str:
+    """Return an epoch-ms time as ``YYYY-MM-DD HH:MM`` (``YYYY-MM-DD HH:MM:SS`` with ``seconds``), UTC.
+
+    Truncates (never rounds) to the minute or second, so a bar's time reads as the minute it opens.
+    """
+    dt = _EPOCH + timedelta(milliseconds=int(ts_ms))
+    return dt.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def datetime_to_ms(dt: datetime) -> int:
