@@ -37,7 +37,15 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.config import RiskConfig
-from core.messages import EXECUTION_ACTOR_NAME, BarClose, EntryIntent, PositionUpdate, RiskEvent, Topic
+from core.messages import (
+    EXECUTION_ACTOR_NAME,
+    BarClose,
+    EntryIntent,
+    MarketTick,
+    PositionUpdate,
+    RiskEvent,
+    Topic,
+)
 from core.sim import BookState, FillSimulator, SimConfig
 from storage import db
 from storage.bus import Bus, open_bus
@@ -253,8 +261,8 @@ class ExecutionBook:
             self._locked.discard(it.symbol)
 
     # --- market events -----------------------------------------------------------------------------
-    def on_ticks(self, ticks: Sequence[Any]) -> int:
-        """Apply mark ticks (``MarketTick``-like: symbol, ts_ms, mark, bid, ask); return exits."""
+    def on_ticks(self, ticks: Sequence[MarketTick]) -> int:
+        """Apply mark ticks (latest mark and best bid/ask per symbol); return exits."""
         exits = 0
         for t in ticks:
             if t.symbol not in self._groups or not math.isfinite(t.mark):
@@ -381,7 +389,7 @@ def execution_actor_class() -> Any:
         def submit(self, intents: Sequence[EntryIntent]) -> list[EntryResult]:
             return self.book.submit(intents)
 
-        def on_ticks(self, ticks: Sequence[Any]) -> int:
+        def on_ticks(self, ticks: Sequence[MarketTick]) -> int:
             return self.book.on_ticks(ticks)
 
         def on_bars(self, bars: Sequence[BarClose]) -> int:
