@@ -1,32 +1,22 @@
-"""Realtime ingest of one symbol group: streams → candles, mark/book, online features → writer and hook.
+"""Realtime ingest of one symbol group: the I/O around ``IngestBook``, and its Ray actor.
 
-``IngestService`` is the whole behaviour as a plain asyncio class; ``IngestActor`` is its Ray shell
-(an async actor, one per symbol group). What it does:
+``IngestBook`` (``actors.ingest_book``) holds the rules — what is new, when a minute closes, what
+must be fetched — without I/O. ``IngestService`` does the I/O around it as a plain asyncio class;
+``IngestActor`` is its Ray shell (an async actor, one per symbol group). What the I/O is:
 
 - Warm-up: ``FeatureEngine.from_history`` on the lake's candles_1m, mark_1m, premium_1m and funding
   of the group plus BTCUSDT, topped up over REST (klines, markPriceKlines, premiumIndexKlines,
   fundingRate) from the lake's end to the venue's now, so online features continue the offline ones.
   The top-up candles (1m/15m/1h) and the top-up features are written too.
-- Streams (``actors.streams``): kline_1m/15m/1h and markPrice@1s on ``/market``, bookTicker on
-  ``/public``, routed by stream name; the latest book and mark per symbol are kept.
-- Inputs of a 1m bar: OHLCV and taker buy volume from the closed kline (``x`` true); mark high/low/
-  close aggregated from the markPrice ticks of that minute; premium close = mark / index − 1 of the
-  minute's last tick (an approximation of Binance's premium index, documented in
-  ``MarkUpdate.premium``); a minute whose ticks are not complete (a reconnect, dropped ticks) takes
-  mark and premium from markPriceKlines/premiumIndexKlines over REST instead. Funding in force is
-  the last settled rate, fetched over REST when the stream's next funding time passes.
-- A minute of the group closes as soon as every symbol's 1m bar is in, or ``close_deadline_ms``
-  (venue time) after the minute's end: the missing bars are then fetched over REST, and a symbol
-  still without one is closed as missing (status NOT_CLOSED, ``stale["…"] = "missing bar"``).
-  Minutes close strictly in order, so features of backfilled bars are computed in order. While the
-  /market connection is down no minute closes; after it reconnects the bars missed in between are
-  fetched (Binance replays nothing) before the next close.
-- Each closed candle goes to the ``BatchedWriter`` through the candle door; the features of each
-  1m close go to ``features_1m``; then the hook's ``on_close`` is awaited. Duplicate and
-  out-of-order klines are ignored (per symbol and interval, by open time); malformed payloads become
-  ``data_quality.malformed_message`` events (and bus messages with a bus URL), never a crash.
-
-Only the group's own symbols are stored; BTCUSDT is streamed by every group for its cross features.
+- Streams (``exchange.binance``): kline_1m/15m/1h and markPrice@1s on ``/market``, bookTicker on
+  ``/public``, each a supervised ``StreamConnection``, routed by stream name into updates that are
+  fed to the book. Venue time is the newest event time seen, advanced by the wall time since.
+- A closer task asks the book for the next minute to close, fetches over REST what it requests
+  (missing bars, marks of minutes the ticks do not cover, funding settlements) and closes it.
+- Each accepted candle goes to the ``BatchedWriter`` through the candle door; the features of each
+  1m close go to ``features_1m``; then the hook's ``on_close`` is awaited, and batches of market
+  ticks go to its ``on_ticks``. Malformed payloads become ``data_quality.malformed_message`` events
+  (and bus messages with a bus URL), never a crash.
 """
 
 from __future__ import annotations
@@ -38,35 +28,38 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import ray
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from actors.backfill import BarSequence, FundingBook, MarkMinutes, Verdict, input_row, missing_range
-from actors.streams import (
-    BookUpdate,
-    KlineUpdate,
-    MalformedMessage,
-    MarkUpdate,
-    StreamConnection,
-    StreamRouter,
-)
-from core.config import WriterConfig
-from core.features import BTC_SYMBOL, FeatureEngine, SymbolInputs, build_inputs
-from core.features_kernel import N_INPUTS
-from core.messages import CloseEvent, DataQualityEvent, FeaturesReady, IngestHook, MarketTick, Topic
-from core.symbols import parse_universe
+from actors.backfill import FundingBook
+from actors.ingest_book import DueMinute, IngestBook, KlineRequest, MarkRequest
+from actors.ingest_config import IngestConfig
+from core.errors import MalformedMessage
+from core.features import SymbolInputs, build_inputs
+from core.messages import DataQualityEvent, FeaturesReady, IngestHook, MarketTick, Topic
 from core.time import INTERVAL_MS, MINUTE_MS
-from exchange.binance_rest import BinanceRest
+from exchange.binance.connection import StreamConnection
+from exchange.binance.rest import BinanceRest
+from exchange.binance.streams import StreamRouter
+from exchange.updates import BookUpdate, KlineUpdate, MarkUpdate, closed_bars
 from storage import schema
 from storage.bus import Bus, open_bus
 from storage.db import make_engine
 from storage.lake import Lake
 from storage.writer import BatchedWriter
+
+__all__ = [
+    "HOOK_HISTORY_BARS",
+    "MALFORMED_KIND",
+    "IngestActor",
+    "IngestConfig",
+    "IngestService",
+    "quality_event_row",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,101 +69,17 @@ HOOK_HISTORY_BARS = 3000
 _LAKE_DATASETS = {"candles": "candles_1m", "mark": "mark_1m", "premium": "premium_1m", "funding": "funding"}
 
 
-class IngestConfig(BaseModel):
-    """One ingest actor's configuration. Times in venue milliseconds (``_ms``) or wall seconds (``_s``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    group_id: int = Field(ge=0, description="index of the symbol group")
-    symbols: tuple[str, ...] = Field(
-        description="the group's symbols (internal form); BTCUSDT is streamed too"
-    )
-    rest_url: str = Field(description="REST base, e.g. https://fapi.binance.com or the replay venue's URL")
-    ws_url: str = Field(
-        description="stream base (python-binance FSTREAM_URL), e.g. wss://fstream.binance.com/"
-    )
-    database_url: str = Field(description="SQLAlchemy URL of the database the writer fills")
-    lake_path: str | None = Field(None, description="parquet lake with the history for the warm-up")
-    bus_url: str | None = Field(None, description="Redis URL of the event bus; None publishes nothing")
-    intervals: tuple[str, ...] = Field(("1m", "15m", "1h"), description="kline intervals streamed and stored")
-    silence_s: dict[str, float] = Field(
-        default_factory=lambda: {"markPrice": 10.0, "bookTicker": 30.0, "kline_1m": 90.0},
-        description="wall seconds without a message of a stream kind before its connection is renewed",
-    )
-    connection_silence_s: float = Field(
-        10.0, gt=0, description="wall seconds without any message → reconnect"
-    )
-    backoff_base_s: float = Field(0.5, gt=0, description="first reconnect wait, wall seconds")
-    backoff_cap_s: float = Field(30.0, gt=0, description="longest reconnect wait, wall seconds")
-    max_connection_age_s: float = Field(
-        23.5 * 3600, gt=0, description="renew a connection after this long (Binance closes at 24 h)"
-    )
-    overlap_s: float = Field(5.0, ge=0, description="how long old and new connection overlap at renewal")
-    close_deadline_ms: int = Field(
-        3000,
-        ge=0,
-        description="venue ms after a minute's end to wait for all 1m bars before fetching/marking",
-    )
-    mark_max_age_ms: int = Field(5000, gt=0, description="mark older than this (venue ms) is stale")
-    book_max_age_ms: int = Field(30_000, gt=0, description="book older than this (venue ms) is stale")
-    mark_source: Literal["ticks", "rest"] = Field(
-        "ticks",
-        description="mark/premium of a minute from the stream's ticks (REST when incomplete) or always REST",
-    )
-    mark_tick_tolerance_ms: int = Field(
-        2000, ge=0, description="a minute counts as covered by ticks if they flowed from its start + this"
-    )
-    warmup_minutes: int = Field(
-        3 * 1440, ge=1, description="history fetched over REST when the lake has none"
-    )
-    max_topup_minutes: int = Field(7 * 1440, ge=1, description="REST top-up after the lake's end at most")
-    tick_batch_ms: int = Field(20, ge=0, le=100, description="on_ticks gathers a burst this long (wall ms)")
-    max_queue_size: int = Field(100_000, ge=100, description="messages python-binance may queue per socket")
-    writer: WriterConfig = Field(default_factory=WriterConfig)
-
-    @field_validator("symbols")
-    @classmethod
-    def _symbols(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return parse_universe(list(v))
-
-    @field_validator("intervals")
-    @classmethod
-    def _intervals(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [i for i in v if i not in INTERVAL_MS]
-        if bad or "1m" not in v:
-            raise ValueError(f"intervals must include 1m and be known kline intervals, got {v}")
-        return v
-
-
 class IngestService:
     """The ingest of one symbol group (see the module docstring); ``IngestActor`` runs it in Ray."""
 
     def __init__(self, config: IngestConfig, hook_factory: Callable[[], IngestHook] | None = None) -> None:
         self.config = config
         self._hook_factory = hook_factory
-        self._own = config.symbols
-        self._symbols = (BTC_SYMBOL, *(s for s in config.symbols if s != BTC_SYMBOL))
-        self._router = StreamRouter(self._symbols, config.intervals)
-        self._seq = BarSequence()
-        self._marks = MarkMinutes(self._symbols)
-        self._funding: dict[str, FundingBook] = {}
-        self._engine: FeatureEngine | None = None
+        self._book = IngestBook(config)
+        self._router = StreamRouter(self._book.symbols, config.intervals)
         self._history: dict[str, SymbolInputs] = {}
-        self._pending: dict[int, dict[str, tuple[float, ...]]] = {}
-        self._quote_volume: dict[tuple[str, int], float] = {}
-        self._rest_marks: dict[str, dict[int, tuple[float, float, float, float]]] = {
-            s: {} for s in self._symbols
-        }
-        self._last_minute = -1
-        self._last_kline_wall: dict[int, int] = {}
-        self._book: dict[str, tuple[float, float, int, int]] = {}  # bid, ask, event ms, update id
-        self._mark: dict[str, tuple[float, int]] = {}
-        self._kline_seen: dict[str, tuple[int, int]] = {}  # last 1m open ms, wall ms
         self._venue_ms = 0
         self._venue_wall_s = time.monotonic()
-        self._resync_until_ms = 0
-        self._market_up = False
-        self._public_up = False
         self._ticks: dict[str, MarketTick] = {}
         self._tick_event = asyncio.Event()
         self._wake = asyncio.Event()
@@ -182,9 +91,8 @@ class IngestService:
         self._hook: IngestHook | None = None
         self._started_wall_s = time.monotonic()
         self._counts: dict[str, int] = {
-            "closes": 0, "duplicates": 0, "ignored_ticks": 0, "out_of_order": 0, "late_bars": 0, "malformed": 0,
-            "backfilled_bars": 0, "rest_marks": 0, "missing_bars": 0, "hook_errors": 0, "tick_batches": 0,
-            "candles_submitted": 0, "feature_rows": 0, "writer_errors": 0, "funding_fetches": 0,
+            "malformed": 0, "hook_errors": 0, "tick_batches": 0, "candles_submitted": 0, "feature_rows": 0,
+            "writer_errors": 0,
         }  # fmt: skip
         self._messages: dict[str, int] = {}
         self._last_close_latency_ms: int | None = None
@@ -196,7 +104,7 @@ class IngestService:
         cfg = self.config
         self._rest = BinanceRest(cfg.rest_url, max_attempts=5, backoff_s=0.2, max_backoff_s=5.0)
         db = make_engine(cfg.database_url)
-        await asyncio.to_thread(_ensure_instruments, db, self._own)
+        await asyncio.to_thread(_ensure_instruments, db, self._book.own)
         self._writer = BatchedWriter(db, cfg.writer)
         if cfg.bus_url:
             self._bus = open_bus(cfg.bus_url)
@@ -245,13 +153,13 @@ class IngestService:
     # --- warm-up -----------------------------------------------------------------------------------
 
     def _warm_up(self) -> dict[str, Any]:
-        cfg, rest = self.config, self._rest
+        cfg, rest, book = self.config, self._rest, self._book
         assert rest is not None
         lake = Lake(Path(cfg.lake_path)) if cfg.lake_path else None
         now_ms = rest.server_time_ms()
         forming = now_ms - now_ms % MINUTE_MS
-        inputs, topup_start = {}, {}
-        for s in self._symbols:
+        inputs, funding, topup_start = {}, {}, {}
+        for s in book.symbols:
             frames = {
                 k: _lake_frame(lake, d, s, now_ms + 1 if k == "funding" else forming)
                 for k, d in _LAKE_DATASETS.items()
@@ -278,18 +186,13 @@ class IngestService:
             self._history[s] = SymbolInputs(
                 inputs[s].ts_ms[-HOOK_HISTORY_BARS:], inputs[s].values[-HOOK_HISTORY_BARS:]
             )
-            self._funding[s] = FundingBook(cols["funding"]["ts"], cols["funding"]["funding_rate"])
-            if len(inputs[s]):
-                self._seq.accept(s, "1m", int(inputs[s].ts_ms[-1]))
-                self._kline_seen[s] = (int(inputs[s].ts_ms[-1]), int(time.time() * 1000))
-            if s in self._own:
+            funding[s] = FundingBook(cols["funding"]["ts"], cols["funding"]["funding_rate"])
+            if s in book.own:
                 self._store_candles("1m", frames["candles"].loc[frames["candles"]["ts"] >= start], s)
-        engine, feature_frames = FeatureEngine.from_history(inputs)
-        self._engine = engine
-        self._last_minute = forming - MINUTE_MS
+        feature_frames = book.warm(inputs, funding, now_ms, _wall_ms())
         self._venue_ms, self._venue_wall_s = now_ms, time.monotonic()
         rows = 0
-        for s in self._own:
+        for s in book.own:
             frame = feature_frames[s]
             for i in np.flatnonzero(frame.ts_ms >= topup_start[s]):
                 self._submit_features([frame.row(int(i))])
@@ -299,30 +202,22 @@ class IngestService:
                 continue
             step = INTERVAL_MS[interval]
             last_closed = (now_ms // step) * step - step
-            for s in self._symbols:
-                self._seq.accept(s, interval, last_closed)
-                if s in self._own:
-                    start = min(topup_start[s], last_closed) - (min(topup_start[s], last_closed) % step)
-                    self._store_candles(interval, rest.klines(s, interval, start, last_closed + step), s)
+            for s in book.own:
+                start = min(topup_start[s], last_closed) - (min(topup_start[s], last_closed) % step)
+                self._store_candles(interval, rest.klines(s, interval, start, last_closed + step), s)
         return {
-            "server_time_ms": now_ms, "last_minute_ms": self._last_minute, "feature_rows": rows,
-            "history_bars": {s: len(inputs[s]) for s in self._symbols},
-            "topup_bars": {s: max(0, (forming - topup_start[s]) // MINUTE_MS) for s in self._symbols},
+            "server_time_ms": now_ms, "last_minute_ms": book.last_minute, "feature_rows": rows,
+            "history_bars": {s: len(inputs[s]) for s in book.symbols},
+            "topup_bars": {s: max(0, (forming - topup_start[s]) // MINUTE_MS) for s in book.symbols},
         }  # fmt: skip
 
     # --- stream messages ---------------------------------------------------------------------------
 
     def _state_callback(self, category: str) -> Callable[[bool, bool], Any]:
         async def on_state(up: bool, first: bool) -> None:
+            self._book.on_connection(category, up, self._venue_now_ms())
             if category == "market":
-                self._market_up = up
-                if up:  # fetch what was missed before the next close, without waiting for deadlines
-                    self._resync_until_ms = self._venue_now_ms() + self.config.close_deadline_ms
-                else:
-                    self._marks.break_coverage()
                 self._wake.set()
-            else:
-                self._public_up = up
 
         return on_state
 
@@ -339,11 +234,16 @@ class IngestService:
         if isinstance(update, KlineUpdate):
             self._note_venue_time(update.event_ms)
             if update.closed:
-                self._accept_bar(update, received_wall_ms)
+                self._store_row(update, self._book.on_kline(update, received_wall_ms))
+                self._wake.set()
         elif isinstance(update, MarkUpdate):
-            self._on_mark(update)
+            self._note_venue_time(update.event_ms)
+            tick = self._book.on_mark(update)
+            if tick is not None:
+                self._ticks[tick.symbol] = tick
+                self._tick_event.set()
         elif isinstance(update, BookUpdate):
-            self._on_book(update)
+            self._book.on_book(update)
 
     def _note_venue_time(self, event_ms: int) -> None:
         if event_ms > self._venue_ms:
@@ -353,52 +253,10 @@ class IngestService:
         """Venue time: the newest event time seen, advanced by the wall time since it arrived."""
         return self._venue_ms + int((time.monotonic() - self._venue_wall_s) * 1000)
 
-    def _accept_bar(self, bar: KlineUpdate, received_wall_ms: int, *, fill: bool = False) -> bool:
-        """Take a closed bar (streamed, or fetched to ``fill`` a hole); False for a duplicate or a
-        streamed bar older than the last accepted one."""
-        verdict = self._seq.verdict(bar.symbol, bar.interval, bar.open_ms, fill=fill)
-        if verdict is not Verdict.NEW:
-            self._counts["duplicates" if verdict is Verdict.DUPLICATE else "out_of_order"] += 1
-            return False
-        self._seq.accept(bar.symbol, bar.interval, bar.open_ms)
-        if bar.symbol in self._own:
-            self._store_candles(bar.interval, [bar.row()], bar.symbol)
-        if bar.interval != "1m":
-            return True
-        self._kline_seen[bar.symbol] = (bar.open_ms, received_wall_ms)
-        if bar.open_ms <= self._last_minute:  # its minute was closed without it: stored, not featured
-            self._counts["late_bars"] += 1
-            return True
-        values = (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.taker_buy_volume)
-        self._pending.setdefault(bar.open_ms, {})[bar.symbol] = values
-        self._quote_volume[(bar.symbol, bar.open_ms)] = bar.quote_volume
-        self._last_kline_wall[bar.open_ms] = max(self._last_kline_wall.get(bar.open_ms, 0), received_wall_ms)
-        self._wake.set()
-        return True
-
-    def _on_mark(self, u: MarkUpdate) -> None:
-        self._note_venue_time(u.event_ms)
-        if not self._marks.add(u.symbol, u.event_ms, u.mark, u.premium):
-            self._counts["ignored_ticks"] += 1  # a duplicate or a tick older than the last
-            return
-        self._mark[u.symbol] = (u.mark, u.event_ms)
-        self._funding[u.symbol].expect(u.next_funding_ms)
-        if u.symbol in self._own:
-            bid, ask, _, _ = self._book.get(u.symbol, (math.nan, math.nan, 0, 0))
-            self._ticks[u.symbol] = MarketTick(u.symbol, u.event_ms, u.mark, bid, ask)
-            self._tick_event.set()
-
-    def _on_book(self, u: BookUpdate) -> None:
-        last = self._book.get(u.symbol)
-        if last is not None and (u.update_id, u.event_ms) <= (last[3], last[2]):
-            self._counts["ignored_ticks"] += 1
-            return
-        self._book[u.symbol] = (u.bid, u.ask, u.event_ms, u.update_id)
-
     def _record_malformed(self, e: MalformedMessage) -> None:
         self._counts["malformed"] += 1
         source = f"ingest.g{self.config.group_id}"
-        row = quality_event_row(source, e, int(time.time() * 1000))
+        row = quality_event_row(source, e, _wall_ms())
         log.warning("%s: malformed message (%s): %s", source, e.reason, e.detail)
         self._submit("events", [row])
         if self._bus is not None:
@@ -423,144 +281,65 @@ class IngestService:
                 log.exception(
                     "ingest g%d: closing minute %d failed",
                     self.config.group_id,
-                    self._last_minute + MINUTE_MS,
+                    self._book.last_minute + MINUTE_MS,
                 )
                 await asyncio.sleep(1.0)
 
     async def _close_ready_minutes(self) -> None:
-        assert self._engine is not None
-        while True:
-            minute = self._last_minute + MINUTE_MS
-            now = self._venue_now_ms()
-            if minute + MINUTE_MS > now:
-                return
-            have = self._pending.get(minute, {})
-            missing = [s for s in self._symbols if s not in have]
-            if missing:
-                if not self._market_up:
-                    return  # no close while the stream is down: the gap is fetched after it is back
-                waiting = now < minute + MINUTE_MS + self.config.close_deadline_ms
-                if waiting and minute + MINUTE_MS > self._resync_until_ms:
-                    return
-                await self._backfill(missing, minute)
-                have = self._pending.get(minute, {})
-            await self._close_minute(minute, have)
+        book = self._book
+        while (due := book.next_close(self._venue_now_ms())) is not None:
+            if due.missing:
+                await self._backfill(due)
+            await self._close(due.minute)
 
-    async def _backfill(self, symbols: list[str], minute: int) -> None:
-        """Fetch the closed 1m bars of ``symbols`` from ``minute`` to now over REST (and 15m/1h gaps)."""
+    async def _backfill(self, due: DueMinute) -> None:
+        """Fetch the missing 1m bars of ``due`` over REST, then the holes of the other intervals."""
+        for request in self._book.backfill_requests(due, self._venue_now_ms()):
+            await self._fetch_bars(request)
+        for request in self._book.gap_requests(self._venue_now_ms()):
+            await self._fetch_bars(request)
+
+    async def _fetch_bars(self, r: KlineRequest) -> None:
         rest = self._rest
         assert rest is not None
-        for s in symbols:
-            frame = await asyncio.to_thread(rest.klines, s, "1m", minute, self._venue_now_ms() + MINUTE_MS)
-            wall_ms = int(time.time() * 1000)
-            for bar in _bars_of(s, "1m", frame):
-                if self._accept_bar(bar, wall_ms, fill=True):
-                    self._counts["backfilled_bars"] += 1
-        for interval in self.config.intervals:
-            if interval == "1m":
-                continue
-            step = INTERVAL_MS[interval]
-            for s in self._symbols:
-                gap = missing_range(self._seq.last.get((s, interval)), self._venue_now_ms(), step)
-                if gap is None or gap[1] + step > self._venue_now_ms() - self.config.close_deadline_ms:
-                    continue  # the stream may still bring the newest bar
-                frame = await asyncio.to_thread(rest.klines, s, interval, gap[0], gap[1])
-                for bar in _bars_of(s, interval, frame):
-                    if self._accept_bar(bar, int(time.time() * 1000), fill=True):
-                        self._counts["backfilled_bars"] += 1
+        frame = await asyncio.to_thread(rest.klines, r.symbol, r.interval, r.start_ms, r.end_ms)
+        wall_ms = _wall_ms()
+        for bar in closed_bars(r.symbol, r.interval, frame):
+            self._store_row(bar, self._book.on_kline(bar, wall_ms, fill=True))
 
-    async def _mark_of(self, symbol: str, minute: int) -> tuple[float, float, float, float] | None:
-        ticks = self._marks.take(symbol, minute, self.config.mark_tick_tolerance_ms)
-        if ticks is not None and self.config.mark_source == "ticks":
-            return ticks
-        cache = self._rest_marks[symbol]
-        if minute not in cache:
-            rest = self._rest
-            assert rest is not None
-            end = max(self._venue_now_ms(), minute + MINUTE_MS)
-            mark = await asyncio.to_thread(rest.mark_price_klines, symbol, "1m", minute, end)
-            premium = await asyncio.to_thread(rest.premium_index_klines, symbol, "1m", minute, end)
-            prem = dict(zip(premium["ts"].tolist(), premium["close"].tolist(), strict=True))
-            for t, h, lo, c in zip(*(mark[k].tolist() for k in ("ts", "high", "low", "close")), strict=True):
-                cache[int(t)] = (h, lo, c, prem.get(t, math.nan))
-            self._counts["rest_marks"] += 1
-        for t in [t for t in cache if t < minute]:
-            del cache[t]
-        return cache.pop(minute, None)
-
-    async def _funding_of(self, symbol: str, close_ms: int) -> tuple[float, float]:
-        book = self._funding[symbol]
-        if book.due(close_ms):
-            rest = self._rest
-            assert rest is not None
-            start = (book.last_ms() or close_ms - 30 * 1440 * MINUTE_MS) + 1
-            frame = await asyncio.to_thread(rest.funding_rates, symbol, start, close_ms + 1)
-            book.settle(frame["ts"].tolist(), frame["funding_rate"].tolist(), close_ms)
-            self._counts["funding_fetches"] += 1
-        return book.in_force(close_ms)
-
-    async def _close_minute(self, minute: int, have: dict[str, tuple[float, ...]]) -> None:
-        engine = self._engine
-        assert engine is not None
-        close_ms = minute + MINUTE_MS
-        inputs = np.full((len(self._symbols), N_INPUTS), np.nan)
-        closed = np.zeros(len(self._symbols), dtype=bool)
-        for k, s in enumerate(engine.symbols):
-            bar = have.get(s)
-            if bar is None:
-                self._marks.take(s, minute, 0)  # forget the minute's ticks
-                continue
-            mark = await self._mark_of(s, minute)
-            inputs[k] = input_row(bar, mark, await self._funding_of(s, close_ms))  # type: ignore[arg-type]
-            closed[k] = True
-        features, status = engine.update(minute, inputs, closed)
-        self._submit_features([r for r in engine.rows(minute, features, status) if r.symbol in self._own])
-        self._pending.pop(minute, None)
-        self._last_minute = minute
-        self._counts["closes"] += 1
-        self._counts["missing_bars"] += int((~closed).sum())
-        received = self._last_kline_wall.pop(minute, int(time.time() * 1000))
-        self._last_close_latency_ms = int(time.time() * 1000) - received
-        event = CloseEvent(
-            group_id=self.config.group_id, ts_ms=minute, symbols=engine.symbols, features=features.copy(),
-            status=status.astype(np.int8), close={s: have[s][3] for s in engine.symbols if s in have},
-            quote_volume={s: self._quote_volume.pop((s, minute), math.nan) for s in engine.symbols if s in have},
-            book={s: (b[0], b[1], b[2]) for s, b in self._book.items()}, mark=dict(self._mark),
-            stale=self._stale(set(have)), received_ms=received, inputs=inputs.copy(),
-        )  # fmt: skip
+    async def _close(self, minute: int) -> None:
+        book, rest = self._book, self._rest
+        assert rest is not None
+        for r in book.close_requests(minute, self._venue_now_ms()):
+            if isinstance(r, MarkRequest):
+                mark = await asyncio.to_thread(rest.mark_price_klines, r.symbol, "1m", r.start_ms, r.end_ms)
+                premium = await asyncio.to_thread(
+                    rest.premium_index_klines, r.symbol, "1m", r.start_ms, r.end_ms
+                )
+                book.add_rest_marks(r.symbol, mark, premium)
+            else:
+                frame = await asyncio.to_thread(rest.funding_rates, r.symbol, r.start_ms, r.end_ms)
+                book.settle_funding(
+                    r.symbol, frame["ts"].tolist(), frame["funding_rate"].tolist(), r.end_ms - 1
+                )
+        wall_ms = _wall_ms()
+        closed = book.close(minute, self._venue_now_ms(), wall_ms)
+        self._last_close_latency_ms = wall_ms - closed.event.received_ms
+        self._submit_features(closed.rows)
         if self._bus is not None:
             try:
                 self._bus.publish_many(Topic.FEATURES_READY, [
-                    FeaturesReady(symbol=s, ts_ms=minute, schema_version=r.schema_version, schema_hash=r.schema_hash)
-                    for s, r in ((r.symbol, r) for r in engine.rows(minute, features, status)) if s in self._own
+                    FeaturesReady(symbol=r.symbol, ts_ms=minute, schema_version=r.schema_version, schema_hash=r.schema_hash)
+                    for r in closed.rows
                 ])  # fmt: skip
             except Exception:
                 log.exception("publishing features.ready failed")
         if self._hook is not None:
             try:
-                await self._hook.on_close(event)
+                await self._hook.on_close(closed.event)
             except Exception:
                 self._counts["hook_errors"] += 1
                 log.exception("ingest hook on_close failed at %d", minute)
-
-    def _stale(self, with_bar: set[str]) -> dict[str, str]:
-        cfg, now = self.config, self._venue_now_ms()
-        out: dict[str, str] = {}
-        for s in self._symbols:
-            book, mark = self._book.get(s), self._mark.get(s)
-            if s not in with_bar:
-                out[s] = "missing bar"
-            elif not self._market_up:
-                out[s] = "stream silent (market)"
-            elif now < self._resync_until_ms:
-                out[s] = "backfilling"
-            elif mark is None or now - mark[1] > cfg.mark_max_age_ms:
-                out[s] = f"mark older than {cfg.mark_max_age_ms} ms"
-            elif not self._public_up:
-                out[s] = "stream silent (public)"
-            elif book is None or now - book[2] > cfg.book_max_age_ms:
-                out[s] = f"book older than {cfg.book_max_age_ms} ms"
-        return out
 
     # --- hook ticks --------------------------------------------------------------------------------
 
@@ -572,18 +351,18 @@ class IngestService:
             ticks, self._ticks = list(self._ticks.values()), {}
             if not ticks or self._hook is None:
                 continue
-            ticks = [
-                MarketTick(t.symbol, t.ts_ms, t.mark, *self._book.get(t.symbol, (t.bid, t.ask))[:2])
-                for t in ticks
-            ]
             self._counts["tick_batches"] += 1
             try:
-                await self._hook.on_ticks(ticks)
+                await self._hook.on_ticks(self._book.with_latest_book(ticks))
             except Exception:
                 self._counts["hook_errors"] += 1
                 log.exception("ingest hook on_ticks failed")
 
     # --- storage -----------------------------------------------------------------------------------
+
+    def _store_row(self, bar: KlineUpdate, row: dict[str, Any] | None) -> None:
+        if row is not None:
+            self._store_candles(bar.interval, [row], bar.symbol)
 
     def _store_candles(self, interval: str, rows: Any, symbol: str) -> None:
         if isinstance(rows, pd.DataFrame):
@@ -593,7 +372,9 @@ class IngestService:
         if self._writer is None or len(rows) == 0:
             return
         try:
-            self._writer.submit_candles(interval, rows, self._own, source=f"ingest.g{self.config.group_id}")
+            self._writer.submit_candles(
+                interval, rows, self._book.own, source=f"ingest.g{self.config.group_id}"
+            )
             self._counts["candles_submitted"] += len(rows)
         except Exception:
             self._counts["writer_errors"] += 1
@@ -624,14 +405,14 @@ class IngestService:
         conns = {name: c.stats for name, c in self._connections.items()}
         total = sum(self._messages.values())
         return {
-            **self._counts, "messages": dict(self._messages), "messages_per_s": total / elapsed,
+            **self._book.counts, **self._counts, "messages": dict(self._messages), "messages_per_s": total / elapsed,
             "reconnects": sum(c.reconnects for c in conns.values()),
             "connections": {n: {"connects": c.connects, "reconnects": c.reconnects, "silences": c.silences,
                                 "proactive_reconnects": c.proactive_reconnects, "errors": c.errors,
                                 "failed_connects": c.failed_connects, "connected": c.connected,
                                 "last_error": c.last_error, "messages": c.messages,
                                 "kind_messages": dict(c.kind_messages)} for n, c in conns.items()},
-            "last_close_latency_ms": self._last_close_latency_ms, "last_minute_ms": self._last_minute,
+            "last_close_latency_ms": self._last_close_latency_ms, "last_minute_ms": self._book.last_minute,
             "writer": None if self._writer is None else self._writer.stats().__repr__(),
         }  # fmt: skip
 
@@ -643,27 +424,16 @@ class IngestService:
     def freshness(self) -> dict[str, dict[str, Any]]:
         """Return per symbol the venue-time and wall-time ages (ms) of its last kline, mark and book,
         and why it is stale (None when fresh)."""
-        now, wall = self._venue_now_ms(), int(time.time() * 1000)
-        stale = self._stale(
-            {s for s in self._symbols if self._kline_seen.get(s, (-1, 0))[0] >= self._last_minute}
-        )
-        out = {}
-        for s in self._symbols:
-            kline, mark, book = self._kline_seen.get(s), self._mark.get(s), self._book.get(s)
-            out[s] = {
-                "last_bar_ms": None if kline is None else kline[0],
-                "kline_age_ms": None if kline is None else now - (kline[0] + MINUTE_MS),
-                "kline_wall_age_ms": None if kline is None else wall - kline[1],
-                "mark_age_ms": None if mark is None else now - mark[1],
-                "book_age_ms": None if book is None else now - book[2],
-                "stale": stale.get(s),
-            }
-        return out
+        return self._book.freshness(self._venue_now_ms(), _wall_ms())
 
 
 @ray.remote(max_concurrency=8)  # type: ignore[call-overload]
 class IngestActor(IngestService):
     """Ray shell of ``IngestService``: one async actor per symbol group."""
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -707,30 +477,6 @@ def _concat(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
         return new.reset_index(drop=True)
     both = pd.concat([old, new[[c for c in new.columns if c in old.columns]]], ignore_index=True)
     return both.drop_duplicates("ts", keep="last").sort_values("ts", kind="stable").reset_index(drop=True)
-
-
-def _bars_of(symbol: str, interval: str, frame: pd.DataFrame) -> list[KlineUpdate]:
-    """REST kline rows as closed ``KlineUpdate``s (event time: the bar's end)."""
-    step = INTERVAL_MS[interval]
-    cols = {c: frame[c].tolist() for c in frame.columns}
-    return [
-        KlineUpdate(
-            symbol=symbol,
-            interval=interval,
-            open_ms=int(t),
-            event_ms=int(t) + step,
-            open=cols["open"][i],
-            high=cols["high"][i],
-            low=cols["low"][i],
-            close=cols["close"][i],
-            volume=cols["volume"][i],
-            quote_volume=cols.get("quote_volume", [math.nan] * len(frame))[i],
-            trade_count=int(cols.get("trade_count", [0] * len(frame))[i]),
-            taker_buy_volume=cols.get("taker_buy_volume", [math.nan] * len(frame))[i],
-            closed=True,
-        )  # fmt: skip
-        for i, t in enumerate(cols.get("ts", []))
-    ]
 
 
 def _json_safe(value: Any, depth: int = 0) -> Any:

@@ -5,7 +5,7 @@ For every symbol × dataset × [start, end) it takes, in order:
 1. monthly dumps for whole past months (a month just ended and not published yet falls back to
    its daily dumps),
 2. daily dumps for the days of the current month before today,
-3. REST (``exchange.binance_rest``) for whatever no dump covers: today, a day not published yet,
+3. REST (``exchange.binance.rest``) for whatever no dump covers: today, a day not published yet,
    a month the dump server does not have (funding has no daily dumps).
 
 Finished dump files and REST ranges are recorded in ``<lake>/_downloads/manifest.jsonl`` and
@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from core.errors import RaytradeError, UnreachableError
 from core.time import DAY_MS, interval_ms, ms_to_datetime
-from exchange.binance_rest import BinanceRest
+from exchange.binance.rest import BinanceRest
 from exchange.dump_client import Downloaded, DumpClient
 from exchange.dumps import DumpFile
 from pipelines.history_plan import (

@@ -15,7 +15,7 @@ from rich.console import Console
 from core.errors import DataQualityError
 from core.symbols import SymbolError, parse_universe
 from core.time import DAY_MS
-from exchange.binance_rest import FAPI_MAINNET, BinanceRest
+from exchange.binance.rest import FAPI_MAINNET, BinanceRest
 from exchange.dump_client import DumpClient
 from pipelines.history import DEFAULT_DATASETS, OnFrame, download_history, parse_datasets
 from pipelines.importer import import_path

@@ -22,7 +22,7 @@ from history_fixtures import (
 from typer.testing import CliRunner
 
 from core.time import parse_utc
-from exchange.binance_rest import BinanceRest
+from exchange.binance.rest import BinanceRest
 from exchange.dump_client import DumpClient
 from exchange.dumps import daily_file, monthly_file, parse_klines_csv
 from exchange.venue import BackgroundServer, create_app

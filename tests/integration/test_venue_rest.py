@@ -13,7 +13,7 @@ from binance.exceptions import BinanceAPIException
 from history_fixtures import DumpServer, closed_port, random_candles, random_funding
 
 from core.errors import RejectedError, TransientError, UnreachableError
-from exchange.binance_rest import BinanceRest
+from exchange.binance.rest import BinanceRest
 from exchange.dumps import parse_klines_csv
 from exchange.venue import BackgroundServer, create_app
 from storage.lake import Lake

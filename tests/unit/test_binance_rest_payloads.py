@@ -7,7 +7,7 @@ import math
 import pytest
 
 from core.errors import RejectedError
-from exchange.binance_rest import BinanceRest, funding_frame, futures_url, klines_frame
+from exchange.binance.rest import BinanceRest, funding_frame, futures_url, klines_frame
 
 #: GET /fapi/v1/klines, from Binance's documentation.
 KLINES = [

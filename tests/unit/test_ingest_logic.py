@@ -3,7 +3,6 @@ funding, backoff, data-quality events, and online features equal to the offline 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import random
@@ -13,22 +12,16 @@ import numpy as np
 import pytest
 
 from actors.backfill import BarSequence, FundingBook, MarkMinutes, Verdict, missing_range
-from actors.ingest import MALFORMED_KIND, IngestConfig, IngestService, quality_event_row
-from actors.streams import (
-    BookUpdate,
-    KlineUpdate,
-    MalformedMessage,
-    MarkUpdate,
-    StreamRouter,
-    backoff_s,
-    parse_book,
-    parse_kline,
-    parse_mark,
-    stream_names,
-    stream_url,
-)
+from actors.ingest import MALFORMED_KIND, quality_event_row
+from actors.ingest_book import IngestBook
+from actors.ingest_config import IngestConfig
+from core.errors import MalformedMessage
 from core.features import build_inputs, compute_features, funding_in_force
 from core.synthetic import generate_market
+from exchange.binance.connection import backoff_s
+from exchange.binance.payloads import parse_book, parse_kline, parse_mark
+from exchange.binance.streams import StreamRouter, stream_names, stream_url
+from exchange.updates import BookUpdate, KlineUpdate, MarkUpdate
 
 FIXTURES = Path("payloads/fixtures/market_data_json")
 RECORDING = Path("payloads/ws/market_streams_recording_2021-07.txt")
@@ -288,7 +281,8 @@ def test_online_features_from_stream_messages_equal_offline_features(tmp_path):
     market = generate_market(symbols, 1_736_121_600_000, n_hist + n_live, seed=3)
     cfg = IngestConfig(group_id=0, symbols=tuple(symbols), rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1/",
                        database_url=f"sqlite:///{tmp_path / 'x.db'}")  # fmt: skip
-    svc = IngestService(cfg)
+    book = IngestBook(cfg)
+    router = StreamRouter(book.symbols, cfg.intervals)
     # expected premium: what the stream gives (mark / index − 1) with index = mark / (1 + premium)
     premium_online: dict[str, np.ndarray] = {}
     for s in symbols:
@@ -301,59 +295,49 @@ def test_online_features_from_stream_messages_equal_offline_features(tmp_path):
         for s in symbols
     }  # fmt: skip
     offline = compute_features(full)
-    hist = {s: full[s].until(int(full[s].ts_ms[n_hist - 1])) for s in symbols}
-    from core.features import FeatureEngine
-
-    svc._engine, _ = FeatureEngine.from_history(hist)
-    for s in symbols:  # the whole funding history is known: no REST call is needed
-        svc._funding[s] = FundingBook(market.funding[s]["ts"], market.funding[s]["funding_rate"])
-        svc._seq.accept(s, "1m", int(full[s].ts_ms[n_hist - 1]))
-    svc._last_minute = int(full["BTCUSDT"].ts_ms[n_hist - 1])
-    svc._market_up = svc._public_up = True
+    last_hist = int(full["BTCUSDT"].ts_ms[n_hist - 1])
+    hist = {s: full[s].until(last_hist) for s in symbols}
+    # the whole funding history is known: no REST call is needed
+    funding = {s: FundingBook(market.funding[s]["ts"], market.funding[s]["funding_rate"]) for s in symbols}
+    book.warm(hist, funding, now_ms=last_hist + MINUTE + 1_000, wall_ms=0)
+    assert book.last_minute == last_hist
+    book.on_connection("market", True, last_hist + MINUTE + 1_000)
+    book.on_connection("public", True, last_hist + MINUTE + 1_000)
     events = []
-
-    class Hook:
-        async def on_close(self, event):
-            events.append(event)
-
-        async def on_ticks(self, ticks):
-            pass
-
-    svc._hook = Hook()
     rng = random.Random(1)
-
-    async def replay():
-        for i in range(n_hist, n_hist + n_live):
-            t = int(market.candles_1m["BTCUSDT"]["ts"][i])
-            msgs = []
-            for s in symbols:
-                m = market.mark_1m[s]
-                nf = t + 8 * 3_600_000
-                for dt, col in [(0, "open"), (20_000, "high"), (40_000, "low"), (59_000, "close")]:
-                    price = float(m[col][i])
-                    index = (
-                        float(m["close"][i] / (1 + market.premium_1m[s]["close"][i]))
-                        if col == "close"
-                        else price
-                    )
-                    msgs.append(_mark_msg(s, t + dt, price, index, nf))
-            msgs.sort(key=lambda m: m["data"]["E"])
-            klines = [_kline_msg(s, market.candles_1m[s], i) for s in symbols]
-            rng.shuffle(klines)
-            msgs += [klines[0], klines[0]] + klines[1:]  # a duplicate
-            if i > n_hist:
-                msgs.append(_kline_msg("ETHUSDT", market.candles_1m["ETHUSDT"], i - 1))  # a late, older bar
-            for msg in msgs:
-                svc._on_message(msg, 0)
-            svc._venue_ms = t + 2 * MINUTE  # the next minute is well under way
-            await svc._close_ready_minutes()
-
-    asyncio.run(replay())
+    for i in range(n_hist, n_hist + n_live):
+        t = int(market.candles_1m["BTCUSDT"]["ts"][i])
+        msgs = []
+        for s in symbols:
+            m = market.mark_1m[s]
+            nf = t + 8 * 3_600_000
+            for dt, col in [(0, "open"), (20_000, "high"), (40_000, "low"), (59_000, "close")]:
+                price = float(m[col][i])
+                index = (
+                    float(m["close"][i] / (1 + market.premium_1m[s]["close"][i])) if col == "close" else price
+                )
+                msgs.append(_mark_msg(s, t + dt, price, index, nf))
+        msgs.sort(key=lambda m: m["data"]["E"])
+        klines = [_kline_msg(s, market.candles_1m[s], i) for s in symbols]
+        rng.shuffle(klines)
+        msgs += [klines[0], klines[0]] + klines[1:]  # a duplicate
+        if i > n_hist:
+            msgs.append(_kline_msg("ETHUSDT", market.candles_1m["ETHUSDT"], i - 1))  # a late, older bar
+        for msg in msgs:
+            update = router.route(msg)
+            if isinstance(update, KlineUpdate):
+                book.on_kline(update, 0)
+            elif isinstance(update, MarkUpdate):
+                book.on_mark(update)
+        now = t + 2 * MINUTE  # the next minute is well under way
+        while (due := book.next_close(now)) is not None:
+            assert due.missing == () and book.close_requests(due.minute, now) == []
+            events.append(book.close(due.minute, now, wall_ms=0).event)
     assert len(events) == n_live
     assert (
-        svc._counts["duplicates"] == 2 * n_live - 1  # the repeated bar and the re-sent older one
-        and svc._counts["out_of_order"] == 0
-        and svc._counts["rest_marks"] == 0
+        book.counts["duplicates"] == 2 * n_live - 1  # the repeated bar and the re-sent older one
+        and book.counts["out_of_order"] == 0
+        and book.counts["rest_marks"] == 0
     )
     for k, s in enumerate(events[0].symbols):
         got = np.stack([e.features[k] for e in events])
