@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -114,3 +115,17 @@ def test_core_imports_nothing_that_does_io_at_runtime():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "", f"core pulled in {proc.stdout.strip()}"
+
+
+def test_only_exchange_binance_imports_python_binance():
+    # the contract allows imports through exchange; this pins where the direct ones are
+    binance = [c for c in _contracts() if c.get("forbidden_modules") == ["binance"]]
+    assert len(binance) == 1 and set(binance[0]["source_modules"]) == set(PACKAGES) - {"core", "exchange"}
+    pattern = re.compile(r"^\s*(import binance\b|from binance\b)", re.MULTILINE)
+    importers = sorted(
+        p.relative_to(REPO).as_posix()
+        for name in PACKAGES
+        for p in (REPO / name).rglob("*.py")
+        if pattern.search(p.read_text(encoding="utf-8"))
+    )
+    assert importers == ["exchange/binance/connection.py", "exchange/binance/rest.py"], importers
