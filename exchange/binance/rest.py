@@ -5,7 +5,8 @@ A thin adapter for the recent tail of history that no dump holds yet. It points 
 ``startTime``/``endTime`` windows, respects the request weight (``X-MBX-USED-WEIGHT-1M``, 429/418
 with ``Retry-After``), backs off on transient failures and translates vendor exceptions into
 ``core.errors`` at this boundary. Responses become ``core.frames`` layouts here; Binance's field
-names appear nowhere else. Only closed bars are returned.
+names appear nowhere outside ``exchange.binance``. A response of the wrong shape raises
+``core.errors.MalformedMessage``. Only closed bars are returned.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import requests
 from binance.client import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
-from core.errors import RejectedError, TransientError, UnreachableError
+from core.errors import MalformedMessage, RejectedError, TransientError, UnreachableError
 from core.symbols import validate_internal
 from core.time import interval_ms
 from exchange.net import describe, is_unreachable
@@ -244,7 +245,9 @@ def klines_frame(rows: Sequence[Sequence[Any]], kind: str = "klines") -> pd.Data
     n = len(rows)
     arr = np.asarray(rows, dtype=object).reshape(n, -1) if n else np.empty((0, 12), dtype=object)
     if arr.shape[1] < 11:
-        raise RejectedError(f"{kind}: kline arrays have {arr.shape[1]} fields, expected 12")
+        raise MalformedMessage(
+            "bad_shape", f"{kind}: kline arrays have {arr.shape[1]} fields, expected 12", list(rows[:1])
+        )
     columns: dict[str, np.ndarray] = {
         "ts": arr[:, 0].astype(np.int64),
         "open": arr[:, 1].astype(np.float64),

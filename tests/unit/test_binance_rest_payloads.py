@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from core.errors import RejectedError
+from core.errors import MalformedMessage, RejectedError
 from exchange.binance.rest import BinanceRest, funding_frame, futures_url, klines_frame
 
 #: GET /fapi/v1/klines, from Binance's documentation.
@@ -67,8 +67,10 @@ def test_empty_klines_payload_gives_empty_typed_frame() -> None:
 
 
 def test_short_kline_arrays_are_rejected() -> None:
-    with pytest.raises(RejectedError, match="3 fields"):
+    with pytest.raises(RejectedError, match="3 fields") as e:
         klines_frame([[1, "2", "3"]], "klines")
+    assert isinstance(e.value, MalformedMessage) and e.value.reason == "bad_shape"
+    assert e.value.payload == [[1, "2", "3"]]
 
 
 def test_funding_payload_blank_mark_price_becomes_nan() -> None:
