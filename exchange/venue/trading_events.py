@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from core.sim import DEFAULT_BRACKETS, LeverageBracket, SymbolFilters, parse_symbol_filters
-from core.sim.kernel import liquidation_price
 
 ZERO = Decimal(0)
 MARGIN_ASSET = "USDT"
@@ -91,7 +90,8 @@ class AlgoOrder:
 
 @dataclass(slots=True)
 class PaperPosition:
-    """One symbol's one-way isolated position; ``amount`` signed (base asset), 0 when flat."""
+    """What Binance shows of one symbol's one-way isolated position; ``amount`` signed (base asset), 0
+    when flat. The paper broker copies entry, margin, fees, bracket and liquidation from its book."""
 
     leverage: int
     amount: Decimal = ZERO
@@ -99,9 +99,10 @@ class PaperPosition:
     margin: float = 0.0  # isolated wallet, USDT
     open_fees: float = 0.0  # taker fees paid on the open amount (break-even price)
     realized: float = 0.0  # accumulated realized PnL of the symbol before fees ("cr")
-    mmr: float = 0.0
+    mmr: float = 0.0  # the bracket's maintenance margin rate and amount, while open
     cum: float = 0.0
     update_ms: int = 0
+    liquidation_price: float = 0.0  # the book's, while open
 
     @property
     def side(self) -> int:
@@ -445,10 +446,7 @@ class AccountView:
         return max(abs(float(p.amount)) * self.mark(symbol) * p.mmr - p.cum, 0.0) if p.amount else 0.0
 
     def liquidation(self, p: PaperPosition) -> float:
-        if not p.amount:
-            return 0.0
-        qty = abs(float(p.amount))
-        return max(float(liquidation_price(p.side, qty, p.entry_price, p.margin, p.mmr, p.cum)), 0.0)
+        return max(p.liquidation_price, 0.0) if p.amount else 0.0
 
     def max_notional(self, symbol: str, leverage: int) -> float:
         caps = [b.notional_cap_usdt for b in self.rules[symbol].brackets if b.max_leverage >= leverage]
