@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from core.jsonsafe import dumps_json
 from core.metrics import cost_breakdown, per_symbol_table, summarize
 
 #: Metrics shown in the headline table, in order, with their display format.
@@ -71,7 +71,7 @@ class Report:
         path = self.out_dir / "report.html"
         path.write_text(page, encoding="utf-8")
         if data is not None:
-            (self.out_dir / "report.json").write_text(json.dumps(data, indent=1, default=_json_default))
+            (self.out_dir / "report.json").write_text(dumps_json(data, indent=1, default=_json_default))
         return path
 
 
@@ -149,12 +149,9 @@ def _slug(text: str) -> str:
 
 
 def _json_default(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+    # numbers, NaN and numpy values are json_safe's; these are the report's other types
     if isinstance(value, (pd.Timestamp, Path)):
         return str(value)
-    if hasattr(value, "item"):
-        return value.item()  # type: ignore[attr-defined]
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 

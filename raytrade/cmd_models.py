@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from core.time import ms_to_datetime
+from core.time import ms_to_text
 from raytrade.cmd_backtest import sim_config
 from raytrade.options import settings_or_exit
 from raytrade.rayinit import start_ray
@@ -67,7 +67,7 @@ def _actor(actor: str | None) -> str:
 
 
 def _when(ts_ms: int | None) -> str:
-    return "" if not ts_ms else ms_to_datetime(ts_ms).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if not ts_ms else ms_to_text(ts_ms, seconds=True)
 
 
 def _number(value: object) -> str:

@@ -9,13 +9,13 @@ stored as a candle. JSON has no NaN or infinity: those values are kept as the st
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from core.jsonsafe import json_safe
 from core.quality import Rejection, check_candles
 from core.time import interval_ms
 from storage import schema
@@ -84,15 +84,9 @@ def _rejection_events(
                 "detail": r.detail,
                 "interval": interval,
                 "table": batch.table,
-                "row": {k: _json_safe(v) for k, v in row.items()},
+                "row": json_safe(dict(row), nonfinite="text"),  # the raw values, NaN as "NaN"
             },
         }
         for r, row in zip(rejections, rows, strict=True)
     ]
     return to_batch(schema.events, events, require_pk=False)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value

@@ -10,8 +10,9 @@ so the API, the dashboard and ``signals.model_id`` can refer to models with plai
 - ``is_production`` is True on exactly one row per strategy once a version has been promoted:
   ``set_production_row`` flips every row of the strategy in one statement.
 - ``metrics`` holds the run's metrics, plus the version's last promotion record under the key
-  ``"promotion"``. JSON has no NaN or infinity (PostgreSQL's JSONB refuses them): NaN is stored as
-  null, ±infinity as the strings ``"inf"`` / ``"-inf"`` (a profit factor without losing trades).
+  ``"promotion"``. JSON has no NaN or infinity (PostgreSQL's JSONB refuses them): values pass
+  ``core.jsonsafe.json_safe``, so NaN is stored as null, ±infinity as the strings ``"inf"`` / ``"-inf"``
+  (a profit factor without losing trades).
 
 Promotions, refusals and rollbacks are also appended to ``events`` (append-only: the database
 refuses UPDATE and DELETE there), which keeps the full history that the tags only hold the last of.
@@ -19,7 +20,6 @@ refuses UPDATE and DELETE there), which keeps the full history that the tags onl
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,13 +28,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from core.jsonsafe import json_safe
 from storage.schema import events, models
 
 __all__ = [
     "ModelRow",
     "append_event",
     "get_model_row",
-    "json_safe",
+    "json_safe",  # re-exported from core.jsonsafe for tune.gates
     "list_model_rows",
     "model_id_for_version",
     "set_production_row",
@@ -59,20 +60,6 @@ class ModelRow:
     artifact_uri: str
     metrics: Mapping[str, Any] = field(default_factory=dict)
     is_production: bool = False
-
-
-def json_safe(value: Any) -> Any:
-    """Return ``value`` with NaN as None and ±inf as ``"inf"`` / ``"-inf"``, recursively (for JSONB)."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item) and getattr(value, "shape", None) == ():
-        return json_safe(item())
-    return value
 
 
 def _row_values(row: ModelRow) -> dict[str, Any]:
