@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.errors import RaytradeError, UnreachableError
-from core.time import DAY_MS, interval_ms, ms_to_datetime
+from core.time import DAY_MS, interval_ms, ms_to_text
 from exchange.binance.rest import BinanceRest
 from exchange.dump_client import Downloaded, DumpClient
 from exchange.dumps import DumpFile
@@ -327,7 +327,7 @@ class _Run:
 
     # REST -----------------------------------------------------------------------------------------
     def _fetch_rest(self, symbol: str, spec: HistoryDataset, lo: int, hi: int) -> None:
-        what = f"REST {_fmt_ms(lo)} → {_fmt_ms(hi)}"
+        what = f"REST {ms_to_text(lo)} → {ms_to_text(hi)}"
         if self.rest is None:
             self._fail(symbol, spec, what, "no REST client configured for the tail", False, (lo, hi))
             return
@@ -422,7 +422,3 @@ def _remove_empty_dirs(root: Path) -> None:
     for directory, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
         with contextlib.suppress(OSError):
             os.rmdir(directory)
-
-
-def _fmt_ms(ts_ms: int) -> str:
-    return ms_to_datetime(ts_ms).strftime("%Y-%m-%d %H:%M")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from rich.console import Console
 
 from core.errors import DataQualityError
 from core.symbols import SymbolError, parse_universe
-from core.time import DAY_MS
+from core.time import DAY_MS, ms_to_text
 from exchange.binance.rest import FAPI_MAINNET, BinanceRest
 from exchange.dump_client import DumpClient
 from pipelines.history import DEFAULT_DATASETS, OnFrame, download_history, parse_datasets
@@ -131,7 +130,7 @@ def run_history(
     rest = BinanceRest(settings.fapi_url or FAPI_MAINNET, max_attempts=3)
     console.print(
         f"history: {len(chosen_symbols)} symbol(s) × {', '.join(s.name for s in specs)}, "
-        f"{_day(start_ms)} → {_day(end_ms)} into {lake.root}"
+        f"{ms_to_text(start_ms)} → {ms_to_text(end_ms)} into {lake.root}"
     )
     try:
         report = download_history(
@@ -180,10 +179,6 @@ def import_command(
         raise typer.Exit(1) from None
     console.print(report.summary(), highlight=False)
     console.print(f"lake: {lake.root}")
-
-
-def _day(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def register(app: typer.Typer) -> None:
