@@ -14,22 +14,11 @@ shows besides: position amounts as exact Decimals, each symbol's leverage settin
 per symbol ("cr"), orders, algo orders and fills, and the user-data events.
 
 Orders. ``/fapi/v1/order`` takes MARKET only: conditional types answer -4120 as Binance does since
-2025-12, LIMIT is refused (the venue has best bid/ask, not a book to rest an order in). Conditional
-STOP_MARKET / TAKE_PROFIT_MARKET orders go to ``/fapi/v1/algoOrder`` (``algoType=CONDITIONAL``) and
-trigger on the mark (``workingType=MARK_PRICE``) or the last price (``CONTRACT_PRICE``, Binance's
-default) at or beyond ``triggerPrice``; the triggered algo places a child MARKET order with a new
-orderId (``ai`` in ALGO_UPDATE; its clientOrderId is the clientAlgoId). Algo statuses go NEW →
-TRIGGERING → TRIGGERED → FINISHED, or CANCELED (by the user), REJECTED (the child was refused: no
-position to reduce, margin) or EXPIRED. Choices where Binance is not explicit:
-
-- closePosition algo orders are GTE_GTC: when the position of their symbol goes flat (a fill, a
-  trigger, a liquidation) the remaining ones are EXPIRED, as Binance documents for GTE_GTC. An order
-  placed while flat is accepted and only expires after a position has been open and closed.
-- reduceOnly algo orders with a quantity stay NEW when the position closes; at trigger they reduce
-  at most the position (the rest of the child EXPIRES) or are REJECTED when there is nothing to reduce.
-- A reduceOnly MARKET order larger than the position fills the position and EXPIRES the rest.
-- newOrderRespType defaults to ACK as on Binance: the answer shows the order NEW, before its fill.
-- Client ids (newClientOrderId, clientAlgoId) must be unique among open orders only (-4116).
+2025-12, LIMIT is refused (the venue has best bid/ask, not a book to rest an order in). A reduceOnly
+MARKET order larger than the position fills the position and EXPIRES the rest. newOrderRespType
+defaults to ACK as on Binance: the answer shows the order NEW, before its fill. Client ids must be
+unique among open orders only (-4116). Conditional orders (``exchange.venue.trading_algos``) trigger
+on the mark or the last price; the broker places each triggered one's child MARKET order in the book.
 
 Authentication, listenKeys and parameters: ``exchange.venue.trading_protocol``. User-data events
 (ORDER_TRADE_UPDATE, ALGO_UPDATE, ACCOUNT_UPDATE after every fill) go to ``publish_user`` stamped with
@@ -54,6 +43,7 @@ from core.sim.orders import OrderFill
 from exchange.venue import trading_events as acct
 from exchange.venue import trading_protocol as proto
 from exchange.venue.state import STATE, BinanceError
+from exchange.venue.trading_algos import AlgoOrders
 from exchange.venue.trading_events import (
     SIDE_SIGN,
     ZERO,
@@ -63,21 +53,16 @@ from exchange.venue.trading_events import (
     PaperPosition,
     SymbolRules,
     account_update,
-    algo_json,
     algo_update,
     exact_decimal,
     order_json,
     order_trade_update,
     symbol_rules,
-    trade_json,
 )
+from exchange.venue.trading_orders import OrderState
 from exchange.venue.trading_protocol import SIGNED, USER_STREAM, Params
 
-ALGO_TYPES = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
 CONDITIONAL_TYPES = ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET")
-_OPEN = ("NEW", "PARTIALLY_FILLED")
-_CANCEL_ALL = {"code": 200, "msg": "The operation of cancel all open order is done."}
-_NAN = math.nan
 #: The book's exit reason of an order's closing part, by the order's (or its algo's) type.
 _EXIT_REASON = {"STOP_MARKET": "SL", "TAKE_PROFIT_MARKET": "TP"}
 #: The book's refusals as Binance answers them, in the order Binance checks.
@@ -136,18 +121,12 @@ class PaperBroker:
         self._auth = proto.RequestAuth(api_key, api_secret, wall)
         self._listen_keys = proto.ListenKeys(wall)
         self._rejections = proto.Rejections()
+        self.marks: dict[str, tuple[float, float]] = {}  # symbol → (mark, last)
+        self.algo_orders = AlgoOrders(self.rules, now_ms, publish_user, self.marks, self._rejections)
         self.positions: dict[str, PaperPosition] = {}
         self.quotes: dict[str, tuple[float, float]] = {}  # symbol → (bid, ask)
-        self.marks: dict[str, tuple[float, float]] = {}  # symbol → (mark, last)
-        self.orders: dict[int, Order] = {}
-        self.algos: dict[int, AlgoOrder] = {}
-        self.fills: list[Fill] = []
-        self._order_by_client: dict[tuple[str, str], int] = {}
-        self._algo_by_client: dict[str, int] = {}
+        self.order_state = OrderState(self.rules, now_ms, publish_user)
         self._book_ms = 0  # the book takes events in time order; venue clock and ticks may interleave
-        self._next_order_id = 8_000_000_001
-        self._next_algo_id = 1_000_000_001
-        self._next_trade_id = 500_000_001
 
     # --- the market side's hooks -------------------------------------------------------------------
     def on_book(self, symbol: str, ts_ms: int, bid: float, ask: float) -> None:
@@ -169,7 +148,7 @@ class PaperBroker:
         held = bool(self._position(symbol).amount)
         if held and self.book.on_mark(symbol, self._book_time(int(ts_ms)), float(mark)) == "LIQUIDATION":
             self._liquidated(symbol, int(ts_ms))
-        for algo in [a for a in self.algos.values() if a.symbol == symbol and a.status == "NEW"]:
+        for algo in self.algo_orders.open_of(symbol):
             if algo.status == "NEW" and algo.triggered_by(
                 mark if algo.working_type == "MARK_PRICE" else last
             ):
@@ -192,18 +171,18 @@ class PaperBroker:
         """Add the account, order, algo order and listenKey routes to the venue application."""
         routes: tuple[tuple[str, str, Callable[[Params], Any], int, int], ...] = (
             ("POST", "/fapi/v1/order", self._new_order, 0, SIGNED),
-            ("GET", "/fapi/v1/order", self._get_order, 1, SIGNED),
-            ("DELETE", "/fapi/v1/order", self._cancel_order, 1, SIGNED),
-            ("GET", "/fapi/v1/openOrders", self._open_orders, 1, SIGNED),
-            ("GET", "/fapi/v1/allOrders", self._all_orders, 5, SIGNED),
-            ("DELETE", "/fapi/v1/allOpenOrders", self._cancel_all_orders, 1, SIGNED),
-            ("GET", "/fapi/v1/userTrades", self._user_trades, 5, SIGNED),
-            ("POST", "/fapi/v1/algoOrder", self._new_algo, 0, SIGNED),
-            ("GET", "/fapi/v1/algoOrder", self._get_algo, 1, SIGNED),
-            ("DELETE", "/fapi/v1/algoOrder", self._cancel_algo, 1, SIGNED),
-            ("GET", "/fapi/v1/openAlgoOrders", self._open_algos, 1, SIGNED),
-            ("GET", "/fapi/v1/allAlgoOrders", self._all_algos, 5, SIGNED),
-            ("DELETE", "/fapi/v1/algoOpenOrders", self._cancel_all_algos, 1, SIGNED),
+            ("GET", "/fapi/v1/order", self.order_state.get, 1, SIGNED),
+            ("DELETE", "/fapi/v1/order", self.order_state.cancel, 1, SIGNED),
+            ("GET", "/fapi/v1/openOrders", self.order_state.open, 1, SIGNED),
+            ("GET", "/fapi/v1/allOrders", self.order_state.all, 5, SIGNED),
+            ("DELETE", "/fapi/v1/allOpenOrders", self.order_state.cancel_all, 1, SIGNED),
+            ("GET", "/fapi/v1/userTrades", self.order_state.user_trades, 5, SIGNED),
+            ("POST", "/fapi/v1/algoOrder", self.algo_orders.new, 0, SIGNED),
+            ("GET", "/fapi/v1/algoOrder", self.algo_orders.get, 1, SIGNED),
+            ("DELETE", "/fapi/v1/algoOrder", self.algo_orders.cancel, 1, SIGNED),
+            ("GET", "/fapi/v1/openAlgoOrders", self.algo_orders.open, 1, SIGNED),
+            ("GET", "/fapi/v1/allAlgoOrders", self.algo_orders.all, 5, SIGNED),
+            ("DELETE", "/fapi/v1/algoOpenOrders", self.algo_orders.cancel_all, 1, SIGNED),
             ("GET", "/fapi/v2/positionRisk", self._position_risk_v2, 5, SIGNED),
             ("GET", "/fapi/v3/positionRisk", self._position_risk_v3, 5, SIGNED),
             ("GET", "/fapi/v2/account", self._account_v2, 5, SIGNED),
@@ -250,7 +229,7 @@ class PaperBroker:
         if proto.bool_param(p, "closePosition"):
             raise BinanceError(-1106, "Parameter 'closePosition' sent when not required.")
         client_id = proto.client_id(p, "newClientOrderId")
-        if any(o.client_order_id == client_id and o.status in _OPEN for o in self.orders.values()):
+        if self.order_state.client_id_open(client_id):
             raise BinanceError(-4116, "ClientOrderId is duplicated.")
         qty = proto.quantity(p, rules)
         response_type = p.get("newOrderRespType", "ACK")
@@ -258,170 +237,29 @@ class PaperBroker:
             raise BinanceError(-1130, "Data sent for parameter 'newOrderRespType' is not valid.")
         now = int(self.now_ms())
         order = Order(
-            self._new_order_id(), client_id, symbol, side, qty, proto.bool_param(p, "reduceOnly"), now
+            self.order_state.new_order_id(),
+            client_id,
+            symbol,
+            side,
+            qty,
+            proto.bool_param(p, "reduceOnly"),
+            now,
         )
         plan = self._plan(order)
         ack = order_json(order, rules.quantity_precision)
-        self._register(order, now)
+        self.order_state.register(order, now)
         self._apply(order, plan, now)
         return ack if response_type == "ACK" else order_json(order, rules.quantity_precision)
-
-    def _find_order(self, p: Params) -> Order:
-        symbol, _ = self._symbol(p)
-        order_id = p.get("orderId")
-        client_id = p.get("origClientOrderId")
-        if not order_id and not client_id:
-            raise BinanceError(
-                -1102, "Param 'orderId' or 'origClientOrderId' must be sent, but both were empty/null!"
-            )
-        key = (
-            proto.parse_int("orderId", order_id)
-            if order_id
-            else self._order_by_client.get((symbol, str(client_id)))
-        )
-        order = self.orders.get(key) if key is not None else None
-        if order is None or order.symbol != symbol or (client_id and order.client_order_id != client_id):
-            raise BinanceError(-2013, "Order does not exist.")
-        return order
-
-    def _get_order(self, p: Params) -> dict[str, Any]:
-        order = self._find_order(p)
-        return order_json(order, self.rules[order.symbol].quantity_precision)
-
-    def _cancel_order(self, p: Params) -> dict[str, Any]:
-        order = self._find_order(p)
-        if order.status not in _OPEN:
-            raise BinanceError(-2011, "Unknown order sent.")
-        return self._cancel(order)  # MARKET orders fill at once: nothing reaches this today
-
-    def _cancel(self, order: Order) -> dict[str, Any]:
-        now = int(self.now_ms())
-        order.status, order.update_ms = "CANCELED", now
-        qp = self.rules[order.symbol].quantity_precision
-        self.publish_user(order_trade_update(order, qp, now, "CANCELED"))
-        return order_json(order, qp)
-
-    def _open_orders(self, p: Params) -> list[dict[str, Any]]:
-        symbol = self._symbol(p)[0] if p.get("symbol") else None
-        return [order_json(o, self.rules[o.symbol].quantity_precision) for o in self.orders.values()
-                if o.status in _OPEN and symbol in (None, o.symbol)]  # fmt: skip
-
-    def _all_orders(self, p: Params) -> list[dict[str, Any]]:
-        symbol, rules = self._symbol(p)
-        rows = [o for o in self.orders.values() if o.symbol == symbol]
-        return [order_json(o, rules.quantity_precision) for o in rows[-proto.limit(p, 500, 1000) :]]
-
-    def _cancel_all_orders(self, p: Params) -> dict[str, Any]:
-        symbol, _ = self._symbol(p)
-        for order in [o for o in self.orders.values() if o.symbol == symbol and o.status in _OPEN]:
-            self._cancel(order)
-        return dict(_CANCEL_ALL)
-
-    def _user_trades(self, p: Params) -> list[dict[str, Any]]:
-        symbol, rules = self._symbol(p)
-        rows = [f for f in self.fills if f.symbol == symbol]
-        return [trade_json(f, rules.quantity_precision) for f in rows[-proto.limit(p, 500, 1000) :]]
-
-    # --- algo orders -------------------------------------------------------------------------------
-    def _new_algo(self, p: Params) -> dict[str, Any]:
-        self._rejections.take()
-        if proto.required(p, "algoType") != "CONDITIONAL":
-            raise BinanceError(
-                -1130, "Data sent for parameter 'algoType' is not valid; only CONDITIONAL is supported."
-            )
-        symbol, rules = self._symbol(p)
-        side = proto.side_param(p)
-        order_type = proto.required(p, "type")
-        if order_type not in ALGO_TYPES:
-            raise BinanceError(
-                -1116, f"Invalid orderType. The replay venue's algo orders are {' and '.join(ALGO_TYPES)}."
-            )
-        proto.check_position_side(p)
-        working_type = p.get("workingType", "CONTRACT_PRICE")
-        if working_type not in ("MARK_PRICE", "CONTRACT_PRICE"):
-            raise BinanceError(-4031, f"Invalid parameter working type: {working_type}")
-        close_position = proto.bool_param(p, "closePosition")
-        reduce_only = proto.bool_param(p, "reduceOnly")
-        if close_position and p.get("quantity"):
-            raise BinanceError(-1106, "Parameter 'quantity' sent when not required.")
-        if close_position and reduce_only:
-            raise BinanceError(-1106, "Parameter 'reduceOnly' sent when not required.")
-        qty = ZERO if close_position else proto.quantity(p, rules)
-        trigger = proto.trigger_price(p, rules)
-        client_id = proto.client_id(p, "clientAlgoId")
-        if any(a.client_algo_id == client_id and a.status == "NEW" for a in self.algos.values()):
-            raise BinanceError(-4116, "ClientOrderId is duplicated.")
-        now = int(self.now_ms())
-        algo = AlgoOrder(
-            self._next_algo_id, client_id, symbol, side, order_type, qty, close_position, reduce_only, trigger,
-            working_type, proto.bool_param(p, "priceProtect"), "GTE_GTC" if close_position else p.get("timeInForce", "GTC"),
-            now, update_ms=now,
-        )  # fmt: skip
-        mark, last = self.marks.get(symbol, (_NAN, _NAN))
-        current = mark if working_type == "MARK_PRICE" else last
-        if math.isfinite(current) and algo.triggered_by(current):
-            raise BinanceError(-2021, "Order would immediately trigger.")
-        if qty and not reduce_only and qty * trigger < rules.min_notional:
-            raise BinanceError(-4164, proto.notional_msg(rules))
-        self._next_algo_id += 1
-        self.algos[algo.algo_id] = algo
-        self._algo_by_client[client_id] = algo.algo_id
-        self.publish_user(algo_update(algo, rules.quantity_precision, now))
-        return algo_json(algo, rules.quantity_precision)
-
-    def _find_algo(self, p: Params) -> AlgoOrder:
-        algo_id, client_id = p.get("algoId"), p.get("clientAlgoId")
-        if not algo_id and not client_id:
-            raise BinanceError(
-                -1102, "Param 'algoId' or 'clientAlgoId' must be sent, but both were empty/null!"
-            )
-        key = proto.parse_int("algoId", algo_id) if algo_id else self._algo_by_client.get(str(client_id))
-        algo = self.algos.get(key) if key is not None else None
-        if algo is None or (client_id and algo.client_algo_id != client_id):
-            raise BinanceError(-2013, "Order does not exist.")
-        return algo
-
-    def _get_algo(self, p: Params) -> dict[str, Any]:
-        algo = self._find_algo(p)
-        return algo_json(algo, self.rules[algo.symbol].quantity_precision)
-
-    def _cancel_algo(self, p: Params) -> dict[str, Any]:
-        algo = self._find_algo(p)
-        if algo.status != "NEW":
-            raise BinanceError(-2011, "Unknown order sent.")
-        self._end_algo(algo, "CANCELED", int(self.now_ms()))
-        return {"algoId": algo.algo_id, "clientAlgoId": algo.client_algo_id, "code": "200", "msg": "success"}
-
-    def _open_algos(self, p: Params) -> list[dict[str, Any]]:
-        symbol = self._symbol(p)[0] if p.get("symbol") else None
-        return [algo_json(a, self.rules[a.symbol].quantity_precision) for a in self.algos.values()
-                if a.status == "NEW" and symbol in (None, a.symbol)]  # fmt: skip
-
-    def _all_algos(self, p: Params) -> list[dict[str, Any]]:
-        symbol, rules = self._symbol(p)
-        rows = [a for a in self.algos.values() if a.symbol == symbol]
-        return [algo_json(a, rules.quantity_precision) for a in rows[-proto.limit(p, 500, 1000) :]]
-
-    def _cancel_all_algos(self, p: Params) -> dict[str, Any]:
-        symbol, _ = self._symbol(p)
-        now = int(self.now_ms())
-        for algo in [a for a in self.algos.values() if a.symbol == symbol and a.status == "NEW"]:
-            self._end_algo(algo, "CANCELED", now)
-        return dict(_CANCEL_ALL)
-
-    def _end_algo(self, algo: AlgoOrder, status: str, ts_ms: int, reason: str = "") -> None:
-        algo.status, algo.update_ms, algo.reject_reason = status, ts_ms, reason
-        self.publish_user(algo_update(algo, self.rules[algo.symbol].quantity_precision, ts_ms))
 
     def _trigger(self, algo: AlgoOrder, ts_ms: int) -> None:
         """Fire ``algo``: TRIGGERING, then its child MARKET order (TRIGGERED with ``ai``), then FINISHED."""
         qp = self.rules[algo.symbol].quantity_precision
         algo.trigger_ms = ts_ms
-        self._end_algo(algo, "TRIGGERING", ts_ms)
+        self.algo_orders.end(algo, "TRIGGERING", ts_ms)
         position = self._position(algo.symbol)
         qty = abs(position.amount) if algo.close_position else algo.quantity
         child = Order(
-            self._next_order_id, algo.client_algo_id, algo.symbol, algo.side, qty,
+            self.order_state.next_order_id, algo.client_algo_id, algo.symbol, algo.side, qty,
             algo.reduce_only or algo.close_position, ts_ms, orig_type=algo.order_type,
             stop_price=algo.trigger_price, working_type=algo.working_type, close_position=algo.close_position,
         )  # fmt: skip
@@ -430,12 +268,12 @@ class PaperBroker:
                 raise BinanceError(-2022, "ReduceOnly Order is rejected.")
             plan = self._plan(child)
         except BinanceError as e:
-            self._end_algo(algo, "REJECTED", ts_ms, e.msg)
+            self.algo_orders.end(algo, "REJECTED", ts_ms, e.msg)
             return
-        self._new_order_id()
+        self.order_state.new_order_id()
         algo.actual_order_id = child.order_id
-        self._end_algo(algo, "TRIGGERED", ts_ms)
-        self._register(child, ts_ms)
+        self.algo_orders.end(algo, "TRIGGERED", ts_ms)
+        self.order_state.register(child, ts_ms)
         self._apply(child, plan, ts_ms)
         algo.executed_qty, algo.avg_price = child.executed_qty, child.avg_price
         algo.status, algo.update_ms = "FINISHED", ts_ms
@@ -494,10 +332,8 @@ class PaperBroker:
         position.realized += result.realized_pnl_usdt
         position.update_ms = ts_ms
         self._sync(order.symbol)
-        fill = Fill(self._next_trade_id, order.order_id, order.symbol, order.side, plan.qty, result.price,
-                    result.fee_usdt, result.realized_pnl_usdt, ts_ms)  # fmt: skip
-        self._next_trade_id += 1
-        self.fills.append(fill)
+        fill = self.order_state.add_fill(order, plan.qty, result.price, result.fee_usdt, result.realized_pnl_usdt,
+                                         ts_ms)  # fmt: skip
         order.executed_qty, order.cum_quote, order.update_ms = plan.qty, float(plan.qty) * result.price, ts_ms
         order.status = "FILLED" if plan.qty == order.orig_qty else "PARTIALLY_FILLED"
         qp = rules.quantity_precision
@@ -507,7 +343,7 @@ class PaperBroker:
             self.publish_user(order_trade_update(order, qp, ts_ms, "EXPIRED"))
         self._publish_account(order.symbol, ts_ms)
         if was_open and not position.amount:
-            self._expire_close_position(order.symbol, ts_ms)
+            self.algo_orders.expire_close_position(order.symbol, ts_ms)
 
     def _liquidated(self, symbol: str, ts_ms: int) -> None:
         """Record the book's liquidation of ``symbol`` (filled at the liquidation price; the clearance
@@ -518,15 +354,13 @@ class PaperBroker:
         position = self._position(symbol)
         qty = abs(position.amount)
         order = Order(
-            self._new_order_id(), f"autoclose-{ts_ms}", symbol, "SELL" if position.amount > 0 else "BUY", qty,
+            self.order_state.new_order_id(), f"autoclose-{ts_ms}", symbol, "SELL" if position.amount > 0 else "BUY", qty,
             True, ts_ms, orig_type="LIMIT", status="FILLED", executed_qty=qty,
             cum_quote=liquidation.qty * liquidation.price, update_ms=ts_ms,
         )  # fmt: skip
-        fill = Fill(self._next_trade_id, order.order_id, symbol, order.side, qty, liquidation.price,
-                    liquidation.fee_usdt, liquidation.realized_pnl_usdt, ts_ms)  # fmt: skip
-        self._next_trade_id += 1
-        self.fills.append(fill)
-        self.orders[order.order_id] = order
+        fill = self.order_state.add_fill(order, qty, liquidation.price, liquidation.fee_usdt,
+                                         liquidation.realized_pnl_usdt, ts_ms)  # fmt: skip
+        self.order_state.orders[order.order_id] = order
         position.realized += liquidation.realized_pnl_usdt
         position.amount = ZERO
         position.update_ms = ts_ms
@@ -535,7 +369,7 @@ class PaperBroker:
         self.publish_user(order_trade_update(order, qp, ts_ms, "CALCULATED", fill=fill, order_type="LIMIT",
                                              time_in_force="IOC"))  # fmt: skip
         self._publish_account(symbol, ts_ms)
-        self._expire_close_position(symbol, ts_ms)
+        self.algo_orders.expire_close_position(symbol, ts_ms)
 
     def _sync(self, symbol: str) -> None:
         """Copy the book's position of ``symbol`` into the view Binance's endpoints show."""
@@ -555,13 +389,22 @@ class PaperBroker:
         self._book_ms = max(self._book_ms, int(ts_ms))
         return self._book_ms
 
-    def _expire_close_position(self, symbol: str, ts_ms: int) -> None:
-        for algo in [
-            a for a in self.algos.values() if a.symbol == symbol and a.status == "NEW" and a.close_position
-        ]:
-            self._end_algo(algo, "EXPIRED", ts_ms)
-
     # --- account -----------------------------------------------------------------------------------
+    @property
+    def orders(self) -> dict[int, Order]:
+        """The orders by orderId."""
+        return self.order_state.orders
+
+    @property
+    def fills(self) -> list[Fill]:
+        """Every fill, in trade order."""
+        return self.order_state.fills
+
+    @property
+    def algos(self) -> dict[int, AlgoOrder]:
+        """The algo (conditional) orders by algoId."""
+        return self.algo_orders.algos
+
     @property
     def wallet(self) -> float:
         """Wallet balance of the book: initial + realized PnL − fees, USDT (isolated margins included)."""
@@ -635,22 +478,5 @@ class PaperBroker:
         raise BinanceError(-1130, "Data sent for parameter 'marginType' is not valid. "
                                   "The replay venue models isolated margin only.")  # fmt: skip
 
-    # --- helpers -----------------------------------------------------------------------------------
     def _symbol(self, p: Params) -> tuple[str, SymbolRules]:
-        symbol = proto.required(p, "symbol")
-        rules = self.rules.get(symbol)
-        if rules is None:
-            raise BinanceError(-1121, "Invalid symbol.")
-        return symbol, rules
-
-    def _new_order_id(self) -> int:
-        order_id = self._next_order_id
-        self._next_order_id += 1
-        return order_id
-
-    def _register(self, order: Order, ts_ms: int) -> None:
-        self.orders[order.order_id] = order
-        self._order_by_client[(order.symbol, order.client_order_id)] = order.order_id
-        self.publish_user(
-            order_trade_update(order, self.rules[order.symbol].quantity_precision, ts_ms, "NEW")
-        )
+        return proto.symbol_param(p, self.rules)

@@ -31,6 +31,7 @@ MAX_RECV_WINDOW_MS = 60_000
 #: Security of an endpoint: none, API key only (listenKey), API key and signature.
 PUBLIC, USER_STREAM, SIGNED = 0, 1, 2
 UNKNOWN_OUTCOME_CODES = (-1000, -1001, -1006, -1007, -1008)
+CANCEL_ALL = {"code": 200, "msg": "The operation of cancel all open order is done."}
 _CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 _DECIMAL = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
 
@@ -176,6 +177,14 @@ def bool_param(p: Params, name: str) -> bool:
     if value not in ("true", "false"):
         raise BinanceError(-1130, f"Data sent for parameter '{name}' is not valid.")
     return value == "true"
+
+
+def symbol_param(p: Params, rules: Mapping[str, SymbolRules]) -> tuple[str, SymbolRules]:
+    """Return ``symbol`` and its rules; -1121 for a symbol the venue does not trade."""
+    symbol = required(p, "symbol")
+    if symbol not in rules:
+        raise BinanceError(-1121, "Invalid symbol.")
+    return symbol, rules[symbol]
 
 
 def side_param(p: Params) -> str:
