@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.config import RiskConfig
+from core.jsonsafe import json_safe
 from core.messages import (
     EXECUTION_ACTOR_NAME,
     BarClose,
@@ -105,7 +106,7 @@ def trade_group_id(session_id: str, symbol: str, decision_ts: int) -> str:
 
 
 def _json_array(a: np.ndarray) -> list[Any]:
-    return [None if not math.isfinite(x) else float(x) for x in a.ravel()]
+    return json_safe(a.ravel())  # NaN as None, ±inf as "inf"/"-inf": _from_json reads both back
 
 
 def _from_json(values: Sequence[Any]) -> np.ndarray:

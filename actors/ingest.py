@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ from actors.ingest_book import DueMinute, IngestBook, KlineRequest, MarkRequest
 from actors.ingest_config import IngestConfig
 from core.errors import MalformedMessage
 from core.features import SymbolInputs, build_inputs
+from core.jsonsafe import json_safe
 from core.messages import DataQualityEvent, FeaturesReady, IngestHook, MarketTick, Topic
 from core.time import INTERVAL_MS, MINUTE_MS
 from exchange.binance.connection import StreamConnection
@@ -479,15 +479,18 @@ def _concat(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return both.drop_duplicates("ts", keep="last").sort_values("ts", kind="stable").reset_index(drop=True)
 
 
-def _json_safe(value: Any, depth: int = 0) -> Any:
+def _json_safe(value: Any) -> Any:
+    # a malformed payload, kept as evidence: bounded, its raw non-finite numbers spelled "NaN"/"Infinity"
+    return json_safe(_bounded(value), nonfinite="text")
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
     if depth > 6:
         return repr(value)[:500]
     if isinstance(value, dict):
-        return {str(k): _json_safe(v, depth + 1) for k, v in list(value.items())[:100]}
+        return {str(k): _bounded(v, depth + 1) for k, v in list(value.items())[:100]}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v, depth + 1) for v in value[:100]]
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
+        return [_bounded(v, depth + 1) for v in value[:100]]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return repr(value)[:500]
