@@ -35,7 +35,6 @@ __all__ = [
     "ModelRow",
     "append_event",
     "get_model_row",
-    "json_safe",  # re-exported from core.jsonsafe for tune.gates
     "list_model_rows",
     "model_id_for_version",
     "set_production_row",

@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storage.model_catalog import json_safe
+from core.jsonsafe import json_safe
 from tune.stats import deflated_sharpe_ratio, probability_of_backtest_overfitting
 
 GATE_NAMES = (
@@ -223,7 +223,7 @@ class GateReport:
         return next(g for g in self.gates if g.name == name)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (non-finite numbers as in ``storage.model_catalog.json_safe``)."""
+        """JSON-ready (non-finite numbers as ``core.jsonsafe.json_safe`` spells them)."""
         return json_safe(
             {
                 "candidate": self.candidate,
