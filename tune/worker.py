@@ -8,7 +8,8 @@ with the exception's redacted one-line text.
 
 Handlers are plain callables registered per kind on the worker instance (``register``); the worker
 keeps no class-level state. ``promote_handler`` runs ``tune.promote`` for ``promote`` jobs; the
-label, train and backtest handlers (``tune.jobs_handlers``) are registered by the composition root.
+label, train and backtest handlers (``tune.jobs_handlers``) are registered by the composition root;
+the types both sides use (``JobContext``, ``JobHandler``) live in ``tune.jobs_types``.
 
 Progress: a handler calls ``ctx.progress(fraction, message)``; the worker writes it to the job row
 and publishes a ``TrainingUpdate`` on the bus (``Topic.TRAINING_UPDATE``), at most every
@@ -34,28 +35,14 @@ from storage import jobs
 from storage.bus import Bus
 from storage.jobs import Job
 from storage.registry import ModelRegistry
-from tune.jobs_handlers import JOB_CONFIGS
+from tune.job_configs import JOB_CONFIGS
+from tune.jobs_types import JobContext, JobHandler
 from tune.promote import PromotionConfig, promote_stored
 
 log = logging.getLogger(__name__)
 
 #: Longest wait between attempts to reach an unavailable database, seconds.
 MAX_BACKOFF_S = 30.0
-
-#: What a handler returns: the URI of its report (stored as ``report_uri``), or None.
-JobHandler = Callable[["JobContext"], str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class JobContext:
-    """What a handler gets: the claimed job and a progress callback ``progress(fraction, message="")``."""
-
-    job: Job
-    progress: Callable[..., None]
-
-    @property
-    def config(self) -> Mapping[str, Any]:
-        return self.job.config
 
 
 class PromoteJobConfig(BaseModel):
