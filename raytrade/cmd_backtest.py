@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from core.sim import SimConfig
+from core.sim import SimConfig, sim_config_for
 from core.strategies import BASELINES
 from core.symbols import SymbolError, parse_universe
 from core.time import parse_utc
@@ -22,13 +22,10 @@ console = Console(stderr=True)
 
 
 def sim_config(settings: Settings, max_hold_bars: int | None = None) -> SimConfig:
-    """The simulator's costs from the label preset (so backtests and labels price trades alike)."""
-    return SimConfig(
-        fee_rate=settings.label.fee_rate,
-        slippage_k=settings.label.slippage_k,
-        max_hold_bars=settings.label.h_bars if max_hold_bars is None else max_hold_bars,
-        default_leverage=settings.policy.leverage,
-    )
+    """The installation's fill simulator: ``core.sim.sim_config_for`` of the label preset and the policy.
+    The backtest command, the shadow session, the jobs and the training flow all take theirs from here,
+    so backtests, labels and shadow price trades alike."""
+    return sim_config_for(settings.label, settings.policy, max_hold_bars=max_hold_bars)
 
 
 def backtest(

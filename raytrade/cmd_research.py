@@ -13,10 +13,13 @@ from rich.table import Table
 
 from core.errors import ConfigError
 from core.symbols import SymbolError, parse_universe
+from pipelines.selection import MIN_DAYS
 from raytrade.cmd_models import print_report
 from raytrade.demo_train import MODEL_NAME
 from raytrade.options import settings_or_exit, time_option_ms
-from raytrade.research import MIN_DAYS, FoldSizing, production_sentence, run_research
+from raytrade.research import run_research
+from tune.fold_plans import FoldSizing
+from tune.research_report import production_sentence
 
 #: Headline metrics printed per strategy after the run (``core.metrics.summarize`` keys).
 PRINTED = (("trades", "{:,.0f}"), ("total_return", "{:+.2%}"), ("profit_factor", "{:.3f}"),

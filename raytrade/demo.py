@@ -3,10 +3,11 @@
 Today it runs the foundation path end to end: a synthetic market for the universe (labelled
 synthetic everywhere) → parquet lake (1m, 15m, 1h candles, mark, premium, funding) → database
 through the batched writer and the data-quality door → candle-close events on the bus →
-selftest; then the training half (``raytrade.demo_train``): features and labels on Ray Data,
-walk-forward folds, a small Tune sweep with MLflow trial runs, the best configuration retrained,
-registered and promoted (by a recorded override when the gates fail, as expected on a synthetic
-market), a last-fold portfolio backtest against the baselines and the HTML report.
+selftest; then the training half (``raytrade.demo_train`` wiring ``tune.flow``): features and labels
+on Ray Data, walk-forward folds, a small Tune sweep with MLflow trial runs, the best configuration
+retrained, registered and promoted (by a recorded override when the gates fail, as expected on a
+synthetic market), a last-fold portfolio backtest against the baselines and the HTML report
+(``tune.training_report``).
 """
 
 from __future__ import annotations
@@ -25,14 +26,7 @@ from core.synthetic import SyntheticMarket, generate_market
 from core.time import DAY_MS, MINUTE_MS
 from pipelines.dbsink import DatabaseSink
 from pipelines.market import write_synthetic_market
-from raytrade.demo_train import (
-    TRAINING_STAGES,
-    Step,
-    TrainSummary,
-    last_fold_backtests,
-    train_and_promote,
-    write_report,
-)
+from raytrade.demo_train import TRAINING_STAGES, Step, last_fold_backtests, train_and_promote
 from raytrade.selftest import Check, run_selftest
 from raytrade.settings import Settings, redact_url
 from storage import db
@@ -40,6 +34,7 @@ from storage.bus import open_bus
 from storage.instruments import sync_universe
 from storage.lake import Lake
 from storage.writer import BatchedWriter
+from tune.training_report import TrainSummary, write_demo_report
 
 #: Fixed start of the demo market (2025-01-06 00:00 UTC, a Monday) so reruns are identical.
 DEMO_START_MS = 1_736_121_600_000
@@ -193,8 +188,8 @@ def _train(
         step("last-fold backtest")
         note = f"{summary.market_source}, {summary.symbols} symbols × {summary.days:g} days, seed {seed}"
         out_dir = (settings.data_dir / "reports" / "demo").resolve()
-        training.report_path = write_report(
-            settings, training, results, summary_frame(summary), out_dir, note
+        training.report_path = write_demo_report(
+            training, results, summary_frame(summary), out_dir, note, settings.tracking_uri
         )
         step("report")
     return training

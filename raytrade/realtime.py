@@ -26,7 +26,7 @@ from actors.ingest import IngestActor, IngestConfig
 from core.errors import ConfigError
 from core.features import BTC_SYMBOL
 from core.messages import EXECUTION_ACTOR_NAME
-from core.sim import SimConfig
+from raytrade.cmd_backtest import sim_config
 from raytrade.rayinit import start_ray
 from raytrade.settings import Settings
 from serve.predictor import APP_NAME, DEPLOYMENT_NAME, deploy_predictor
@@ -96,19 +96,8 @@ class ShadowSession:
         engine.dispose()
         start_ray(s, progress=False)
         deploy_predictor(s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s)
-        sim = SimConfig.from_label_spec(s.label, default_leverage=s.policy.leverage)
         self.execution_name = f"{EXECUTION_ACTOR_NAME}-{o.session_id}"
-        self.execution = start_execution_actor(
-            ExecutionConfig(
-                session_id=o.session_id,
-                symbols=tuple(o.symbols),
-                database_url=s.database_url,
-                redis_url=s.redis_url,
-                sim=sim,
-                risk=s.risk,
-            ),  # fmt: skip
-            name=self.execution_name,
-        )
+        self.execution = start_execution_actor(self.execution_config(), name=self.execution_name)
         ray.get(self.execution.summary.remote())  # constructed (book recovered) before anyone looks it up
         if o.venue == "replay":
             self._start_venue()
@@ -131,6 +120,15 @@ class ShadowSession:
         self.started_wall_s = time.monotonic()
         if self.venue is not None:
             self.venue.resume()
+
+    def execution_config(self) -> ExecutionConfig:
+        """The execution actor's config: the session's book on the installation's simulator
+        (``raytrade.cmd_backtest.sim_config``, the backtest's) and risk preset."""
+        s, o = self.settings, self.options
+        return ExecutionConfig(
+            session_id=o.session_id, symbols=tuple(o.symbols), database_url=s.database_url,
+            redis_url=s.redis_url, sim=sim_config(s), risk=s.risk,
+        )  # fmt: skip
 
     def _wait_connected(self, timeout_s: float) -> None:
         """Wait until every ingest connection is up, so a replay starts with nobody listening late."""

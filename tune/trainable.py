@@ -7,7 +7,7 @@ multi-target model on the fold's (purged) training rows, predicts every sample o
 * model metrics on the window's labelled rows (status 0): RMSE and MAE of ``er_*`` against
   ``<side>_ret_net``, pinball loss (α = 0.05) of ``q05_*``, MAE of ``e_mae_*`` and ``e_hold_*``;
 * trading metrics of a portfolio backtest of the policy over the same window (``load_panel`` →
-  ``policy_signals`` → ``run_backtest`` → ``summarize``), with the BTC regime taken from BTCUSDT's
+  ``pipelines.model_backtest.backtest_model`` → ``summarize``), with the BTC regime taken from BTCUSDT's
   ``f_15m_btc_regime`` feature (1, normal, where missing).
 
 The validation window is the model-selection set (spec §9.1); test windows stay untouched for the
@@ -32,16 +32,16 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.config import PolicyConfig, RiskConfig
+from core.config import LabelSpec, PolicyConfig, RiskConfig
 from core.errors import ConfigError
 from core.features_schema import FEATURE_NAMES
 from core.metrics import summarize
 from core.model import Q05_ALPHA, REQUIRED_TARGETS, MultiTargetModel, target_values
 from core.policy import PREDICTION_KEYS
-from core.sim import SimConfig, run_backtest
-from core.sim.portfolio import MarketPanel
+from core.sim import SimConfig, sim_config_for
 from core.time import MINUTE_MS
-from pipelines.backtest import load_panel, policy_signals
+from pipelines.backtest import load_panel
+from pipelines.model_backtest import backtest_model, backtest_predictions, rows_in
 from storage.lake import Lake
 from tune.dataset import TrainingSet
 from tune.gates import FoldMetrics, OutOfSampleMetrics, OverfittingInput, StrategyResult
@@ -76,6 +76,11 @@ class EvalConfig(BaseModel):
     btc_symbol: str = Field("BTCUSDT", description="symbol whose f_15m_btc_regime gates the policy")
     importance_top_k: int = Field(20, ge=1, description="features per output kept in the importance summary")
 
+    def simulator(self, label_spec: LabelSpec) -> SimConfig:
+        """The fill simulator of the evaluation backtests: ``sim``, else ``core.sim.sim_config_for`` of the
+        label spec and the policy (what backtest and shadow use for the same presets)."""
+        return self.sim if self.sim is not None else sim_config_for(label_spec, self.policy)
+
 
 def pinball_loss(y: np.ndarray, q: np.ndarray, alpha: float) -> float:
     """Return the mean pinball (quantile) loss of predictions ``q`` of the α-quantile of ``y``."""
@@ -106,37 +111,6 @@ def model_metrics(predictions: Mapping[str, np.ndarray], labels: Any) -> dict[st
     return out
 
 
-def predictions_on_panel(
-    panel: MarketPanel, ts_ms: np.ndarray, symbol: np.ndarray, predictions: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Place per-row predictions on the panel's bars × symbols grid; NaN (the policy stays flat) elsewhere."""
-    n, m = len(panel.ts), len(panel.symbols)
-    column = {s: j for j, s in enumerate(panel.symbols)}
-    cols = np.array([column.get(s, -1) for s in symbol], dtype=np.int64)
-    rows = np.searchsorted(panel.ts, ts_ms)
-    ok = (cols >= 0) & (rows < n)
-    ok[ok] &= panel.ts[rows[ok]] == ts_ms[ok]
-    out: dict[str, np.ndarray] = {}
-    for key in PREDICTION_KEYS:
-        grid = np.full((n, m), np.nan)
-        grid[rows[ok], cols[ok]] = np.asarray(predictions[key], dtype=np.float64)[ok]
-        out[key] = grid
-    return out
-
-
-def btc_regime_on_panel(data: TrainingSet, panel: MarketPanel, btc_symbol: str) -> np.ndarray:
-    """BTC's 15m regime code on the panel's bars as a (bars, 1) column; 1 (normal) where unknown."""
-    regime = data.btc_regime(btc_symbol)
-    values = regime.reindex(panel.ts).to_numpy(np.float64) if len(regime) else np.full(len(panel.ts), np.nan)
-    return np.where(np.isfinite(values), values, 1.0).reshape(-1, 1)
-
-
-def _sim_config(data: TrainingSet, cfg: EvalConfig) -> SimConfig:
-    if cfg.sim is not None:
-        return cfg.sim
-    return SimConfig.from_label_spec(data.label_spec, default_leverage=cfg.policy.leverage)
-
-
 def _importance(model: MultiTargetModel) -> dict[str, np.ndarray]:
     return {
         t: np.asarray(model.booster(t).feature_importance(importance_type="gain"), dtype=np.float64)
@@ -165,10 +139,13 @@ def evaluate_fold(
         feature_schema_hash=data.feature_schema_hash,
     )  # fmt: skip
     fit_s = time.perf_counter() - started
-    window = np.flatnonzero((data.ts_ms >= fold.val_start_ms) & (data.ts_ms < fold.val_end_ms))
-    predicted = model.predict(
-        data.X[window], data.feature_schema_version, data.feature_schema_hash, num_threads=cfg.num_threads
-    )
+    window = rows_in(data, fold.val_start_ms, fold.val_end_ms)
+    panel = load_panel(lake, data.symbols, fold.val_start_ms, fold.val_end_ms)
+    run = backtest_model(
+        model, data, panel, policy=cfg.policy, label_spec=data.label_spec, sim=cfg.simulator(data.label_spec),
+        risk=cfg.risk, window=window, btc_symbol=cfg.btc_symbol, num_threads=cfg.num_threads,
+    )  # fmt: skip
+    predicted = run.predictions
     if collect is not None:
         collect.append((window, predicted))
     metrics: dict[str, float] = {
@@ -178,13 +155,7 @@ def evaluate_fold(
         "fit_s": fit_s,
         **model_metrics(predicted, data.labels.iloc[window]),
     }
-    panel = load_panel(lake, data.symbols, fold.val_start_ms, fold.val_end_ms)
-    grid = predictions_on_panel(panel, data.ts_ms[window], data.symbol[window], predicted)
-    signals = policy_signals(
-        panel, grid, btc_regime_on_panel(data, panel, cfg.btc_symbol), cfg.policy, data.label_spec
-    )
-    result = run_backtest(panel, signals, _sim_config(data, cfg), cfg.risk)
-    summary = summarize(result.trades, result.equity)
+    summary = summarize(run.result.trades, run.result.equity)
     metrics.update({k: float(summary[k]) for k in TRADING_METRICS})
     score = summary[cfg.score_metric]
     metrics["score"] = float(score) if math.isfinite(score) else 0.0
@@ -211,11 +182,10 @@ def pooled_oos_backtest(
     predicted = {k: np.concatenate([np.asarray(p[k]) for _, p in collected]) for k in PREDICTION_KEYS}
     start, end = int(data.ts_ms[window].min()), int(data.ts_ms[window].max()) + MINUTE_MS
     panel = load_panel(lake, data.symbols, start, end)
-    grid = predictions_on_panel(panel, data.ts_ms[window], data.symbol[window], predicted)
-    signals = policy_signals(
-        panel, grid, btc_regime_on_panel(data, panel, cfg.btc_symbol), cfg.policy, data.label_spec
-    )
-    result = run_backtest(panel, signals, _sim_config(data, cfg), cfg.risk)
+    result = backtest_predictions(
+        data, window, predicted, panel, policy=cfg.policy, label_spec=data.label_spec,
+        sim=cfg.simulator(data.label_spec), risk=cfg.risk, btc_symbol=cfg.btc_symbol,
+    ).result  # fmt: skip
     equity = result.equity.set_index("ts")["equity"]
     hourly = equity.groupby(equity.index // 3_600_000).last().to_numpy(np.float64)
     return summarize(result.trades, result.equity), hourly[1:] / hourly[:-1] - 1.0 if len(

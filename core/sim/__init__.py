@@ -53,7 +53,7 @@ trades with pnl < 0 since the last one ≥ 0. A trade's ``pnl = d·qty·(exit �
 funding`` = gross PnL at reference prices − fees − slippage − funding.
 """
 
-from core.sim.config import SimConfig
+from core.sim.config import SimConfig, sim_config_for
 from core.sim.portfolio import (
     BacktestResult,
     MarketPanel,
@@ -90,4 +90,5 @@ __all__ = [
     "parse_symbol_filters",
     "run_backtest",
     "signals_from_frame",
+    "sim_config_for",
 ]

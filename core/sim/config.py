@@ -72,6 +72,21 @@ class SimConfig(BaseModel):
         return cfg
 
 
+def sim_config_for(label: LabelSpec, policy: PolicyConfig, *, max_hold_bars: int | None = None) -> SimConfig:
+    """Return the one simulator of an installation's presets: the label spec's fee rate, slippage_k and
+    horizon (time limit; ``max_hold_bars`` overrides it), the policy's leverage as default leverage.
+
+    The backtest, the shadow session and the training evaluation all build theirs here, so they price
+    trades alike (backtest ↔ shadow parity depends on it).
+    """
+    return SimConfig(
+        fee_rate=label.fee_rate,
+        slippage_k=label.slippage_k,
+        max_hold_bars=label.h_bars if max_hold_bars is None else max_hold_bars,
+        default_leverage=policy.leverage,
+    )
+
+
 def risk_vector(cfg: RiskConfig | None) -> np.ndarray:
     """Return the kernel's ``lim`` vector; ``None`` enables only the always-on venue and book checks."""
     from core.sim import kernel as k

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from core.errors import ConfigError
 from core.time import DAY_MS, MINUTE_MS, parse_utc
-from raytrade.research import select_data
+from pipelines.selection import select_data
 from storage.lake import Lake
 
 T0 = parse_utc("2025-05-04")
