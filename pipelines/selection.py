@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from core.errors import ConfigError
-from core.time import DAY_MS, MINUTE_MS, ms_to_datetime
+from core.time import DAY_MS, MINUTE_MS, ms_to_text
 from storage.lake import Lake
 
 #: Shortest period research runs on, days.
@@ -41,14 +41,9 @@ class ResearchSelection:
     def describe(self) -> str:
         """One line: symbols and period, in UTC."""
         return (
-            f"{len(self.symbols)} symbols ({', '.join(self.symbols)}), {utc(self.start_ms)} → "
-            f"{utc(self.end_ms)} UTC ({self.days:.1f} days, {sum(self.bars.values()):,} symbol-bars of 1m)"
+            f"{len(self.symbols)} symbols ({', '.join(self.symbols)}), {ms_to_text(self.start_ms)} → "
+            f"{ms_to_text(self.end_ms)} UTC ({self.days:.1f} days, {sum(self.bars.values()):,} symbol-bars of 1m)"
         )
-
-
-def utc(ts_ms: int) -> str:
-    """``YYYY-MM-DD HH:MM`` of an epoch-ms time, UTC."""
-    return ms_to_datetime(int(ts_ms)).strftime("%Y-%m-%d %H:%M")
 
 
 def select_data(
@@ -93,7 +88,7 @@ def select_data(
     start = _ceil_minute(start_ms) if start_ms is not None else lo
     end = _floor_minute(end_ms) if end_ms is not None else hi
     if end <= start:
-        raise ConfigError(f"empty period: {utc(start)} → {utc(end)} UTC")
+        raise ConfigError(f"empty period: {ms_to_text(start)} → {ms_to_text(end)} UTC")
     chosen: list[str] = []
     skipped: dict[str, str] = {}
     for s in candidates:
@@ -101,24 +96,24 @@ def select_data(
         if first is None or stop is None:
             skipped[s] = "no candle rows"
         elif first > start + COVERAGE_SLACK_MS or stop < end - COVERAGE_SLACK_MS:
-            skipped[s] = f"candles cover {utc(first)} → {utc(stop)} only"
+            skipped[s] = f"candles cover {ms_to_text(first)} → {ms_to_text(stop)} only"
         else:
             chosen.append(s)
     if symbols is not None and skipped:
         raise ConfigError(
-            f"not every symbol spans {utc(start)} → {utc(end)} UTC: "
+            f"not every symbol spans {ms_to_text(start)} → {ms_to_text(end)} UTC: "
             + "; ".join(f"{s}: {why}" for s, why in skipped.items())
             + " (choose --start/--end inside their common span)"
         )
     if not chosen:
         raise ConfigError(
-            f"no symbol of the lake spans {utc(start)} → {utc(end)} UTC; narrow it with --start/--end"
+            f"no symbol of the lake spans {ms_to_text(start)} → {ms_to_text(end)} UTC; narrow it with --start/--end"
         )
     start = max(start, *(spans[s][0] for s in chosen))
     end = min(end, *(spans[s][1] for s in chosen))
     if (end - start) / DAY_MS < min_days:
         raise ConfigError(
-            f"{(end - start) / DAY_MS:.2f} days of common history ({utc(start)} → {utc(end)} UTC) for "
+            f"{(end - start) / DAY_MS:.2f} days of common history ({ms_to_text(start)} → {ms_to_text(end)} UTC) for "
             f"{', '.join(chosen)}: research needs at least {min_days:g}"
         )
     bars: dict[str, int] = {}

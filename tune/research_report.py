@@ -16,8 +16,9 @@ from typing import Any
 import pandas as pd
 
 from core.config import LabelSpec, PolicyConfig
+from core.time import ms_to_text
 from pipelines.report import Report
-from pipelines.selection import ResearchSelection, utc
+from pipelines.selection import ResearchSelection
 from storage.lake import Lake
 from tune.fold_plans import FoldSizing
 from tune.splits import Fold
@@ -32,9 +33,9 @@ def fold_windows(folds: Sequence[Fold]) -> pd.DataFrame:
     rows = [
         {
             "fold": f.index,
-            "train": f"{utc(f.train_start_ms)} → {utc(f.train_end_ms)}",
-            "validation": f"{utc(f.val_start_ms)} → {utc(f.val_end_ms)}",
-            "test": f"{utc(f.test_start_ms)} → {utc(f.test_end_ms)}",
+            "train": f"{ms_to_text(f.train_start_ms)} → {ms_to_text(f.train_end_ms)}",
+            "validation": f"{ms_to_text(f.val_start_ms)} → {ms_to_text(f.val_end_ms)}",
+            "test": f"{ms_to_text(f.test_start_ms)} → {ms_to_text(f.test_end_ms)}",
             "train_rows": len(f.train),
         }
         for f in folds
@@ -192,7 +193,11 @@ def write_research_report(
     ]
     report.heading("data")
     table = pd.DataFrame(
-        {"bars (1m)": selection.bars, "first": utc(selection.start_ms), "end": utc(selection.end_ms)}
+        {
+            "bars (1m)": selection.bars,
+            "first": ms_to_text(selection.start_ms),
+            "end": ms_to_text(selection.end_ms),
+        }
     )
     table.index.name = "symbol"
     report.table(table)
