@@ -486,16 +486,17 @@ def try_entry(acct, pos, sym, brackets, cfg, lim, fills, events, req, k, side, t
 
 
 @nb.njit(cache=True)
-def _close(acct, pos, sym, trades, fills, k, ts, exit_ref, exit_fill, exit_fee, reason):
-    # book the exit fill of symbol k's position, write its trade row and flatten the row
+def _book_exit(acct, pos, trades, fills, k, ts, qty, exit_ref, exit_fill, exit_fee, reason, entry_fee, funding,
+               entry_slippage, initial_margin):  # fmt: skip
+    # book the exit fill of qty of symbol k's position and write its trade row; entry_fee, funding,
+    # entry_slippage and initial_margin are the shares of the position's that this exit carries
     side = pos[k, P_SIDE]
-    qty = pos[k, P_QTY]
     entry = pos[k, P_ENTRY_PRICE]
+    realized = side * qty * (exit_fill - entry)
     exit_slippage = side * qty * (exit_ref - exit_fill)
-    fees = pos[k, P_ENTRY_FEE] + exit_fee
-    funding = pos[k, P_FUNDING]
-    pnl = side * qty * (exit_fill - entry) - fees - funding
-    acct[A_WALLET] += side * qty * (exit_fill - entry) - exit_fee
+    fees = entry_fee + exit_fee
+    pnl = realized - fees - funding
+    acct[A_WALLET] += realized - exit_fee
     acct[A_FEES] += exit_fee
     acct[A_SLIPPAGE] += exit_slippage
     acct[A_REALIZED] += pnl
@@ -518,19 +519,26 @@ def _close(acct, pos, sym, trades, fills, k, ts, exit_ref, exit_fill, exit_fee, 
     trades[r, T_QTY] = qty
     trades[r, T_NOTIONAL] = qty * entry
     trades[r, T_LEVERAGE] = pos[k, P_LEVERAGE]
-    trades[r, T_INITIAL_MARGIN] = pos[k, P_INITIAL_MARGIN]
+    trades[r, T_INITIAL_MARGIN] = initial_margin
     trades[r, T_LIQ] = pos[k, P_LIQ]
     trades[r, T_SL] = pos[k, P_SL]
     trades[r, T_TP] = pos[k, P_TP]
     trades[r, T_REASON] = reason
     trades[r, T_FEES] = fees
-    trades[r, T_SLIPPAGE] = pos[k, P_ENTRY_SLIPPAGE] + exit_slippage
+    trades[r, T_SLIPPAGE] = entry_slippage + exit_slippage
     trades[r, T_FUNDING] = funding
     trades[r, T_GROSS] = side * qty * (exit_ref - pos[k, P_ENTRY_REF])
     trades[r, T_PNL] = pnl
     trades[r, T_BARS_HELD] = pos[k, P_BARS_HELD]
     acct[A_N_TRADES] = r + 1
     _log_fill(fills, acct, pos[k, P_ID], k, ts, -side, qty, exit_fill, exit_ref, exit_fee, reason)
+
+
+@nb.njit(cache=True)
+def _close(acct, pos, sym, trades, fills, k, ts, exit_ref, exit_fill, exit_fee, reason):
+    # book the exit fill of symbol k's whole position, write its trade row and flatten the row
+    _book_exit(acct, pos, trades, fills, k, ts, pos[k, P_QTY], exit_ref, exit_fill, exit_fee, reason,
+               pos[k, P_ENTRY_FEE], pos[k, P_FUNDING], pos[k, P_ENTRY_SLIPPAGE], pos[k, P_INITIAL_MARGIN])  # fmt: skip
     pos[k, :] = math.nan
     pos[k, P_SIDE] = 0.0
     revalue(acct, pos, sym)
@@ -881,51 +889,12 @@ def rebracket(pos: np.ndarray, brackets: np.ndarray, sym: np.ndarray, k: int) ->
 def _close_part(acct, pos, sym, brackets, trades, fills, k, ts, qty, exit_ref, exit_fill, exit_fee, reason):
     # book the exit of qty < the position's as a trade of its own; the rest keeps its entry price, and
     # its margin, entry fee, funding and entry slippage shrink to the quantity left
-    side = pos[k, P_SIDE]
     held = pos[k, P_QTY]
-    entry = pos[k, P_ENTRY_PRICE]
     left = (held - qty) / held
-    realized = side * qty * (exit_fill - entry)
-    entry_fee = pos[k, P_ENTRY_FEE] - pos[k, P_ENTRY_FEE] * left
-    funding = pos[k, P_FUNDING] - pos[k, P_FUNDING] * left
-    entry_slippage = pos[k, P_ENTRY_SLIPPAGE] - pos[k, P_ENTRY_SLIPPAGE] * left
-    exit_slippage = side * qty * (exit_ref - exit_fill)
-    fees = entry_fee + exit_fee
-    pnl = realized - fees - funding
-    acct[A_WALLET] += realized - exit_fee
-    acct[A_FEES] += exit_fee
-    acct[A_SLIPPAGE] += exit_slippage
-    acct[A_REALIZED] += pnl
-    if pnl < 0.0:
-        acct[A_CONSECUTIVE_LOSSES] += 1.0
-    else:
-        acct[A_CONSECUTIVE_LOSSES] = 0.0
-    r = int(acct[A_N_TRADES])
-    trades[r, T_ID] = pos[k, P_ID]
-    trades[r, T_SYMBOL] = k
-    trades[r, T_SIDE] = side
-    trades[r, T_ENTRY_TS] = pos[k, P_ENTRY_TS]
-    trades[r, T_EXIT_TS] = ts
-    trades[r, T_ENTRY_PRICE] = entry
-    trades[r, T_EXIT_PRICE] = exit_fill
-    trades[r, T_ENTRY_REF] = pos[k, P_ENTRY_REF]
-    trades[r, T_EXIT_REF] = exit_ref
-    trades[r, T_QTY] = qty
-    trades[r, T_NOTIONAL] = qty * entry
-    trades[r, T_LEVERAGE] = pos[k, P_LEVERAGE]
-    trades[r, T_INITIAL_MARGIN] = pos[k, P_INITIAL_MARGIN] - pos[k, P_INITIAL_MARGIN] * left
-    trades[r, T_LIQ] = pos[k, P_LIQ]
-    trades[r, T_SL] = pos[k, P_SL]
-    trades[r, T_TP] = pos[k, P_TP]
-    trades[r, T_REASON] = reason
-    trades[r, T_FEES] = fees
-    trades[r, T_SLIPPAGE] = entry_slippage + exit_slippage
-    trades[r, T_FUNDING] = funding
-    trades[r, T_GROSS] = side * qty * (exit_ref - pos[k, P_ENTRY_REF])
-    trades[r, T_PNL] = pnl
-    trades[r, T_BARS_HELD] = pos[k, P_BARS_HELD]
-    acct[A_N_TRADES] = r + 1
-    _log_fill(fills, acct, pos[k, P_ID], k, ts, -side, qty, exit_fill, exit_ref, exit_fee, reason)
+    _book_exit(acct, pos, trades, fills, k, ts, qty, exit_ref, exit_fill, exit_fee, reason,
+               pos[k, P_ENTRY_FEE] - pos[k, P_ENTRY_FEE] * left, pos[k, P_FUNDING] - pos[k, P_FUNDING] * left,
+               pos[k, P_ENTRY_SLIPPAGE] - pos[k, P_ENTRY_SLIPPAGE] * left,
+               pos[k, P_INITIAL_MARGIN] - pos[k, P_INITIAL_MARGIN] * left)  # fmt: skip
     pos[k, P_QTY] = held - qty
     pos[k, P_MARGIN] *= left
     pos[k, P_INITIAL_MARGIN] *= left
