@@ -22,6 +22,20 @@ Model, per 1m bar t (bar [ts, ts + 1m), all returns are log returns):
   ``sigma_t`` the conditional sd and ``eta`` an AR(1) Gaussian; trade count is Poisson in
   ``V_t / mean_trade_notional``; the taker-buy share leans with the bar's return.
 
+Planted edge (off by default: ``edge_strength = 0`` is the edge-free null market). With
+``edge_strength = k > 0`` every symbol but BTCUSDT gets a lead-lag drift from BTC added to its return:
+``r_t += d_t`` with ``d_t = k * rho_s * (1 / W) * sum_{j=1..W} f_{t-j}``, ``W = EDGE_WINDOW_MINUTES``
+(60) and ``rho_s = sqrt(beta_s^2 + idio_vol_ratio_s^2)`` (the symbol's unconditional 1m sd over
+BTC's), so that in the symbol's own sd units the drift is ``k`` times BTC's trailing mean return in
+BTC sd units, whatever the symbol. ``d_t`` uses BTC factor returns of bars strictly before t (bars
+before the generated span count as 0); ``sum_{j=1..W} f_{t-j}`` is, up to tick rounding, BTC's log
+return over the 60 bars ending at t - 1: the feature ``f_1m_btc_ret_60`` of bar t - 1. Known at t's
+close, the drift still to come is ``E_t = k rho_s / W * sum_{i=0..W-1} min(H, W - i) f_{t-i}`` over
+the next H bars (``expected_drift``), about half of ``k rho_s`` times BTC's last-hour return. The edge
+draws no random number: with the same seed a planted symbol's returns are the null market's plus
+``d`` (its trade counts, and the premium and mark noise drawn after them, differ). ``core.
+synthetic_edge`` prices the edge as the Sharpe ratio of an oracle that trades ``E_t`` after costs.
+
 Randomness: the factor and the regime come from ``(seed, factor tag)``; each symbol's paths from
 ``(seed, hash(symbol))``; a symbol's profile (beta, volatility, premium level, volume scale, 4 h or
 8 h funding) from its name only. So a symbol's series do not depend on which other symbols are
@@ -32,7 +46,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -44,6 +58,10 @@ from core.time import DAY_MS, HOUR_MS, MINUTE_MS
 
 SOURCE = "synthetic"
 FACTOR_SYMBOL = "BTCUSDT"
+#: Trailing window of the planted lead-lag drift, 1m bars (BTC's return the feature f_1m_btc_ret_60 sees).
+EDGE_WINDOW_MINUTES = 60
+#: The planted edge of the demo and of the positive controls (``SyntheticParams.edge_strength``).
+PLANTED_EDGE_STRENGTH = 1.5
 
 # Reference scales, mid 2025 (base price USDT, tick size, quantity step, funding interval hours);
 # tick and step sizes and 4 h funding as on Binance. Symbols not listed get hash-derived scales.
@@ -203,6 +221,13 @@ class SyntheticParams(BaseModel):
     funding_rate_cap: float = Field(
         default=0.0075, gt=0, le=0.05, description="cap of |funding rate| per event, fraction"
     )
+    edge_strength: float = Field(
+        default=0.0,
+        ge=0,
+        le=5,
+        description="planted lead-lag edge: drift of non-BTC symbols per unit of BTC's trailing mean "
+        "return, both in their own sd units (dimensionless); 0 = the edge-free null market",
+    )
     four_hour_funding_fraction: float = Field(
         default=0.2,
         ge=0,
@@ -277,6 +302,7 @@ class SyntheticMarket:
     funding: Mapping[str, Mapping[str, np.ndarray]]
     meta: Mapping[str, SymbolMeta]
     source: str = SOURCE
+    params: SyntheticParams = field(default_factory=SyntheticParams)
 
     @property
     def end_ms(self) -> int:
@@ -338,7 +364,7 @@ def generate_market(
         symbols=syms, start_ms=start_ms, n_minutes=n, seed=seed,
         candles_1m=frozen(out["candles"]), mark_1m=frozen(out["mark"]),
         premium_1m=frozen(out["premium"]), funding=frozen(out["funding"]),
-        meta=_ReadOnly(meta),
+        meta=_ReadOnly(meta), params=params,
     )  # fmt: skip
 
 
@@ -417,6 +443,56 @@ def _shared_paths(ts: np.ndarray, seed: int, p: SyntheticParams) -> dict[str, np
     return {"scale": scale, "factor": scale * eps, "factor_var": h}
 
 
+def btc_factor_returns(market: SyntheticMarket) -> np.ndarray:
+    """Return the BTC factor's 1m log returns ``f_t`` of ``market`` (BTCUSDT's returns before tick rounding).
+
+    Regenerated from the market's seed and params (it is shared by all symbols, generated or not).
+    """
+    ts = market.start_ms + MINUTE_MS * np.arange(market.n_minutes, dtype=np.int64)
+    return _shared_paths(ts, market.seed, market.params)["factor"]
+
+
+# --- planted edge ----------------------------------------------------------------------------------
+
+
+def edge_loading(meta: SymbolMeta, params: SyntheticParams) -> float:
+    """Return ``k * rho_s``, the loading of a symbol's planted drift on BTC's trailing mean return.
+
+    0 for BTCUSDT (the leader) and for the null market (``edge_strength`` 0).
+    """
+    if meta.symbol == FACTOR_SYMBOL or params.edge_strength == 0:
+        return 0.0
+    return float(params.edge_strength * np.sqrt(meta.beta**2 + meta.idio_vol_ratio**2))
+
+
+def planted_drift(btc_returns: np.ndarray, loading: float, window: int = EDGE_WINDOW_MINUTES) -> np.ndarray:
+    """Return the planted drift ``d_t = loading / window * sum_{j=1..window} f_{t-j}`` per bar (log return).
+
+    ``btc_returns``: BTC factor 1m log returns ``f``. Uses bars strictly before t (bars before the
+    array count as 0): no look-ahead, and ``d_t`` does not depend on ``f_t`` itself.
+    """
+    f = np.asarray(btc_returns, np.float64)
+    c = np.concatenate(([0.0], np.cumsum(f)))
+    t = np.arange(len(f))
+    return loading / window * (c[t] - c[np.maximum(t - window, 0)])
+
+
+def expected_drift(
+    btc_returns: np.ndarray, loading: float, horizon_bars: int, window: int = EDGE_WINDOW_MINUTES
+) -> np.ndarray:
+    """Return ``E_t``, the planted drift of bars t + 1 .. t + horizon_bars known at bar t's close (log return).
+
+    ``E_t = loading / window * sum_{i=0..window-1} min(horizon_bars, window - i) f_{t-i}``: the sum of
+    ``planted_drift`` over those bars with every BTC return after t set to its mean, 0. Uses bars up
+    to and including t.
+    """
+    if horizon_bars < 1:
+        raise ValueError(f"horizon_bars must be ≥ 1, got {horizon_bars}")
+    f = np.asarray(btc_returns, np.float64)
+    weights = np.minimum(horizon_bars, window - np.arange(window)) / window
+    return loading * np.convolve(f, weights)[: len(f)]
+
+
 # --- one symbol -----------------------------------------------------------------------------------
 
 
@@ -431,6 +507,9 @@ def _simulate_symbol(
     else:
         eps, h = np.zeros(n), np.zeros(n)
     r = m.beta * shared["factor"] + scale * eps
+    loading = edge_loading(m, p)
+    if loading:  # the null market (edge_strength 0) skips this: bit-identical to a market without it
+        r = r + planted_drift(shared["factor"], loading)
     cond_sd = scale * np.sqrt(m.beta**2 * shared["factor_var"] + h)
     # n + 1 points: the open of bar 0, then the close of every bar
     log_last = np.log(m.base_price) + np.concatenate(([0.0], np.cumsum(r)))
