@@ -56,7 +56,12 @@ class PolicyConfig(_Config):
 
     ev_min: float = Field(0.0, description="minimum expected value after costs, as a return fraction")
     q05_min_atr: float = Field(
-        -0.8, le=0, description="minimum 5% quantile of return, in ATR multiples (negative)"
+        -1.5,
+        le=0,
+        description="floor of the predicted 5% quantile of the net return, in ATR multiples (negative), "
+        "costs set aside: the gate passes q05 > q05_min_atr·ATR/price − round-trip cost estimate. Must be "
+        "≤ −LabelSpec.k_sl (a stop-out returns −k_sl·ATR/price − costs); −1.5 = −(k_sl 1.0 + 0.5 ATR "
+        "for gaps and slippage past the stop). See core.policy",
     )
     mae_max_atr: float = Field(1.2, gt=0, description="maximum expected adverse excursion, in ATR multiples")
     max_positions: int = Field(6, ge=1, le=200, description="open positions at most")
@@ -77,6 +82,23 @@ class PolicyConfig(_Config):
         if self.leverage > self.max_leverage:
             raise ValueError(f"leverage ({self.leverage}) exceeds max_leverage ({self.max_leverage})")
         return self
+
+
+def policy_label_conflicts(policy: PolicyConfig, label: LabelSpec) -> list[str]:
+    """Return one sentence per way ``policy`` contradicts ``label`` (empty: consistent).
+
+    A Q05 floor above the stop (``q05_min_atr > −k_sl``) blocks every trade whose stop-loss probability
+    is 5% or more: such a trade's 5% quantile is at most the stop-out's return, −k_sl·ATR/price − costs.
+    """
+    out = []
+    if policy.q05_min_atr > -label.k_sl:
+        out.append(
+            f"policy.q05_min_atr ({policy.q05_min_atr:g}) is above -label.k_sl ({-label.k_sl:g}): a stopped-out "
+            f"trade returns -{label.k_sl:g} ATR minus costs, so any model expecting 5% or more of its trades "
+            f"to stop out predicts a q05 below the floor and the policy can never enter; set q05_min_atr "
+            f"≤ {-label.k_sl:g} (default -1.5: 0.5 ATR past the stop for gaps and slippage)"
+        )
+    return out
 
 
 class RiskConfig(_Config):

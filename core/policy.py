@@ -35,13 +35,33 @@ EV and its parts, per side:
 
 Decision (spec §13.1). The best side is the one with the higher EV (long on a tie, flagged
 ``AMBIGUOUS_SIDE``); every gate is evaluated on it and every failing gate sets its bit:
-``EV_best > ev_min`` and ``EV_best > 0`` (argmax against flat), ``q05_best > q05_min_atr·ATR/price``,
-``e_mae_best < mae_max_atr·ATR/price``, the BTC regime filter (``btc_high_vol_action``: "block"
+``EV_best > ev_min`` and ``EV_best > 0`` (argmax against flat),
+``q05_best > q05_min_atr·ATR/price − cost_est_best`` (the Q05 gate, below), ``e_mae_best < mae_max_atr·ATR/price``, the BTC regime filter (``btc_high_vol_action``: "block"
 blocks, "size_down" multiplies the size by ``high_vol_size_mult``, "none" ignores it; an unknown
 regime — NaN, e.g. during the feature warm-up — is treated as high volatility: safety first), and
 the book: ``open_positions < max_positions`` and no position already open in the symbol. Inputs
 that cannot be judged (NaN or non-numeric prediction, non-positive or NaN price, ATR or equity)
 give FLAT with their own bit and skip the gates. Nothing raises on bad values.
+
+The Q05 gate blocks a downside tail heavier than the stop and the costs explain (spec §13.1, "block
+when the downside tail is too heavy"). A trade that hits its stop, filled at the stop with the fill
+model's slippage, returns ``−k_sl·ATR/price − cost_est`` to first order in ``s``: the simulator sets the
+stop ``k_sl·ATR`` from the decision price and pays ``s`` on the entry and on the stop fill (the labels
+measure the stop from the entry fill, one ``s`` less); fees and funding are in ``cost_est`` as well
+(a long does at least that well; a short, whose stop fill is the larger notional, loses a further
+amount of second order, ``≈ k_sl·(ATR/price)·(2s + fee_rate)``: 4e-5 at the presets with ATR = 1%).
+So for any trade whose stop-loss probability is 5% or more, a calibrated q05 is at most that return:
+a floor of ``q05_min_atr·ATR/price`` alone, with ``q05_min_atr > −k_sl`` (spec §21's −0.8 against
+``k_sl = 1.0``), blocks nearly every bar, and the fees, which are not proportional to ATR, made it open
+only when ATR/price jumped. The floor is therefore ``q05_min_atr·ATR/price − cost_est``, and
+``q05_min_atr`` (ATR multiples, costs set aside) counts from the decision price past the stop:
+``−k_sl`` admits exactly a clean stop-out, and the default ``−1.5 = −(k_sl + 0.5)`` leaves half an ATR
+for what the stop does not bound — a gap through the stop (the simulator and the labels fill at a bar
+open beyond it), the impact part of the simulator's slippage, funding, and the noise of a quantile
+model. A 5% tail beyond that means more than one trade in 20 is expected to lose half an ATR past its
+stop: a gap- or crash-prone market, the RISK barrier's territory (``risk_mae_atr``, 3 ATR), and the
+gate blocks it. A ``q05_min_atr`` above ``−k_sl`` is refused (``core.config.policy_label_conflicts``,
+checked by ``policy_params`` and by the settings); a very negative one turns the gate off.
 
 Entry: ``size_notional = position_notional_pct · equity · regime multiplier``, leverage
 ``PolicyConfig.leverage`` (≤ ``max_leverage`` by validation), ``SL = price − d·k_sl·ATR``,
@@ -62,8 +82,9 @@ import numba as nb
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.config import LabelSpec, PolicyConfig
+from core.config import LabelSpec, PolicyConfig, policy_label_conflicts
 from core.costs import slippage_fraction
+from core.errors import ConfigError
 from core.signals import BarSignals
 
 #: Prediction keys the policy reads (model targets, spec §12.1).
@@ -111,7 +132,7 @@ class BlockReason(IntFlag):
     EV_NOT_POSITIVE = _EV_NOT_POSITIVE  # best EV ≤ 0: flat wins the argmax
     EV_BELOW_MIN = _EV_BELOW_MIN  # best EV ≤ ev_min
     AMBIGUOUS_SIDE = _AMBIGUOUS_SIDE  # EV long == EV short: no direction
-    Q05_BELOW_MIN = _Q05_BELOW_MIN  # q05 ≤ q05_min_atr·ATR/price: lower tail too heavy
+    Q05_BELOW_MIN = _Q05_BELOW_MIN  # q05 ≤ q05_min_atr·ATR/price − cost_est: tail heavier than the stop
     MAE_ABOVE_MAX = _MAE_ABOVE_MAX  # e_mae ≥ mae_max_atr·ATR/price
     BTC_HIGH_VOL_BLOCK = _BTC_HIGH_VOL_BLOCK  # BTC regime 2 and btc_high_vol_action = "block"
     BTC_REGIME_UNKNOWN_BLOCK = _BTC_REGIME_UNKNOWN_BLOCK  # regime unknown, treated as high-vol, "block"
@@ -156,7 +177,13 @@ def policy_params(
     penalty: RiskPenaltyConfig | None = None,
     er_is_net: bool = True,
 ) -> np.ndarray:
-    """Return the read-only float64 parameter vector of ``decide_bar`` (layout ``P_*``)."""
+    """Return the read-only float64 parameter vector of ``decide_bar`` (layout ``P_*``).
+
+    Raises ConfigError when ``cfg`` contradicts ``label_spec`` (``core.config.policy_label_conflicts``).
+    """
+    conflicts = policy_label_conflicts(cfg, label_spec)
+    if conflicts:
+        raise ConfigError("; ".join(conflicts))
     pen = penalty if penalty is not None else RiskPenaltyConfig()
     p = np.empty(N_PARAMS)
     p[P_EV_MIN] = cfg.ev_min
@@ -279,6 +306,7 @@ def decide_bar(
     ev = ev_l if d == 1 else ev_s
     q05 = q05_long if d == 1 else q05_short
     mae = e_mae_long if d == 1 else e_mae_short
+    q05_floor = params[P_Q05_MIN_ATR] * atr / price - (cost_l if d == 1 else cost_s)
     atr_frac = atr / price
     if ev_l == ev_s:
         reasons |= _AMBIGUOUS_SIDE
@@ -286,7 +314,7 @@ def decide_bar(
         reasons |= _EV_NOT_POSITIVE
     if not (ev > params[P_EV_MIN]):
         reasons |= _EV_BELOW_MIN
-    if not (q05 > params[P_Q05_MIN_ATR] * atr_frac):
+    if not (q05 > q05_floor) or _bad(q05_floor):
         reasons |= _Q05_BELOW_MIN
     if not (mae < params[P_MAE_MAX_ATR] * atr_frac):
         reasons |= _MAE_ABOVE_MAX

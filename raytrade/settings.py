@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.config import LabelSpec, PolicyConfig, RiskConfig, WriterConfig
+from core.config import LabelSpec, PolicyConfig, RiskConfig, WriterConfig, policy_label_conflicts
 from core.errors import ConfigError
 from core.symbols import DEFAULT_UNIVERSE, SymbolError, parse_universe
 
@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @model_validator(mode="after")
+    def _policy_fits_labels(self) -> Settings:
+        conflicts = policy_label_conflicts(self.policy, self.label)
+        if conflicts:
+            raise ValueError("; ".join(conflicts))
+        return self
 
     @model_validator(mode="after")
     def _live_needs_keys(self) -> Settings:

@@ -27,7 +27,7 @@ from core.signals import SIGNAL_DTYPES
 
 CFG = PolicyConfig()
 SPEC = LabelSpec()
-# price 100, ATR 1 (1% of price): Q05 gate at -0.008, MAE gate at 0.012.
+# price 100, ATR 1 (1% of price): Q05 gate at -0.015 − cost estimate (≈ -0.0188), MAE gate at 0.012.
 STATE = PolicyState(price=100.0, atr=1.0, btc_regime=1.0, equity=10_000.0)
 GOOD = {
     "er_long": 0.004, "er_short": -0.002, "q05_long": -0.005, "q05_short": -0.02,
@@ -78,7 +78,8 @@ def test_argmax_picks_the_better_of_two_positive_sides():
 
 def test_sl_tp_use_label_spec_multiples_and_decision_price():
     spec = LabelSpec(k_sl=2.0, k_tp=3.0, risk_mae_atr=3.0)
-    d = decide("X", MIRROR, _state(price=2500.0, atr=25.0), CFG, spec)
+    cfg = PolicyConfig(q05_min_atr=-2.5)  # the Q05 floor must lie past the wider stop
+    d = decide("X", MIRROR, _state(price=2500.0, atr=25.0), cfg, spec)
     assert d.action is Action.SHORT
     assert d.sl_price == 2500.0 + 2.0 * 25.0 and d.tp_price == 2500.0 - 3.0 * 25.0
 
@@ -168,11 +169,23 @@ def test_flat_wins_argmax_even_with_negative_ev_min():
     assert d.action is Action.FLAT and d.reasons == BlockReason.EV_NOT_POSITIVE
 
 
-def test_q05_gate_is_strict_and_in_atr_units():
-    limit = CFG.q05_min_atr * (1.0 / 100.0)
+def test_q05_gate_is_strict_in_atr_units_after_the_cost_estimate():
+    cost = _decide().cost_long
+    assert cost == pytest.approx(2 * 0.0004 + 2 * 0.0015 / 1.0015, abs=1e-15)
+    limit = CFG.q05_min_atr * (1.0 / 100.0) - cost
     assert _decide(_with(q05_long=limit)).reasons == BlockReason.Q05_BELOW_MIN
-    assert _decide(_with(q05_long=-0.009)).reasons == BlockReason.Q05_BELOW_MIN
+    assert _decide(_with(q05_long=-0.019)).reasons == BlockReason.Q05_BELOW_MIN
     assert _decide(_with(q05_long=float(np.nextafter(limit, 0.0)))).action is Action.LONG
+
+
+def test_q05_gate_uses_the_candidate_sides_cost_with_funding():
+    # A long pays a positive funding rate once within its hold: its floor drops by that rate.
+    state = _state(funding_rate=1e-3, minutes_to_funding=30.0)
+    d = _decide(state=state)
+    limit = CFG.q05_min_atr * (1.0 / 100.0) - d.cost_long
+    assert d.cost_long == pytest.approx(_decide().cost_long + 1e-3, abs=1e-15)
+    assert _decide(_with(q05_long=float(np.nextafter(limit, 0.0))), state=state).action is Action.LONG
+    assert _decide(_with(q05_long=limit), state=state).reasons == BlockReason.Q05_BELOW_MIN
 
 
 def test_mae_gate_is_strict_and_in_atr_units():
@@ -182,8 +195,11 @@ def test_mae_gate_is_strict_and_in_atr_units():
 
 
 def test_gates_scale_with_atr():
-    # Same predictions, ATR 0.5% of price: the Q05 gate moves to -0.004 and blocks q05 = -0.005.
-    d = _decide(state=_state(atr=0.5))
+    # q05 = -0.012 passes at ATR 1% of price (floor ≈ -0.0188); at ATR 0.5% the floor moves to
+    # -0.0075 − (0.0008 + 2·0.00075/1.00075) ≈ -0.0098 and blocks it.
+    preds = _with(q05_long=-0.012)
+    assert _decide(preds).action is Action.LONG
+    d = _decide(preds, state=_state(atr=0.5))
     assert d.reasons == BlockReason.Q05_BELOW_MIN
 
 
@@ -206,7 +222,7 @@ def test_max_positions_and_open_symbol_block():
 
 def test_stop_at_or_below_zero_blocks():
     spec = LabelSpec(k_sl=1.0)
-    d = decide("X", GOOD, _state(atr=150.0), CFG, spec)  # gates at ±1.5·(0.8, 1.2): pass
+    d = decide("X", GOOD, _state(atr=150.0), CFG, spec)  # gates at -1.5·1.5 − costs and 1.2·1.5: pass
     assert d.action is Action.FLAT and d.reasons == BlockReason.STOP_INVALID
 
 

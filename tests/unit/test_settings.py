@@ -33,7 +33,7 @@ def test_defaults_are_the_embedded_setup_and_spec_presets():
     assert (s.label.fee_rate, s.label.slippage_k) == (0.0004, 0.15)
     assert (s.policy.ev_min, s.policy.q05_min_atr, s.policy.mae_max_atr, s.policy.max_positions) == (
         0,
-        -0.8,
+        -1.5,
         1.2,
         6,
     )
