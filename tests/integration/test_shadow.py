@@ -20,6 +20,7 @@ from core.sim import SimConfig, run_backtest
 from core.synthetic import generate_market
 from pipelines.backtest import load_panel, policy_signals
 from pipelines.market import write_synthetic_market
+from pipelines.shadow_parity import compare_trades, load_shadow_trades
 from raytrade.realtime import ShadowOptions, ShadowSession
 from raytrade.settings import Settings
 from storage import db
@@ -202,31 +203,16 @@ def test_backtest_of_the_session_data_gives_the_same_trades(shadow):
     sig = policy_signals(panel, preds, regime, settings.policy, settings.label)
     sim = SimConfig.from_label_spec(settings.label, default_leverage=settings.policy.leverage)
     bt = run_backtest(panel, sig, sim, settings.risk).trades
-    pos = table(settings, positions, positions.c.trade_group_id.like("shadow-main:%"))
-    finals = pos[pos.event_type == "FINAL"].copy()
-    entries = pos[pos.event_type == "entry"].set_index("trade_group_id")
-    finals["entry_ts"] = finals["trade_group_id"].map(entries["ts"])
-    # an entry decided on the last replayed bar fills after the replay, where the backtest has no bar
-    finals = finals[finals["entry_ts"] < END]
-
-    def keyed(frame: pd.DataFrame, side_col: pd.Series) -> set[tuple]:
-        bar = (frame["entry_ts"].to_numpy() // MINUTE) * MINUTE
-        return set(zip(frame["symbol"], side_col, bar, strict=True))
-
-    shadow_trades = keyed(finals, np.where(finals["side"] == "LONG", 1, -1))
-    backtest_trades = keyed(bt, bt["side"].to_numpy())
-    assert shadow_trades == backtest_trades
-    b = bt.set_index(["symbol", "entry_ts"]).sort_index()
-    for _, r in finals.iterrows():
-        want = b.loc[(r["symbol"], (r["entry_ts"] // MINUTE) * MINUTE)]
-        assert r["exit_reason"] == want["exit_reason"], (r["symbol"], r["entry_ts"])
-        if r["exit_reason"] != "END":  # the same bar: a tick inside it, or the bar rule at its close
-            exit_bar = -(-r["ts"] // MINUTE) - 1
-            assert exit_bar == want["exit_ts"] // MINUTE - 1, (r["symbol"], r["entry_ts"], r["exit_reason"])
-        # prices differ by the book's spread and, for exits, by the first tick past the trigger (6 a
-        # minute here) against the bar rule's trigger price
-        assert r["entry_price"] == pytest.approx(want["entry_price"], rel=2e-3)
-        assert r["exit_price"] == pytest.approx(want["exit_price"], rel=1e-2)
+    # the same trades: (symbol, side, entry bar), exit kind, exit bar (a tick inside it, or the bar rule
+    # at its close); prices within the book's spread and, for exits, the first tick past the trigger
+    # (6 a minute here) against the bar rule's trigger price; an entry decided on the last replayed bar
+    # fills after the replay, where the backtest has no bar
+    engine = db.make_engine(settings.database_url)
+    shadow_trades = load_shadow_trades(engine, "shadow-main")
+    engine.dispose()
+    parity = compare_trades(shadow_trades, bt, END)
+    assert parity.ok, parity.problems
+    assert parity.matched == len(bt) == len(shadow_trades[shadow_trades["entry_ts"] < END])
 
 
 def test_a_venue_that_drops_connections_mid_run_loses_no_candle(session_data):
