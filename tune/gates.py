@@ -32,6 +32,12 @@ overfitting                 with a CPCV / trial performance matrix (periods × c
                             the gate fails
 ==========================  ===================================================================
 
+A candidate with no out-of-sample trades (its pooled backtest has none; without one, no fold has a trade
+or a profit factor) fails every gate but ``fold_count``, which counts the validation's folds, each with
+the reason "no out-of-sample trades: …". Without that rule a model that never trades passes
+``beats_baselines`` whenever the baselines lost money (its undefined Sharpe counts as 0) and
+``oos_max_drawdown`` with a flat equity curve: never trading is no evidence of an edge.
+
 The inputs are pydantic models so that they round-trip through ``gates_input.json`` (see
 ``tune.promote``); non-finite numbers serialise as JSON ``Infinity`` / ``NaN``.
 """
@@ -40,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -417,6 +423,35 @@ def _overfitting_gate(c: StrategyResult, cfg: PromotionConfig) -> GateResult:
     return GateResult("overfitting", False, None, None, why)
 
 
+NO_OOS_TRADES = "no out-of-sample trades"
+
+#: What a candidate that never traded lacks, per gate (``fold_count`` counts folds, not evidence).
+_NO_TRADE_REASONS = {
+    "oos_trades": "0 < {min_oos_trades}",
+    "oos_profit_factor": "no profit factor to judge",
+    "oos_max_drawdown": "the zero drawdown of a flat equity curve is no evidence",
+    "beats_baselines": "not trading does not beat a baseline, even one that lost money",
+    "stability_profitable_folds": "no fold made a profit",
+    "stability_sharpe_cv": "no Sharpe ratio whose stability could be measured",
+    "overfitting": "no returns to test for overfitting",
+}
+
+
+def never_traded(candidate: StrategyResult) -> bool:
+    """Whether the candidate made no out-of-sample trade: its pooled backtest has none, or, without a
+    pooled backtest, no fold has a trade or a defined profit factor."""
+    if candidate.oos is not None:
+        return candidate.oos.trades == 0
+    return bool(candidate.folds) and all(
+        f.trades == 0 and math.isnan(f.profit_factor) for f in candidate.folds
+    )
+
+
+def _without_trades(gate: GateResult, cfg: PromotionConfig) -> GateResult:
+    why = _NO_TRADE_REASONS[gate.name].format(**cfg.model_dump())
+    return replace(gate, passed=False, reason=f"{NO_OOS_TRADES}: {why}")
+
+
 def evaluate_gates(
     candidate: StrategyResult, baselines: Sequence[StrategyResult], cfg: PromotionConfig
 ) -> GateReport:
@@ -430,4 +465,6 @@ def evaluate_gates(
         _overfitting_gate(candidate, cfg),
     ]
     assert tuple(g.name for g in gates) == GATE_NAMES
+    if never_traded(candidate):
+        gates = [_without_trades(g, cfg) if g.name in _NO_TRADE_REASONS else g for g in gates]
     return GateReport(candidate.name, tuple(gates))

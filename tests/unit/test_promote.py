@@ -398,3 +398,70 @@ def test_a_candidate_without_varying_oos_returns_fails_overfitting_saying_why():
     flat = OverfittingInput(sharpe_per_obs=None, n_obs=200, n_trials=4, trial_sharpe_variance=0.01)
     gate = judge(good_candidate().model_copy(update={"overfitting": flat})).gate("overfitting")
     assert not gate.passed and "no trades" in gate.reason
+
+
+# --- a candidate that never traded ---------------------------------------------------------------
+
+
+def idle_candidate(**update: Any) -> StrategyResult:
+    """What the flow reports for a model whose policy never entered: no trades in any test window, flat
+    equity (undefined Sharpe and profit factor, zero drawdown), nothing for the deflated Sharpe."""
+    fs = [
+        FoldMetrics(
+            fold=i, profit_factor=math.nan, max_drawdown=0.0, sharpe=math.nan, total_return=0.0, trades=0
+        )
+        for i in range(5)
+    ]
+    c = StrategyResult(
+        name="idle",
+        folds=fs,
+        oos=OutOfSampleMetrics(profit_factor=math.nan, max_drawdown=0.0, trades=0, sharpe=math.nan),
+        overfitting=OverfittingInput(n_obs=500, n_trials=8, trial_sharpe_variance=0.01),
+    )
+    return c.model_copy(update=update)
+
+
+def losing_baselines() -> list[StrategyResult]:
+    return [
+        StrategyResult(name="donchian", folds=folds([-0.5, -0.2, -0.8, -0.1, -0.3], pf=0.8)),
+        StrategyResult(name="bollinger", folds=folds([-1.0, -0.4, -0.5, 0.2, -0.2], pf=0.9)),
+    ]
+
+
+def test_a_candidate_that_never_traded_fails_every_performance_and_stability_gate_saying_why():
+    report = judge(idle_candidate(), losing_baselines())
+    assert report.failed == [g for g in GATE_NAMES if g != "fold_count"]
+    assert report.gate("fold_count").passed  # five folds were run: that much is true
+    for name in report.failed:
+        assert report.gate(name).reason.startswith("no out-of-sample trades: "), name
+    # The two gates a flat equity curve used to pass: zero drawdown, and a Sharpe of 0 above losing baselines.
+    assert report.gate("oos_max_drawdown").value == 0.0
+    assert report.gate("beats_baselines").value is not None and report.gate("beats_baselines").value > 0
+    assert "no out-of-sample trades" in report.failure_text()
+
+
+def test_a_never_trading_candidate_fails_overfitting_even_with_a_passing_pbo_matrix():
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(0.0, 1.0, (200, 8))
+    matrix[:, 3] += 0.8  # a configuration genuinely better in every period: PBO ≈ 0
+    c = idle_candidate(overfitting=OverfittingInput(performance_matrix=matrix.tolist()))
+    assert (
+        judge(good_candidate().model_copy(update={"overfitting": c.overfitting})).gate("overfitting").passed
+    )
+    gate = judge(c, losing_baselines()).gate("overfitting")
+    assert not gate.passed and gate.reason.startswith("no out-of-sample trades")
+
+
+def test_without_pooled_metrics_folds_without_any_trade_mean_never_traded():
+    report = judge(idle_candidate(oos=None), losing_baselines())
+    assert report.failed == [g for g in GATE_NAMES if g != "fold_count"]
+    assert report.gate("beats_baselines").reason.startswith("no out-of-sample trades")
+
+
+def test_a_candidate_with_a_few_trades_is_judged_on_them():
+    few = idle_candidate(oos=OutOfSampleMetrics(profit_factor=1.5, max_drawdown=0.01, trades=3, sharpe=0.4))
+    report = judge(few, losing_baselines())
+    assert not report.gate("oos_trades").passed
+    assert report.gate("oos_trades").reason == "3 out-of-sample trades < 30"
+    assert report.gate("oos_max_drawdown").passed
+    assert not any(g.reason.startswith("no out-of-sample trades") for g in report.gates)
