@@ -9,9 +9,11 @@ from rich.table import Table
 from core.synthetic import generate_market
 from core.time import DAY_MS, MINUTE_MS, parse_utc
 from pipelines.market import write_synthetic_market
-from raytrade.demo import DEMO_START_MS, run_demo, summary_frame
+from raytrade.demo import DEMO_START_MS, DemoSummary, run_demo, summary_frame
+from raytrade.demo_shadow import SHADOW_MINUTES
 from raytrade.options import settings_or_exit
 from storage.lake import Lake
+from tune.training_report import evidence_sentence, production_sentence, shadow_sentence
 
 
 def demo(
@@ -24,6 +26,15 @@ def demo(
     rounds: int = typer.Option(30, "--rounds", min=1, help="LightGBM boosting rounds per output"),
     train: bool = typer.Option(True, "--train/--no-train", help="run the training half (sweep … report)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+    null_market: bool = typer.Option(
+        False, "--null-market", help="negative control: the edge-free market, promotion by the gates alone"
+    ),
+    shadow_minutes: int = typer.Option(
+        SHADOW_MINUTES,
+        "--shadow-minutes",
+        min=0,
+        help="minutes replayed in shadow after a promotion (0: none)",
+    ),
 ) -> None:
     """Run the main job offline on the embedded default and print where everything went."""
     settings = settings_or_exit()
@@ -32,7 +43,7 @@ def demo(
     console = Console()
     summary = run_demo(
         settings, days=days, seed=seed, console=console, progress=progress, train=train,
-        num_samples=configs, num_boost_round=rounds,
+        num_samples=configs, num_boost_round=rounds, null_market=null_market, shadow_minutes=shadow_minutes,
     )  # fmt: skip
     table = Table(title="raytrade demo (SYNTHETIC market)")
     table.add_column("item")
@@ -43,19 +54,38 @@ def demo(
     console.print(f"lake: {summary.lake_root}\ndatabase: {summary.database}")
     if summary.training is not None:
         t = summary.training
-        if t.override:
-            console.print(f"[bold red]PROMOTED BY OVERRIDE[/bold red]: {t.override}")
-        else:
-            console.print("[green]every promotion gate passed[/green]")
-        console.print(f"production model: {t.model_name} version {t.version}")
+        style = "green" if t.production_version == t.version and not t.override else "bold red"
+        console.print(f"[{style}]{production_sentence(t)}[/{style}]")
+        console.print(evidence_sentence(t.gates))
+        _print_shadow(console, summary)
         console.print(f"report: {t.report_path}")
         console.print(
             "MLflow UI: mlflow ui --backend-store-uri "
             f"{settings.tracking_uri} --default-artifact-root {settings.mlflow_artifact_root}"
         )
     if not summary.ok:
-        console.print("[red]demo finished with failures (see the table)[/red]")
+        console.print("[red]demo FAILED (see above)[/red]")
         raise typer.Exit(1)
+
+
+def _print_shadow(console: Console, summary: DemoSummary) -> None:
+    replay = summary.shadow
+    if replay is None:
+        console.print(shadow_sentence(None, summary.shadow_skipped))
+        return
+    table = Table(title="shadow replay vs backtest (same model, same window)")
+    columns = list(replay.parity.table.columns)
+    for name in columns:
+        table.add_column(name)
+    for row in replay.parity.table.itertuples(index=False):
+        table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+    if columns:
+        console.print(table)
+    sentence = f"{shadow_sentence(replay)} ({replay.wall_s:.0f} s)"
+    if replay.parity.ok:
+        console.print(f"[green]{sentence}[/green]")
+    else:
+        console.print(f"[bold red]FAILED: {sentence}[/bold red]")
 
 
 def synth(

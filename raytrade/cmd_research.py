@@ -19,7 +19,7 @@ from raytrade.demo_train import MODEL_NAME
 from raytrade.options import settings_or_exit, time_option_ms
 from raytrade.research import run_research
 from tune.fold_plans import FoldSizing
-from tune.research_report import production_sentence
+from tune.training_report import production_sentence
 
 #: Headline metrics printed per strategy after the run (``core.metrics.summarize`` keys).
 PRINTED = (("trades", "{:,.0f}"), ("total_return", "{:+.2%}"), ("profit_factor", "{:.3f}"),

@@ -26,6 +26,8 @@ from core.synthetic import SyntheticMarket, generate_market
 from core.time import DAY_MS, MINUTE_MS
 from pipelines.dbsink import DatabaseSink
 from pipelines.market import write_synthetic_market
+from pipelines.shadow_parity import ShadowReplay
+from raytrade.demo_shadow import SHADOW_MINUTES, run_shadow_replay
 from raytrade.demo_train import TRAINING_STAGES, Step, last_fold_backtests, train_and_promote
 from raytrade.selftest import Check, run_selftest
 from raytrade.settings import Settings, redact_url
@@ -56,10 +58,16 @@ class DemoSummary:
     lake_root: Path | None = None
     database: str = ""
     training: TrainSummary | None = None
+    shadow: ShadowReplay | None = None
+    #: Why there was no shadow replay (None when there was one, or no training).
+    shadow_skipped: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.db_dead_letters == 0 and all(c.ok for c in self.checks)
+        """No dead letter, every selftest check passed, and the shadow replay (if any) traded exactly
+        as the backtest."""
+        shadow_ok = self.shadow is None or self.shadow.parity.ok
+        return self.db_dead_letters == 0 and all(c.ok for c in self.checks) and shadow_ok
 
 
 def progress_bar(console: Console, enabled: bool) -> Progress:
@@ -126,8 +134,14 @@ def run_demo(
     train: bool = False,
     num_samples: int = 4,
     num_boost_round: int = 30,
+    null_market: bool = False,
+    shadow_minutes: int = SHADOW_MINUTES,
 ) -> DemoSummary:
-    """Run the demo and return its summary. Deterministic in (universe, days, seed)."""
+    """Run the demo and return its summary. Deterministic in (universe, days, seed, null_market).
+
+    ``null_market``: the negative control, no promotion by override (the gates decide alone).
+    After a promotion the production model replays the market's last ``shadow_minutes`` through the
+    realtime path (``raytrade.demo_shadow``); 0 skips that replay."""
     n_minutes = int(days * DAY_MS // MINUTE_MS)
     console.print(
         f"[bold yellow]SYNTHETIC MARKET[/bold yellow]: {len(settings.universe)} symbols × {days:g} days of 1m bars, "
@@ -167,32 +181,54 @@ def run_demo(
         database=redact_url(settings.database_url),
     )
     if train:
-        summary.training = _train(settings, summary, seed, num_samples, num_boost_round, console, progress)
+        plan = TrainPlan(
+            seed, num_samples, num_boost_round, allow_override=not null_market, shadow_minutes=shadow_minutes
+        )
+        _train(settings, summary, plan, console, progress)
     return summary
 
 
+@dataclass(frozen=True)
+class TrainPlan:
+    """The training half's arguments."""
+
+    seed: int
+    num_samples: int
+    num_boost_round: int
+    allow_override: bool
+    shadow_minutes: int
+
+
 def _train(
-    settings: Settings,
-    summary: DemoSummary,
-    seed: int,
-    num_samples: int,
-    num_boost_round: int,
-    console: Console,
-    progress: bool,
-) -> TrainSummary:
-    with training_steps(console, progress, len(TRAINING_STAGES) + 2) as step:
+    settings: Settings, summary: DemoSummary, plan: TrainPlan, console: Console, progress: bool
+) -> None:
+    """Train, promote, backtest the last fold, replay the last day in shadow (after a promotion) and
+    write the report; fill ``summary.training`` and ``summary.shadow``."""
+    with training_steps(console, progress, len(TRAINING_STAGES) + 3) as step:
         training, data, folds, _cfg = train_and_promote(
-            settings, seed=seed, num_samples=num_samples, num_boost_round=num_boost_round, step=step
-        )
+            settings, seed=plan.seed, num_samples=plan.num_samples, num_boost_round=plan.num_boost_round,
+            step=step, allow_override=plan.allow_override,
+        )  # fmt: skip
+        summary.training = training
         results = last_fold_backtests(settings, data, folds[-1], training.model)
         step("last-fold backtest")
-        note = f"{summary.market_source}, {summary.symbols} symbols × {summary.days:g} days, seed {seed}"
+        if training.production_version != training.version:
+            summary.shadow_skipped = "no model was promoted by this run, so there is nothing to replay"
+        elif plan.shadow_minutes <= 0:
+            summary.shadow_skipped = "turned off (--shadow-minutes 0)"
+        else:
+            summary.shadow = run_shadow_replay(
+                settings, data, training.model, model_name=training.model_name, model_version=training.version,
+                minutes=plan.shadow_minutes, seed=plan.seed,
+            )  # fmt: skip
+        step("shadow replay")
+        note = f"{summary.market_source}, {summary.symbols} symbols × {summary.days:g} days, seed {plan.seed}"
         out_dir = (settings.data_dir / "reports" / "demo").resolve()
         training.report_path = write_demo_report(
-            training, results, summary_frame(summary), out_dir, note, settings.tracking_uri
-        )
+            training, results, summary_frame(summary), out_dir, note, settings.tracking_uri,
+            shadow=summary.shadow, shadow_skipped=summary.shadow_skipped,
+        )  # fmt: skip
         step("report")
-    return training
 
 
 def summary_frame(summary: DemoSummary) -> pd.DataFrame:

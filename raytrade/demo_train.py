@@ -68,6 +68,10 @@ def _demo_override(gates: GateReport) -> str:
     return f"demo on a synthetic market: gates failed ({', '.join(gates.failed)})"
 
 
+def _no_override(_gates: GateReport) -> None:
+    return None
+
+
 def train_and_promote(
     settings: Settings,
     *,
@@ -75,13 +79,15 @@ def train_and_promote(
     num_samples: int,
     num_boost_round: int,
     step: Step,
+    allow_override: bool = True,
 ) -> tuple[TrainSummary, TrainingSet, list[Fold], EvalConfig]:
-    """The demo's plan: the whole universe, ``history_folds``, promotion by a recorded override when gates fail."""
+    """The demo's plan: the whole universe, ``history_folds``; promotion when the gates pass, or by a
+    recorded override when they fail and ``allow_override`` (else ``production`` stays as it was)."""
     request = TrainRequest(
         symbols=tuple(settings.universe), folds=lambda data: history_folds(data, settings.label.h_bars),
         seed=seed, num_boost_round=num_boost_round, model_name=MODEL_NAME, experiment=MODEL_EXPERIMENT,
         sweep=SweepPlan(num_samples, SWEEP_EXPERIMENT, "demo_sweep"),
-        promotion=PromotionPlan(override=_demo_override, actor=ACTOR),
+        promotion=PromotionPlan(override=_demo_override if allow_override else _no_override, actor=ACTOR),
     )  # fmt: skip
     return run_training(settings, request, step)
 

@@ -3,7 +3,8 @@
 ``write_research_report`` writes ``report.html`` and ``report.json`` of ``raytrade research``: that the
 data are real, which symbols and dates, and in words only what the numbers show (``findings_in_words``):
 whether the model traded at all, why the policy blocked its entries, whether it lost after costs and
-how it compares with the baselines; ``production_sentence`` says where ``production`` stands.
+how it compares with the baselines; ``tune.training_report.production_sentence`` says where
+``production`` stands.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pipelines.selection import ResearchSelection
 from storage.lake import Lake
 from tune.fold_plans import FoldSizing
 from tune.splits import Fold
-from tune.training_report import TrainSummary, report_data, training_sections
+from tune.training_report import TrainSummary, production_sentence, report_data, training_sections
 
 #: Gates that fail without inputs this flow does not compute (pooled out-of-sample metrics, PBO/DSR).
 NO_EVIDENCE = ("oos_trades", "oos_profit_factor", "oos_max_drawdown", "overfitting")
@@ -143,23 +144,6 @@ def _num(value: float) -> str:
     if isinstance(value, float) and math.isinf(value):
         return "∞ (no losing trade)"
     return f"{value:.3f}"
-
-
-def production_sentence(training: TrainSummary) -> str:
-    """Where ``production`` stands after the run, in words."""
-    name, version = training.model_name, training.version
-    if training.promotion_kind == "refused":
-        now = training.production_version
-        where = f"remains version {now}" if now else "has no version (nothing is in production)"
-        return (
-            f"NOT PROMOTED: {name} version {version} was registered, but gates failed and no override was "
-            f"given; `production` {where}."
-        )
-    if training.override:
-        return f"PROMOTED BY OVERRIDE: {name} version {version} is `production`; reason: {training.override}"
-    if training.promotion_kind == "unchanged":
-        return f"{name} version {version} already was `production`."
-    return f"every promotion gate passed: {name} version {version} is `production`."
 
 
 def write_research_report(

@@ -77,6 +77,27 @@ def _check_mlflow(tracking_uri: str) -> None:
     assert production.tags["raytrade.promotion.kind"] in ("promote", "override")
 
 
+def _check_shadow(stdout: str, page: str, report: dict[str, Any]) -> None:
+    """The production model replayed the market's last day through the realtime path, and its trades are
+    the backtest's on the same window; the report leads with promotion, evidence and shadow replay."""
+    shadow = report["shadow"]
+    end = DEMO_START_MS + BARS * MINUTE_MS
+    assert (shadow["start_ms"], shadow["end_ms"]) == (end - 1440 * MINUTE_MS, end)
+    assert shadow["symbols"] == 4 and shadow["signals"] == 4 * 1440  # one signal per symbol and minute
+    assert shadow["identical"] is True and shadow["problems"] == []
+    assert shadow["shadow_trades"] == shadow["backtest_trades"] == shadow["matched"]
+    assert shadow["model_version"] == report["version"]
+    verdict = "identical entries and exits" if shadow["matched"] else "identical: no trades on either side"
+    for text in (" ".join(stdout.split()), page):  # the console wraps long lines
+        assert "shadow replay of 2025-01-11 00:00 → 2025-01-12 00:00 UTC through the realtime path" in text
+        assert verdict in text
+    assert "shadow replay vs backtest (same model, same window)" in page
+    promotion = "PROMOTED BY OVERRIDE" if report["override"] else "every promotion gate passed"
+    order = [page.index(t) for t in (promotion, "evidence (pooled out-of-sample", "shadow replay of",
+                                     "promotion gates", "shadow replay vs backtest", "last fold test window")]  # fmt: skip
+    assert order == sorted(order), order
+
+
 def golden_figures(report: dict[str, Any]) -> dict[str, Any]:
     """The pinned figures of a demo ``report.json``: the promotion outcome, each last-fold backtest's final
     equity, trades, PF and Sharpe, each fold's trades, PF and Sharpe (model and baselines), each gate's
@@ -141,6 +162,7 @@ def test_demo_writes_the_synthetic_market_to_lake_and_database_and_reruns_identi
     pngs = sorted(p.name for p in report_dir.glob("*.png"))
     assert pngs and all(f'src="{name}"' in page for name in pngs)
     _check_mlflow(f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}")
+    _check_shadow(first.stdout, page, json.loads((report_dir / "report.json").read_text()))
     metrics = _metrics(report_dir)
     golden = json.loads(GOLDEN.read_text())
     _assert_matches(golden_figures(json.loads((report_dir / "report.json").read_text())), golden["figures"])
