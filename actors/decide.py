@@ -8,7 +8,8 @@ On each 1m close of the group (``CloseEvent``) the ``Decider``:
    per close; the deployment batches requests of all groups) and gets every output with the model
    version that computed it;
 3. runs the policy exactly as the backtest does (``core.policy.decide_arrays`` on the close, the
-   15m ATR of ``core.labels.label_atr`` and BTC's regime feature, unknown regime as normal), and
+   15m ATR of ``core.labels.label_atr`` and BTC's regime feature, an unknown regime left NaN for the
+   policy to treat as high volatility: ``decide_symbols``), and
    stores one ``signals`` row per symbol with all outputs, the decision, size, leverage, SL/TP,
    block reasons and the explain numbers, in one transaction;
 4. hands the entries to the risk/execution actor (which applies the book and the hard risk
@@ -50,7 +51,7 @@ from core.messages import (
     SignalNew,
     Topic,
 )
-from core.policy import PREDICTION_KEYS, Action, decide_arrays, reason_names
+from core.policy import PREDICTION_KEYS, Action, PolicyArrays, decide_arrays, reason_names
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,22 @@ class _Bars:
         ts = np.fromiter(self.ts, np.int64, len(self.ts))
         arrays = (np.fromiter(d, np.float64, len(d)) for d in (self.high, self.low, self.close))
         return float(label_atr(ts, *arrays, spec.atr_timeframe, spec.atr_period)[-1])
+
+
+def decide_symbols(
+    features: np.ndarray,
+    preds: Mapping[str, np.ndarray],
+    price: np.ndarray,
+    atr: np.ndarray,
+    policy: PolicyConfig,
+    label_spec: LabelSpec,
+) -> PolicyArrays:
+    """The policy's decisions for the fresh symbols of one close, as the backtest makes them: each
+    symbol's row of the 132 features (``features``, its ``f_15m_btc_regime`` the BTC regime), its
+    predictions, close and 15m ATR. An unknown regime (NaN: BTC's regime warms up over ~5.6 days of
+    15m bars) reaches the policy as NaN, which treats it as high volatility, as the backtest does."""
+    regime = features[:, FEATURE_INDEX[KEY_COLUMNS["btc_regime"]]]
+    return decide_arrays(preds, price, atr, regime, policy, label_spec)
 
 
 def signal_rows(
@@ -246,9 +263,7 @@ class Decider:
         preds = {k: answer.output(k) for k in PREDICTION_KEYS}
         price = np.array([event.close[s] for s in symbols])
         atr = np.array([self._bars[s].atr(self.cfg.label) for s in symbols])
-        regime = event.features[fresh, FEATURE_INDEX[KEY_COLUMNS["btc_regime"]]]
-        regime = np.where(np.isfinite(regime), regime, 1.0)  # as the backtest: unknown regime is normal
-        decided = decide_arrays(preds, price, atr, regime, self.cfg.policy, self.cfg.label)
+        decided = decide_symbols(event.features[fresh], preds, price, atr, self.cfg.policy, self.cfg.label)
         version = answer.version
         model_id = await asyncio.to_thread(self._model_id, version)
         equity = float(await self._execution.equity.remote())

@@ -92,12 +92,13 @@ def predictions_on_panel(
 
 
 def btc_regime_on_panel(rows: FeatureRows, panel: MarketPanel, btc_symbol: str = BTC_SYMBOL) -> np.ndarray:
-    """BTC's 15m regime code (from ``btc_symbol``'s rows) on the panel's bars as a (bars, 1) column; 1
-    (normal) where unknown. Uses each bar's own feature (data up to its close)."""
+    """BTC's 15m regime code (from ``btc_symbol``'s rows) on the panel's bars as a (bars, 1) column; NaN
+    where unknown (warm-up, no BTC row), which the policy treats as high volatility, as the realtime
+    decider (``actors.decide.decide_symbols``) does. Uses each bar's own feature (data up to its close)."""
     mine = rows.symbol == btc_symbol
     regime = pd.Series(rows.X[mine, _BTC_REGIME], index=rows.ts_ms[mine])
     values = regime.reindex(panel.ts).to_numpy(np.float64) if len(regime) else np.full(len(panel.ts), np.nan)
-    return np.where(np.isfinite(values), values, 1.0).reshape(-1, 1)
+    return values.reshape(-1, 1)
 
 
 def backtest_predictions(

@@ -8,7 +8,7 @@ multi-target model on the fold's (purged) training rows, predicts every sample o
   ``<side>_ret_net``, pinball loss (α = 0.05) of ``q05_*``, MAE of ``e_mae_*`` and ``e_hold_*``;
 * trading metrics of a portfolio backtest of the policy over the same window (``load_panel`` →
   ``pipelines.model_backtest.backtest_model`` → ``summarize``), with the BTC regime taken from BTCUSDT's
-  ``f_15m_btc_regime`` feature (1, normal, where missing).
+  ``f_15m_btc_regime`` feature (unknown where missing, which the policy treats as high volatility).
 
 The validation window is the model-selection set (spec §9.1); test windows stay untouched for the
 final out-of-sample report. The **score** is the mean over folds of the validation backtest's
