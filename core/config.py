@@ -36,6 +36,12 @@ class LabelSpec(_Config):
         "15m", description="timeframe of the ATR the barriers use"
     )
     atr_period: int = Field(14, ge=2, le=500, description="Wilder ATR period, in bars of atr_timeframe")
+    barrier_price: Literal["mark", "last"] = Field(
+        "mark",
+        description="price whose 1m high/low the SL/TP/RISK barriers watch: 'mark' as the simulator's "
+        "triggers (a bar without a mark candle uses its last-price candle, as the backtest panel does), "
+        "or 'last' price throughout",
+    )
 
     @model_validator(mode="after")
     def _barriers_ordered(self) -> LabelSpec:

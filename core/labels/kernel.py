@@ -43,6 +43,7 @@ EXIT_SL = 2
 EXIT_RISK = 3
 EXIT_TIME = 4
 
+_TICK_EPS = 1e-9  # as core.sim.kernel: a level within 1e-9 tick of a tick multiple counts as that multiple
 BLOCK_SHIFT = 3  # blocks of 8 bars
 _LINEAR_BLOCKS = 8  # blocks checked one by one before galloping (most exits come within 64 bars)
 
@@ -127,12 +128,21 @@ def funding_at_close(
 
 @nb.njit(cache=True)
 def series_prefixes(
-    ts_ms: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, bar_ms: int
+    ts_ms: np.ndarray,
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    barrier_open: np.ndarray,
+    barrier_high: np.ndarray,
+    barrier_low: np.ndarray,
+    bar_ms: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (gap_prefix, bad_prefix) in one pass.
 
     ``gap_prefix[m]`` (length max(n, 1)): steps ``ts[q + 1] − ts[q] ≠ bar_ms`` with q < m;
-    ``bad_prefix[m]`` (length n + 1): bars q < m with an open/high/low/close not finite and > 0.
+    ``bad_prefix[m]`` (length n + 1): bars q < m with an open/high/low/close or barrier open/high/low
+    not finite and > 0.
     """
     n = len(ts_ms)
     gap_prefix = np.zeros(max(n, 1), np.int64)
@@ -141,10 +151,24 @@ def series_prefixes(
         if q > 0:
             gap_prefix[q] = gap_prefix[q - 1] + (ts_ms[q] - ts_ms[q - 1] != bar_ms)
         ok = True
-        for x in (open_[q], high[q], low[q], close[q]):
+        for x in (open_[q], high[q], low[q], close[q], barrier_open[q], barrier_high[q], barrier_low[q]):
             ok &= (x > 0.0) & (x < np.inf)
         bad_prefix[q + 1] = bad_prefix[q] + (not ok)
     return gap_prefix, bad_prefix
+
+
+@nb.njit(cache=True)
+def round_toward(price: float, tick: float, anchor: float) -> float:
+    """Return ``price`` rounded to ``tick`` towards ``anchor`` (unchanged when ``tick`` ≤ 0 or NaN).
+
+    The simulator's rounding of SL/TP triggers (``core.sim.kernel.round_toward``, same formula; a
+    test keeps the two equal): a barrier moves at most one tick closer to the entry fill.
+    """
+    if not (tick > 0.0) or not np.isfinite(price):
+        return price
+    if price < anchor:
+        return np.ceil(price / tick - _TICK_EPS) * tick
+    return np.floor(price / tick + _TICK_EPS) * tick
 
 
 @nb.njit(inline="always")
@@ -230,6 +254,7 @@ def _settle(
     hmax: float,
     lmin: float,
     open_: np.ndarray,
+    barrier_open: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
     close: np.ndarray,
@@ -237,7 +262,11 @@ def _settle(
     h_bars: int,
     fee_rate: float,
 ) -> tuple[int, float, float, float, int, int]:
-    """Exit rules of one label, given the first touching bar ``j`` (−1: none) and the extremes before it."""
+    """Exit rules of one label, given the first touching bar ``j`` (−1: none) and the extremes before it.
+
+    ``high``/``low``/``barrier_open`` are the barrier price's (mark or last), ``open_``/``close`` last
+    price: a trigger fills at its level, or at the worse of level and last open when the barrier price
+    opened beyond it (``core.sim.kernel.symbol_bar``)."""
     if j < 0:
         j = i + h_bars
         exit_ref = close[j]
@@ -246,22 +275,22 @@ def _settle(
     elif direction > 0:
         if low[j] <= stop_loss:
             y = -1
-            exit_ref = min(stop_loss, open_[j])
+            exit_ref = min(stop_loss, open_[j]) if barrier_open[j] <= stop_loss else stop_loss
             reason = EXIT_RISK if low[j] <= risk_level else EXIT_SL
         else:
             y = 1
-            exit_ref = take_profit
+            exit_ref = min(take_profit, open_[j]) if barrier_open[j] >= take_profit else take_profit
             hmax = max(hmax, take_profit)
             reason = EXIT_TP
         lmin = min(lmin, low[j])
     else:
         if high[j] >= stop_loss:
             y = -1
-            exit_ref = max(stop_loss, open_[j])
+            exit_ref = max(stop_loss, open_[j]) if barrier_open[j] >= stop_loss else stop_loss
             reason = EXIT_RISK if high[j] >= risk_level else EXIT_SL
         else:
             y = 1
-            exit_ref = take_profit
+            exit_ref = max(take_profit, open_[j]) if barrier_open[j] <= take_profit else take_profit
             lmin = min(lmin, take_profit)
             reason = EXIT_TP
         hmax = max(hmax, high[j])
@@ -296,6 +325,7 @@ def _status(
 def label_kernel(
     index: np.ndarray,
     open_: np.ndarray,
+    barrier_open: np.ndarray,
     high: np.ndarray,
     low: np.ndarray,
     close: np.ndarray,
@@ -311,6 +341,7 @@ def label_kernel(
     risk_mae_atr: float,
     fee_rate: float,
     slippage_k: float,
+    tick_size: float,
     status: np.ndarray,
     y: np.ndarray,
     ret_net: np.ndarray,
@@ -321,6 +352,10 @@ def label_kernel(
 ) -> None:
     """Label the decision bars ``index`` in both directions, in parallel over bars.
 
+    ``open_``/``close``: last price (entry, time exit, gap fills, slippage); ``barrier_open``/``high``/
+    ``low``: the barrier price (mark or last; ``block_high``/``block_low`` are built on these).
+    ``tick_size`` > 0 rounds the TP and SL levels to the tick towards the entry fill, as the simulator
+    rounds its triggers; 0: unrounded.
     ``gap_prefix[m]`` counts the steps ``ts[q + 1] − ts[q] ≠ 1m`` with q < m; ``bad_prefix[m]`` the
     bars < m with a non-finite or non-positive price; ``cum_funding`` is ``cumulative_funding``.
     Outputs: ``status`` (len(index),); the others (2, len(index)), row 0 long, row 1 short.
@@ -346,15 +381,19 @@ def label_kernel(
         last = i + h_bars
         entry_long = entry_fill_price(open_[i + 1], 1, slip)
         entry_short = entry_fill_price(open_[i + 1], -1, slip)
+        tp_long = round_toward(entry_long + k_tp * a, tick_size, entry_long)
+        sl_long = round_toward(entry_long - k_sl * a, tick_size, entry_long)
+        tp_short = round_toward(entry_short - k_tp * a, tick_size, entry_short)
+        sl_short = round_toward(entry_short + k_sl * a, tick_size, entry_short)
         # Both directions share the path up to the first bar touching any of their four barriers.
-        upper = min(entry_long + k_tp * a, entry_short + k_sl * a)
-        lower = max(entry_long - k_sl * a, entry_short - k_tp * a)
+        upper = min(tp_long, sl_short)
+        lower = max(sl_long, tp_short)
         first, hmax, lmin = _first_touch(i + 1, last, upper, lower, high, low, block_high, block_low, levels)
         for side in range(2):
             d = 1 - 2 * side
             entry = entry_long if side == 0 else entry_short
-            take_profit = entry + d * k_tp * a
-            stop_loss = entry - d * k_sl * a
+            take_profit = tp_long if side == 0 else tp_short
+            stop_loss = sl_long if side == 0 else sl_short
             risk_level = entry - d * risk_mae_atr * a
             side_upper = take_profit if side == 0 else stop_loss
             side_lower = stop_loss if side == 0 else take_profit
@@ -367,7 +406,7 @@ def label_kernel(
                 side_lmin = min(lmin, low[first], more_lmin)
             yy, rr, ae, fe, tt, why = _settle(
                 i, j, d, entry, take_profit, stop_loss, risk_level, slip, side_hmax, side_lmin,
-                open_, high, low, close, cum_funding, h_bars, fee_rate,
+                open_, barrier_open, high, low, close, cum_funding, h_bars, fee_rate,
             )  # fmt: skip
             y[side, r] = yy
             ret_net[side, r] = rr

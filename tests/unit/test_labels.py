@@ -34,10 +34,20 @@ TP, SL, RISK, TIME, NONE = (int(r) for r in (ExitReason.TP, ExitReason.SL, ExitR
 # --- plain-Python reference: the package docstring, literally --------------------------------------
 
 
-def reference_labels(candles, funding, atr, spec: LabelSpec, index=None) -> dict[str, list]:
+def reference_labels(
+    candles, funding, atr, spec: LabelSpec, index=None, mark=None, tick=0.0
+) -> dict[str, list]:
     """Label bar by bar, direction by direction, walking the path one bar at a time."""
     ts = [int(t) for t in candles["ts"]]
     o, h, lo, c = ([float(x) for x in candles[k]] for k in ("open", "high", "low", "close"))
+    # barrier price: the mark candle of the same minute (close not NaN), else the last-price candle
+    bo, bh, bl = list(o), list(h), list(lo)
+    if mark is not None and spec.barrier_price == "mark":
+        row = {int(t): q for q, t in enumerate(mark["ts"])}
+        for q, t in enumerate(ts):
+            m = row.get(t)
+            if m is not None and not math.isnan(mark["close"][m]):
+                bo[q], bh[q], bl[q] = (float(mark[x][m]) for x in ("open", "high", "low"))
     f_ts = [int(t) for t in funding["ts"]]
     f_rate = [float(r) for r in funding["funding_rate"]]
     n, hb = len(ts), spec.h_bars
@@ -53,7 +63,11 @@ def reference_labels(candles, funding, atr, spec: LabelSpec, index=None) -> dict
             status = 2
         elif any(ts[q + 1] - ts[q] != MINUTE_MS for q in range(i, i + hb)):
             status = 3
-        elif any(not (math.isfinite(x[q]) and x[q] > 0) for q in range(i, i + hb + 1) for x in (o, h, lo, c)):
+        elif any(
+            not (math.isfinite(x[q]) and x[q] > 0)
+            for q in range(i, i + hb + 1)
+            for x in (o, h, lo, c, bo, bh, bl)
+        ):
             status = 4
         else:
             status = 0
@@ -62,7 +76,7 @@ def reference_labels(candles, funding, atr, spec: LabelSpec, index=None) -> dict
             if status:
                 row = (0, math.nan, math.nan, math.nan, -1, NONE)
             else:
-                row = _reference_one(i, d, o, h, lo, c, ts, float(atr[i]), f_ts, f_rate, spec)
+                row = _reference_one(i, d, o, c, bo, bh, bl, ts, float(atr[i]), f_ts, f_rate, spec, tick)
             for name, v in zip(
                 ("y", "ret_net", "mae", "mfe", "time_to_event_min", "exit_reason"), row, strict=True
             ):
@@ -70,18 +84,30 @@ def reference_labels(candles, funding, atr, spec: LabelSpec, index=None) -> dict
     return out
 
 
-def _reference_one(i, d, o, h, lo, c, ts, a, f_ts, f_rate, spec):
+def _toward(price, tick, anchor):
+    # a level rounded to the tick towards the entry fill (the simulator's trigger rounding)
+    if not tick > 0:
+        return price
+    return math.ceil(price / tick - 1e-9) * tick if price < anchor else math.floor(price / tick + 1e-9) * tick
+
+
+def _reference_one(i, d, o, c, bo, h, lo, ts, a, f_ts, f_rate, spec, tick=0.0):
+    # o, c: last price (entry, time exit, gap fills); bo, h, lo: the barrier price's open, high, low
     s = spec.slippage_k * a / c[i]
     entry = o[i + 1] * (1 + d * s)
-    tp = entry + d * spec.k_tp * a
-    sl = entry - d * spec.k_sl * a
+    tp = _toward(entry + d * spec.k_tp * a, tick, entry)
+    sl = _toward(entry - d * spec.k_sl * a, tick, entry)
     risk = entry - d * spec.risk_mae_atr * a
+    worse = min if d > 0 else max  # the worse of two exit prices
     best, worst = -math.inf, math.inf  # max high, min low seen while holding
     for j in range(i + 1, i + spec.h_bars + 1):
         adverse = lo[j] <= sl if d > 0 else h[j] >= sl
         favourable = h[j] >= tp if d > 0 else lo[j] <= tp
         if adverse:
-            y, price = -1, (min(sl, o[j]) if d > 0 else max(sl, o[j]))
+            # a trigger fills at its level, or at the worse of level and last open when the barrier
+            # price opened beyond it (a gap)
+            gap = bo[j] <= sl if d > 0 else bo[j] >= sl
+            y, price = -1, (worse(sl, o[j]) if gap else sl)
             reason = RISK if (lo[j] <= risk if d > 0 else h[j] >= risk) else SL
             if d > 0:
                 worst = min(worst, lo[j])
@@ -89,7 +115,8 @@ def _reference_one(i, d, o, h, lo, c, ts, a, f_ts, f_rate, spec):
                 best = max(best, h[j])
             break
         if favourable:
-            y, price, reason = 1, tp, TP
+            gap = bo[j] >= tp if d > 0 else bo[j] <= tp
+            y, price, reason = 1, (worse(tp, o[j]) if gap else tp), TP
             if d > 0:
                 best, worst = max(best, tp), min(worst, lo[j])
             else:
@@ -149,6 +176,27 @@ def random_market(seed: int, n: int, gap_share=0.0, jump_share=0.0, nan_share=0.
     return cols, {"ts": f_ts, "funding_rate": rates}
 
 
+def random_mark(seed: int, candles, missing_share=0.0, nan_share=0.0, tick=0.01, basis=0.002):
+    """Mark candles: the last-price candles moved by a random basis (own open, high, low, close),
+    tick-rounded; some minutes missing, some with a NaN close (both: the last-price bar stands in)."""
+    rng = np.random.default_rng(seed + 7)
+    n = len(candles["ts"])
+    b = rng.standard_normal((2, n)) * basis
+    mo = candles["open"] * (1 + b[0])
+    mc = candles["close"] * (1 + b[1])
+    wick = rng.exponential(basis, (2, n))
+    mark = {
+        "open": mo,
+        "close": mc,
+        "high": np.maximum(mo, mc) * (1 + wick[0]),
+        "low": np.minimum(mo, mc) * (1 - wick[1]),
+    }
+    mark = {key: np.round(v / tick) * tick for key, v in mark.items()}
+    mark["close"][rng.random(n) < nan_share] = np.nan
+    keep = rng.random(n) >= missing_share
+    return {"ts": candles["ts"][keep], **{key: v[keep] for key, v in mark.items()}}
+
+
 def random_atr(seed: int, close: np.ndarray, warmup: int, nan_share=0.0) -> np.ndarray:
     rng = np.random.default_rng(seed + 1)
     atr = close * rng.uniform(0.002, 0.02, len(close))
@@ -181,6 +229,28 @@ def test_kernel_equals_reference_on_random_series(seed, n, spec, gap_share, jump
     atr = random_atr(seed, candles["close"], warmup, nan_share=0.01)
     labels = label_bars(candles, funding, spec, atr=atr)
     assert_same(labels, reference_labels(candles, funding, atr, spec))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 260),
+    spec=spec_strategy,
+    jump_share=st.sampled_from([0.0, 0.02, 0.1]),
+    missing_share=st.sampled_from([0.0, 0.0, 0.1, 1.0]),
+    nan_share=st.sampled_from([0.0, 0.02]),
+    tick=st.sampled_from([0.0, 0.0, 0.01, 0.05]),
+    barrier_price=st.sampled_from(["mark", "mark", "last"]),
+)
+def test_kernel_equals_reference_with_mark_barriers_and_tick_rounding(
+    seed, n, spec, jump_share, missing_share, nan_share, tick, barrier_price
+):
+    candles, funding = random_market(seed, n, gap_share=0.01, jump_share=jump_share)
+    mark = random_mark(seed, candles, missing_share, nan_share)
+    spec = spec.model_copy(update={"barrier_price": barrier_price})
+    atr = random_atr(seed, candles["close"], 5)
+    labels = label_bars(candles, funding, spec, atr=atr, mark=mark, tick_size=tick)
+    assert_same(labels, reference_labels(candles, funding, atr, spec, mark=mark, tick=tick))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -220,11 +290,19 @@ def test_kernel_equals_reference_on_a_synthetic_market_with_real_atr():
 
     market = generate_market(["ETHUSDT"], START, 3000, seed=3)
     candles, funding = market.candles_1m["ETHUSDT"], market.funding["ETHUSDT"]
+    mark, tick = market.mark_1m["ETHUSDT"], market.meta["ETHUSDT"].tick_size
     spec = LabelSpec()
     atr = label_atr(candles["ts"], candles["high"], candles["low"], candles["close"], "15m", 14)
-    labels = label_bars(candles, funding, spec)
-    assert_same(labels, reference_labels(candles, funding, atr, spec))
+    labels = label_bars(candles, funding, spec, mark=mark, tick_size=tick)
+    assert_same(labels, reference_labels(candles, funding, atr, spec, mark=mark, tick=tick))
     assert labels.valid.sum() > 2000 and labels.spec_hash == spec.spec_hash()
+    last = label_bars(candles, funding, spec.model_copy(update={"barrier_price": "last"}))
+    assert_same(
+        last, reference_labels(candles, funding, atr, spec.model_copy(update={"barrier_price": "last"}))
+    )
+    # the mark moves apart from the last price: a third of the exits fall on another bar
+    moved = labels.long.time_to_event_min[labels.valid] != last.long.time_to_event_min[labels.valid]
+    assert 0.05 < moved.mean() < 0.9
 
 
 # --- hand-built edge cases -------------------------------------------------------------------------
@@ -354,6 +432,113 @@ def test_empty_and_tiny_series():
     assert len(empty.status) == 0 and empty.long.y.shape == (0,)
     one = label_bars(flat_candles(1), NO_FUNDING, spec, atr=np.ones(1))
     assert one.status.tolist() == [LabelStatus.INCOMPLETE_HORIZON]
+
+
+# --- mark-price barriers ---------------------------------------------------------------------------
+
+
+def test_barriers_watch_the_mark_not_the_last_price():
+    candles, mark = flat_candles(10), flat_candles(10)
+    candles["low"][2] = 98.0  # last price goes through the long's SL 99 …
+    mark["low"][2] = 99.5  # … the mark does not: no stop
+    mark["high"][4] = 102.0  # the mark reaches the long's TP 102, the last price stays at 100
+    labels = label_bars(candles, NO_FUNDING, spec_for(), atr=np.ones(10), index=np.array([0]), mark=mark)
+    assert labels.long.exit_reason[0] == TP and labels.long.time_to_event_min[0] == 4
+    assert labels.long.ret_net[0] == pytest.approx(0.02, abs=1e-15)  # filled at the TP level
+    assert labels.long.mae[0] == pytest.approx(0.005, abs=1e-15)  # excursions on the barrier price
+    assert labels.short.exit_reason[0] == SL and labels.short.time_to_event_min[0] == 4
+    last = label_bars(candles, NO_FUNDING, spec_for(barrier_price="last"), atr=np.ones(10),
+                      index=np.array([0]), mark=mark)  # fmt: skip
+    assert last.long.exit_reason[0] == SL and last.long.time_to_event_min[0] == 2  # mark ignored
+
+
+def test_a_gap_is_judged_on_the_mark_open_and_fills_at_the_worse_of_level_and_last_open():
+    spec = spec_for()
+    candles, mark = flat_candles(10), flat_candles(10)
+    # bar 2: the mark opens through the long's SL 99 (gap), the last price opens at 98.5 → fill 98.5
+    mark["open"][2], mark["low"][2] = 98.8, 98.8
+    candles["open"][2], candles["low"][2] = 98.5, 98.5
+    labels = label_bars(candles, NO_FUNDING, spec, atr=np.ones(10), index=np.array([0]), mark=mark)
+    assert labels.long.exit_reason[0] == SL and labels.long.ret_net[0] == pytest.approx(-0.015, abs=1e-15)
+    # the last price opens beyond the SL but the mark opens above it and trades down: no gap, fill at 99
+    candles, mark = flat_candles(10), flat_candles(10)
+    candles["open"][2], candles["low"][2] = 98.5, 98.5
+    mark["low"][2] = 98.9
+    labels = label_bars(candles, NO_FUNDING, spec, atr=np.ones(10), index=np.array([0]), mark=mark)
+    assert labels.long.exit_reason[0] == SL and labels.long.ret_net[0] == pytest.approx(-0.01, abs=1e-15)
+    # the mark opens beyond the TP 102 while the last price opens at 101.5: fill at the worse, 101.5
+    candles, mark = flat_candles(10), flat_candles(10)
+    mark["open"][3] = mark["high"][3] = 102.2
+    candles["open"][3] = candles["high"][3] = 101.5
+    labels = label_bars(candles, NO_FUNDING, spec, atr=np.ones(10), index=np.array([0]), mark=mark)
+    assert labels.long.exit_reason[0] == TP and labels.long.ret_net[0] == pytest.approx(0.015, abs=1e-15)
+    # short: the mark opened through its SL 101 → the worse of 101 and the last open 101.5
+    assert labels.short.exit_reason[0] == SL and labels.short.ret_net[0] == pytest.approx(-0.015, abs=1e-15)
+
+
+def test_bars_without_a_mark_candle_use_the_last_price_candle():
+    candles, mark = flat_candles(20), flat_candles(20)
+    candles["high"][3] = 102.0  # last price reaches the long's TP in bar 3 …
+    candles["low"][13] = 98.0  # … and the long's SL in bar 13
+    keep = np.ones(20, bool)
+    keep[3] = False  # no mark candle in bar 3: the last-price bar stands in
+    mark["close"][13] = np.nan  # a mark candle without a close counts as missing, as in the panel
+    mark = {key: v[keep] for key, v in mark.items()}
+    inputs = prepare_label_inputs(candles, NO_FUNDING, spec_for(), atr=np.ones(20), mark=mark)
+    assert inputs.mark_bars == 18 and inputs.barrier_price == "mark"
+    labels = run_label_kernel(inputs, spec_for(), np.array([0, 10]))
+    assert labels.long.exit_reason.tolist() == [TP, SL]
+    assert labels.long.time_to_event_min.tolist() == [3, 3]
+    assert prepare_label_inputs(candles, NO_FUNDING, spec_for(), atr=np.ones(20)).mark_bars == 0
+
+
+def test_tick_size_rounds_the_barriers_towards_the_entry_like_the_simulator():
+    candles = flat_candles(10)
+    candles["high"][2] = 101.9  # long TP 100 + 1.93 = 101.93 rounds down to 101.9: touched only so
+    candles["low"][4] = 98.75  # long SL 100 − 1.29 = 98.71 rounds up to 98.8 (the long is gone by then)
+    spec = spec_for(k_tp=1.93, k_sl=1.29, risk_mae_atr=3.0)
+    rounded = label_bars(candles, NO_FUNDING, spec, atr=np.ones(10), index=np.array([0]), tick_size=0.1)
+    plain = label_bars(candles, NO_FUNDING, spec, atr=np.ones(10), index=np.array([0]))
+    assert rounded.long.exit_reason[0] == TP and rounded.long.time_to_event_min[0] == 2
+    assert rounded.long.ret_net[0] == pytest.approx(0.019, abs=1e-12)
+    assert plain.long.exit_reason[0] == TIME and plain.long.time_to_event_min[0] == 5
+    # short SL 101.29 rounds down to 101.2: both stop in bar 2, at their own level
+    assert rounded.short.exit_reason[0] == SL and rounded.short.ret_net[0] == pytest.approx(-0.012, abs=1e-12)
+    assert plain.short.exit_reason[0] == SL and plain.short.ret_net[0] == pytest.approx(-0.0129, abs=1e-12)
+    with pytest.raises(ValueError, match="tick_size"):
+        label_bars(candles, NO_FUNDING, spec, atr=np.ones(10), tick_size=-0.1)
+
+
+def test_inputs_prepared_for_one_barrier_price_refuse_a_spec_with_the_other():
+    candles, funding = random_market(6, 400)
+    mark = random_mark(6, candles)
+    inputs = prepare_label_inputs(candles, funding, LabelSpec(), mark=mark)
+    run_label_kernel(inputs, LabelSpec(k_tp=2.0))
+    with pytest.raises(ValueError, match="barrier"):
+        run_label_kernel(inputs, LabelSpec(barrier_price="last"))
+    last = prepare_label_inputs(candles, funding, LabelSpec(barrier_price="last"), mark=mark)
+    assert last.mark_bars == 0 and last.barrier_high is last.high  # the mark is ignored
+
+
+def test_bad_mark_candles_are_rejected_with_a_clear_error():
+    candles, mark = flat_candles(10), flat_candles(10)
+    with pytest.raises(DataQualityError, match="mark candles: ts not strictly increasing"):
+        label_bars(
+            candles, NO_FUNDING, spec_for(), atr=np.ones(10), mark=dict(mark, ts=mark["ts"][::-1].copy())
+        )
+    with pytest.raises(DataQualityError, match="mark candles: ts off the 1m grid"):
+        label_bars(candles, NO_FUNDING, spec_for(), atr=np.ones(10), mark=dict(mark, ts=mark["ts"] + 5))
+    with pytest.raises(DataQualityError, match="mark candles: missing"):
+        label_bars(
+            candles,
+            NO_FUNDING,
+            spec_for(),
+            atr=np.ones(10),
+            mark={k: v for k, v in mark.items() if k != "high"},
+        )
+    mark["low"][3] = -1.0  # a non-positive mark price makes every window over it BAD_PRICE
+    labels = label_bars(candles, NO_FUNDING, spec_for(h_bars=2), atr=np.ones(10), mark=mark)
+    np.testing.assert_array_equal(np.flatnonzero(labels.status == LabelStatus.BAD_PRICE), [1, 2, 3])
 
 
 # --- funding -------------------------------------------------------------------------------------
@@ -588,11 +773,12 @@ def test_cost_functions_are_the_documented_formulas():
 
 def test_spec_hash_is_stable_and_sensitive_to_every_field():
     spec = LabelSpec()
-    assert spec.spec_hash() == LabelSpec().spec_hash() == "fdb906248cb9ad77"
+    # barrier_price (mark since issue 12) changed the default hash: last-price labels are not reused
+    assert spec.spec_hash() == LabelSpec().spec_hash() == "21b3764db0cdf63c"
     assert LabelSpec(k_sl=1.0, k_tp=1.5).spec_hash() == spec.spec_hash()  # field order does not matter
     changed = {
         "k_tp": 1.6, "k_sl": 0.9, "h_bars": 361, "risk_mae_atr": 3.1, "fee_rate": 0.0005,
-        "slippage_k": 0.2, "atr_timeframe": "1h", "atr_period": 15,
+        "slippage_k": 0.2, "atr_timeframe": "1h", "atr_period": 15, "barrier_price": "last",
     }  # fmt: skip
     assert set(changed) == set(LabelSpec.model_fields)
     hashes = {LabelSpec.model_validate({name: value}).spec_hash() for name, value in changed.items()}

@@ -121,8 +121,9 @@ def test_label_spec_hash_is_stable_and_sensitive():
     assert a.spec_hash() == LabelSpec().spec_hash() == LabelSpec(**a.model_dump()).spec_hash()
     assert len(a.spec_hash()) == 16
     assert LabelSpec(h_bars=361).spec_hash() != a.spec_hash()
-    # Pinned: a change in hashing would silently orphan every stored label.
-    assert a.spec_hash() == "fdb906248cb9ad77"
+    # Pinned: a change in hashing would silently orphan every stored label. (Changed on purpose once:
+    # barrier_price, issue 12 — mark-price barriers make new labels.)
+    assert a.spec_hash() == "21b3764db0cdf63c"
 
 
 def test_env_example_documents_every_setting():
