@@ -30,7 +30,7 @@ import numpy as np
 from core.config import LabelSpec, PolicyConfig, RiskConfig
 from core.metrics import summarize
 from core.signals import BarSignals, empty_signals
-from core.sim import BacktestResult, MarketPanel, SimConfig, panel_from_market, run_backtest
+from core.sim import BacktestResult, MarketPanel, panel_from_market, run_backtest, sim_config_for
 from core.synthetic import SyntheticMarket, btc_factor_returns, edge_loading, expected_drift
 from core.time import MINUTE_MS
 
@@ -124,7 +124,7 @@ def oracle_backtest(
 ) -> OracleResult:
     """Backtest the oracle on ``market``'s bars in [start_ms, end_ms) (default: all) and return its Sharpe.
 
-    The simulator is the label preset's (``SimConfig.from_label_spec``: fee, slippage, ``h_bars`` time
+    The simulator is the label preset's (``core.sim.sim_config_for``: fee, slippage, ``h_bars`` time
     exit) with the policy's leverage; marks are the market's mark candles; ATR is warm from the bars
     before ``start_ms``. ``risk`` None: venue and book checks only. ``strength`` defaults to the
     market's own (the null market's oracle never trades: Sharpe NaN).
@@ -141,7 +141,7 @@ def oracle_backtest(
     signals = oracle_signals(
         market, panel, strength=strength, label=label, policy=policy, cost_multiple=cost_multiple
     )
-    config = SimConfig.from_label_spec(label, default_leverage=policy.leverage)
+    config = sim_config_for(label, policy)
     result = run_backtest(panel, signals, config, risk)
     summary = summarize(result.trades, result.equity)
     used = market.params.edge_strength if strength is None else float(strength)

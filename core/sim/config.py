@@ -79,12 +79,10 @@ def sim_config_for(label: LabelSpec, policy: PolicyConfig, *, max_hold_bars: int
     The backtest, the shadow session and the training evaluation all build theirs here, so they price
     trades alike (backtest ↔ shadow parity depends on it).
     """
-    return SimConfig(
-        fee_rate=label.fee_rate,
-        slippage_k=label.slippage_k,
-        max_hold_bars=label.h_bars if max_hold_bars is None else max_hold_bars,
-        default_leverage=policy.leverage,
-    )
+    overrides: dict[str, Any] = {"default_leverage": policy.leverage}
+    if max_hold_bars is not None:
+        overrides["max_hold_bars"] = max_hold_bars
+    return SimConfig.from_label_spec(label, **overrides)
 
 
 def risk_vector(cfg: RiskConfig | None) -> np.ndarray:

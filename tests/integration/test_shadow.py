@@ -16,7 +16,7 @@ from model_fixtures import feature_rows
 from core.config import LabelSpec, PolicyConfig, RiskConfig
 from core.features_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, SCHEMA_HASH
 from core.messages import Topic
-from core.sim import SimConfig, run_backtest
+from core.sim import run_backtest, sim_config_for
 from core.synthetic import generate_market
 from pipelines.backtest import load_panel, policy_signals
 from pipelines.market import write_synthetic_market
@@ -201,7 +201,7 @@ def test_backtest_of_the_session_data_gives_the_same_trades(shadow):
             preds.setdefault(key, np.full((len(panel.ts), len(SYMBOLS)), np.nan))[:, k] = v
     regime = np.ones((len(panel.ts), 1))
     sig = policy_signals(panel, preds, regime, settings.policy, settings.label)
-    sim = SimConfig.from_label_spec(settings.label, default_leverage=settings.policy.leverage)
+    sim = sim_config_for(settings.label, settings.policy)
     bt = run_backtest(panel, sig, sim, settings.risk).trades
     # the same trades: (symbol, side, entry bar), exit kind, exit bar (a tick inside it, or the bar rule
     # at its close); prices within the book's spread and, for exits, the first tick past the trigger
