@@ -98,7 +98,8 @@ def label(
     out = labels_lake(lake.root, spec)
     console.print(
         f"labels (spec {report.spec_hash}): {report.total_bars:,} bars, {sum(report.labelled.values()):,} labelled, "
-        f"{report.seconds:.1f} s ({report.total_bars / max(report.seconds, 1e-9):,.0f} bars/s) → {out.root}"
+        f"{report.seconds:.1f} s ({report.total_bars / max(report.seconds, 1e-9):,.0f} bars/s) → {out.root}; "
+        f"barriers on the mark price for {sum(report.mark_bars.values()):,} bars, last price for the rest"
     )
     if to_db:
         _to_db(settings, out, ("labels_1m",), chosen, report.spec_hash)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 import typer
@@ -14,7 +17,7 @@ from core.labels import label_bars
 from core.synthetic import generate_market
 from pipelines.dbsink import DatabaseSink
 from pipelines.features import compute_universe_features, lake_inputs, load_features
-from pipelines.labels import label_universe, labels_lake
+from pipelines.labels import label_symbol, label_universe, labels_lake
 from pipelines.market import write_synthetic_market
 from storage import db, schema
 from storage.instruments import sync_universe
@@ -37,15 +40,19 @@ def test_label_pipeline_equals_the_kernel_on_each_symbol(market_lake, ray_sessio
     report = label_universe(market_lake.root, SYMBOLS, SPEC)
     assert report.spec_hash == SPEC.spec_hash()
     assert report.bars == dict.fromkeys(SYMBOLS, 4 * 1440)
+    assert report.mark_bars == dict.fromkeys(SYMBOLS, 4 * 1440)  # the barriers watched the mark candles
     out = labels_lake(market_lake.root, SPEC)
     assert (out.root / "spec.json").exists()
+    assert json.loads((out.root / "spec.json").read_text())["barrier_price"] == "mark"
     for symbol in SYMBOLS:
         candles = market_lake.read("candles_1m", symbol)
         funding = market_lake.read("funding", symbol)
+        mark = market_lake.read("mark_1m", symbol)
         direct = label_bars(
             {c: candles[c].to_numpy() for c in ("ts", "open", "high", "low", "close")},
             {"ts": funding["ts"].to_numpy(), "funding_rate": funding["funding_rate"].to_numpy()},
             SPEC,
+            mark={c: mark[c].to_numpy() for c in ("ts", "open", "high", "low", "close")},
         )
         stored = out.read("labels_1m", symbol)
         for name, values in direct.columns().items():
@@ -53,6 +60,28 @@ def test_label_pipeline_equals_the_kernel_on_each_symbol(market_lake, ray_sessio
         assert report.labelled[symbol] == int(direct.valid.sum())
         # the last h_bars bars are marked incomplete, never labelled
         assert (stored["status"].to_numpy()[-SPEC.h_bars :] != 0).all()
+
+
+def test_label_task_without_mark_candles_labels_on_last_price(market_lake, tmp_path):
+    # A lake without mark_1m (e.g. klines only): every bar's barriers watch the last price, and the
+    # labels equal the last-price spec's, under the mark spec's own hash.
+    lake = Lake(tmp_path / "lake")
+    for dataset in ("candles_1m", "funding"):
+        lake.write(dataset, "ETHUSDT", market_lake.read(dataset, "ETHUSDT"), source="test")
+    counts = label_symbol(str(lake.root), "ETHUSDT", SPEC.model_dump_json())
+    assert counts["mark_bars"] == 0 and counts["bars"] == 4 * 1440
+    last_spec = SPEC.model_copy(update={"barrier_price": "last"})
+    assert label_symbol(str(lake.root), "ETHUSDT", last_spec.model_dump_json())["mark_bars"] == 0
+    stored = labels_lake(lake.root, SPEC).read("labels_1m", "ETHUSDT")
+    last = labels_lake(lake.root, last_spec).read("labels_1m", "ETHUSDT")
+    assert labels_lake(lake.root, SPEC).root != labels_lake(lake.root, last_spec).root
+    pd.testing.assert_frame_equal(stored, last)
+    # with the mark candles the barriers move: some exits fall on other bars
+    with_mark = label_symbol(str(market_lake.root), "ETHUSDT", SPEC.model_dump_json())
+    assert with_mark["mark_bars"] == 4 * 1440
+    marked = labels_lake(market_lake.root, SPEC).read("labels_1m", "ETHUSDT")
+    ok = marked["status"] == 0
+    assert (marked["long_time_to_event_min"][ok] != last["long_time_to_event_min"][ok]).any()
 
 
 def test_feature_pipeline_equals_the_batch_kernel_and_refuses_other_schemas(market_lake, ray_session):
