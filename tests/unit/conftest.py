@@ -20,7 +20,7 @@ def _io_guard_installed() -> Iterator[None]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    _GUARD.test = item.nodeid  # before any fixture of the test is set up
+    _GUARD.begin(item.nodeid)  # before any fixture of the test is set up
 
 
 @pytest.fixture(autouse=True)

@@ -37,6 +37,14 @@ class IOGuard:
     def __init__(self, test: str = "(no test yet)") -> None:
         self.test = test
         self.attempts: list[str] = []
+        # Ray already running when the test began: started by an integration test's session fixture
+        # in the same pytest run, not by this test.
+        self.ray_before = False
+
+    def begin(self, test: str) -> None:
+        """Start guarding ``test``: name it and note whether Ray is already running."""
+        self.test = test
+        self.ray_before = _ray_running()
 
     def refuse(self, call: str) -> NoReturn:
         self.attempts.append(call)
@@ -49,13 +57,17 @@ class IOGuard:
 
     def check(self) -> None:
         """Fail the test if it attempted a refused call or left Ray running; then forget the calls."""
-        ray = sys.modules.get("ray")
-        if ray is not None and getattr(ray, "is_initialized", lambda: False)():
-            ray.shutdown()
+        if _ray_running() and not self.ray_before:
+            sys.modules["ray"].shutdown()
             self.attempts.append("ray.init (Ray was running after the test)")
         attempts = self.take()
         if attempts:
             pytest.fail(f"{self.test} called {', '.join(attempts)}; {WHY}", pytrace=False)
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(getattr(ray, "is_initialized", lambda: False)())
 
 
 def _refusing(guard: IOGuard, call: str) -> Callable[..., NoReturn]:

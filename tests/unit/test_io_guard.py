@@ -92,3 +92,43 @@ def test_swallowed_call_still_fails_the_test_and_the_guard_ends_with_tests_unit(
     assert "unit/test_hides.py::test_hides_the_refusal called sqlite3.connect(':memory:')" in out, out
     assert "ERROR unit/test_hides.py::test_hides_the_refusal" in out, out
     assert "PASSED test_outside.py::test_z_outside_may_use_sqlite" in out, out
+
+
+class _FakeRay:
+    """Stands in for the ray module: only whether it is initialized matters to the guard."""
+
+    def __init__(self, running: bool) -> None:
+        self.running = running
+        self.shutdowns = 0
+
+    def is_initialized(self) -> bool:
+        return self.running
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+        self.running = False
+
+
+def test_ray_left_running_by_an_earlier_integration_fixture_is_not_blamed_on_a_unit_test(monkeypatch):
+    # `make test` runs tests/integration before tests/unit in one session: its session Ray is up
+    from io_guard import IOGuard
+
+    fake = _FakeRay(running=True)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    guard = IOGuard()
+    guard.begin("tests/unit/test_x.py::test_pure")
+    guard.check()  # passes: Ray was already running when the test began
+    assert fake.shutdowns == 0 and fake.running
+
+
+def test_ray_started_during_a_unit_test_fails_it_even_when_the_call_was_not_seen(monkeypatch):
+    from io_guard import IOGuard
+
+    fake = _FakeRay(running=False)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    guard = IOGuard()
+    guard.begin("tests/unit/test_x.py::test_starts_ray")
+    fake.running = True  # e.g. started through an entry point the guard did not patch
+    with pytest.raises(pytest.fail.Exception, match="test_starts_ray called ray.init"):
+        guard.check()
+    assert fake.shutdowns == 1 and not fake.running
