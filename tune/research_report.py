@@ -79,7 +79,7 @@ def findings_in_words(
     q05_min, k_sl = policy_config.q05_min_atr, label_spec.k_sl
     if q05_hits:
         sentence = (
-            f"The Q05 gate (5% quantile of the net return > {q05_min:g} ATR) blocked {q05_hits:,} symbol-bars "
+            f"The Q05 gate (5% quantile of the net return > {q05_min:g} ATR minus costs) blocked {q05_hits:,} symbol-bars "
             f"({q05_hits / max(cells, 1):.0%})."
         )
         if q05_min > -k_sl:
@@ -119,8 +119,8 @@ def findings_in_words(
         if trades == 0 and beaten:
             out.append(
                 "The model is above those baselines only because it did not trade (0 return); that is no "
-                "evidence of an edge. The same holds for the beats_baselines gate, which counts an undefined "
-                "Sharpe (no trades) as 0."
+                "evidence of an edge, and the promotion gates do not count it as one: a model without "
+                "out-of-sample trades fails every gate but fold_count."
             )
     failed = list(training.gates.failed)
     if failed:
@@ -198,7 +198,7 @@ def write_research_report(
     counts.update({f"blocked: {k}": v for k, v in policy["block_reasons"].items() if v})
     report.table(pd.DataFrame({"count": counts}))
     report.paragraph(
-        f"policy: ev_min {policy_config.ev_min:g}, q05 > {policy_config.q05_min_atr:g} ATR, "
+        f"policy: ev_min {policy_config.ev_min:g}, q05 > {policy_config.q05_min_atr:g} ATR − costs, "
         f"expected MAE < {policy_config.mae_max_atr:g} ATR, leverage {policy_config.leverage}; "
         f"labels: TP {label_spec.k_tp:g} ATR, SL {label_spec.k_sl:g} ATR, horizon {label_spec.h_bars} "
         f"bars, taker fee {label_spec.fee_rate:.4%} per fill, slippage_k {label_spec.slippage_k:g}"
