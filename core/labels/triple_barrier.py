@@ -179,7 +179,7 @@ def barrier_candles(
 @dataclass(frozen=True, slots=True)
 class LabelInputs:
     """One symbol's series prepared for the kernel (``prepare_label_inputs``); reusable across specs
-    with the same ATR source and across event samples."""
+    with the same ATR source and barrier price, and across event samples."""
 
     ts: np.ndarray  # int64 bar open times, epoch ms
     open: np.ndarray  # last price
