@@ -27,7 +27,9 @@ def demo(
     train: bool = typer.Option(True, "--train/--no-train", help="run the training half (sweep … report)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
     null_market: bool = typer.Option(
-        False, "--null-market", help="negative control: the edge-free market, promotion by the gates alone"
+        False,
+        "--null-market",
+        help="negative control: the edge-free market (the gates should refuse every model)",
     ),
     shadow_minutes: int = typer.Option(
         SHADOW_MINUTES,
@@ -57,6 +59,14 @@ def demo(
         style = "green" if t.production_version == t.version and not t.override else "bold red"
         console.print(f"[{style}]{production_sentence(t)}[/{style}]")
         console.print(evidence_sentence(t.gates))
+        if summary.false_promotion:
+            console.print(
+                "[bold red]FAILED negative control: a model of the edge-free market was promoted[/bold red]"
+            )
+        elif summary.null_market:
+            console.print(
+                "[green]negative control: the gates refused the model of the edge-free market[/green]"
+            )
         _print_shadow(console, summary)
         console.print(f"report: {t.report_path}")
         console.print(

@@ -1,13 +1,15 @@
 """``raytrade demo``: the main job, offline, on the embedded default.
 
-Today it runs the foundation path end to end: a synthetic market for the universe (labelled
-synthetic everywhere) → parquet lake (1m, 15m, 1h candles, mark, premium, funding) → database
-through the batched writer and the data-quality door → candle-close events on the bus →
-selftest; then the training half (``raytrade.demo_train`` wiring ``tune.flow``): features and labels
-on Ray Data, walk-forward folds, a small Tune sweep with MLflow trial runs, the best configuration
-retrained, registered and promoted (by a recorded override when the gates fail, as expected on a
-synthetic market), a last-fold portfolio backtest against the baselines and the HTML report
-(``tune.training_report``).
+A synthetic market for the universe (labelled synthetic everywhere) with a planted edge of known
+strength (``core.synthetic``; its oracle's Sharpe from ``core.synthetic_edge``) or, with
+``--null-market``, without one (the negative control) → parquet lake (1m, 15m, 1h candles, mark,
+premium, funding) → database through the batched writer and the data-quality door → candle-close
+events on the bus → selftest; then the training half (``raytrade.demo_train`` wiring ``tune.flow``):
+features and labels on Ray Data, walk-forward folds, a small Tune sweep with MLflow trial runs, the
+best configuration retrained, registered and promoted only if every gate passes; a last-fold
+portfolio backtest against the baselines; after a promotion, the market's last day replayed through
+the realtime path and compared trade by trade with the backtest (``raytrade.demo_shadow``); and the
+HTML report (``tune.training_report``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.messages import CandleClosed, Topic
-from core.synthetic import SyntheticMarket, generate_market
+from core.synthetic import PLANTED_EDGE_STRENGTH, SyntheticMarket, SyntheticParams, generate_market
+from core.synthetic_edge import oracle_backtest
 from core.time import DAY_MS, MINUTE_MS
 from pipelines.dbsink import DatabaseSink
 from pipelines.market import write_synthetic_market
@@ -47,6 +50,9 @@ class DemoSummary:
     """What the demo produced and where."""
 
     market_source: str
+    #: The market's edge in words: planted (and its oracle Sharpe) or none (the null market).
+    market_edge: str
+    null_market: bool
     symbols: int
     days: float
     lake_rows: dict[str, int]
@@ -63,11 +69,23 @@ class DemoSummary:
     shadow_skipped: str | None = None
 
     @property
+    def promoted(self) -> bool:
+        """This run's model became ``production`` (every gate passed)."""
+        t = self.training
+        return t is not None and t.production_version == t.version and t.promotion_kind != "unchanged"
+
+    @property
+    def false_promotion(self) -> bool:
+        """The negative control failed: a model trained on the edge-free market was promoted."""
+        return self.null_market and self.promoted
+
+    @property
     def ok(self) -> bool:
-        """No dead letter, every selftest check passed, and the shadow replay (if any) traded exactly
-        as the backtest."""
+        """No dead letter, every selftest check passed, the shadow replay (if any) traded exactly as
+        the backtest, and no model of the null market was promoted."""
         shadow_ok = self.shadow is None or self.shadow.parity.ok
-        return self.db_dead_letters == 0 and all(c.ok for c in self.checks) and shadow_ok
+        checks_ok = self.db_dead_letters == 0 and all(c.ok for c in self.checks)
+        return checks_ok and shadow_ok and not self.false_promotion
 
 
 def progress_bar(console: Console, enabled: bool) -> Progress:
@@ -139,22 +157,24 @@ def run_demo(
 ) -> DemoSummary:
     """Run the demo and return its summary. Deterministic in (universe, days, seed, null_market).
 
-    ``null_market``: the negative control, no promotion by override (the gates decide alone).
-    After a promotion the production model replays the market's last ``shadow_minutes`` through the
+    The market has a planted edge (``core.synthetic.PLANTED_EDGE_STRENGTH``) or, with ``null_market``,
+    none: the negative control. Either way the gates alone decide the promotion (no override). After a promotion the production model replays the market's last ``shadow_minutes`` through the
     realtime path (``raytrade.demo_shadow``); 0 skips that replay."""
     n_minutes = int(days * DAY_MS // MINUTE_MS)
-    console.print(
-        f"[bold yellow]SYNTHETIC MARKET[/bold yellow]: {len(settings.universe)} symbols × {days:g} days of 1m bars, "
-        f"seed {seed} — generated, not real Binance data"
-    )
+    params = SyntheticParams(edge_strength=0.0 if null_market else PLANTED_EDGE_STRENGTH)
     engine = db.make_engine(settings.database_url)
     db.upgrade(engine)
     sync_universe(engine, settings.universe)
     lake = Lake(settings.lake_root)
     with progress_bar(console, progress) as bar:
         task = bar.add_task("generate market", total=1)
-        market = generate_market(settings.universe, DEMO_START_MS, n_minutes, seed)
+        market = generate_market(settings.universe, DEMO_START_MS, n_minutes, seed, params)
+        edge = market_edge(market, settings)
         bar.advance(task)
+        console.print(
+            f"[bold yellow]SYNTHETIC MARKET[/bold yellow] ({edge}): {len(settings.universe)} symbols × {days:g} days "
+            f"of 1m bars, seed {seed} — generated, not real Binance data"
+        )
         task = bar.add_task("lake", total=len(market.symbols))
         written = write_synthetic_market(market, lake, on_symbol=lambda _s: bar.advance(task))
         task = bar.add_task("database", total=len(market.symbols))
@@ -169,6 +189,8 @@ def run_demo(
     checks = run_selftest(settings)
     summary = DemoSummary(
         market_source=market.source,
+        market_edge=edge,
+        null_market=null_market,
         symbols=len(market.symbols),
         days=days,
         lake_rows=written.rows,
@@ -181,9 +203,7 @@ def run_demo(
         database=redact_url(settings.database_url),
     )
     if train:
-        plan = TrainPlan(
-            seed, num_samples, num_boost_round, allow_override=not null_market, shadow_minutes=shadow_minutes
-        )
+        plan = TrainPlan(seed, num_samples, num_boost_round, shadow_minutes=shadow_minutes)
         _train(settings, summary, plan, console, progress)
     return summary
 
@@ -195,7 +215,6 @@ class TrainPlan:
     seed: int
     num_samples: int
     num_boost_round: int
-    allow_override: bool
     shadow_minutes: int
 
 
@@ -207,7 +226,7 @@ def _train(
     with training_steps(console, progress, len(TRAINING_STAGES) + 3) as step:
         training, data, folds, _cfg = train_and_promote(
             settings, seed=plan.seed, num_samples=plan.num_samples, num_boost_round=plan.num_boost_round,
-            step=step, allow_override=plan.allow_override,
+            step=step,
         )  # fmt: skip
         summary.training = training
         results = last_fold_backtests(settings, data, folds[-1], training.model)
@@ -222,7 +241,7 @@ def _train(
                 minutes=plan.shadow_minutes, seed=plan.seed,
             )  # fmt: skip
         step("shadow replay")
-        note = f"{summary.market_source}, {summary.symbols} symbols × {summary.days:g} days, seed {plan.seed}"
+        note = f"{summary.market_source} market {summary.market_edge}, {summary.symbols} symbols × {summary.days:g} days, seed {plan.seed}"
         out_dir = (settings.data_dir / "reports" / "demo").resolve()
         training.report_path = write_demo_report(
             training, results, summary_frame(summary), out_dir, note, settings.tracking_uri,
@@ -231,9 +250,28 @@ def _train(
         step("report")
 
 
+def market_edge(market: SyntheticMarket, settings: Settings) -> str:
+    """The market's edge in words: "with a planted edge, oracle Sharpe X" (``core.synthetic_edge``'s
+    oracle over the whole market with the installation's label preset, policy sizing and risk) or
+    "edge-free (the null market: negative control)"."""
+    strength = market.params.edge_strength
+    if strength <= 0:
+        return "edge-free (the null market: the negative control, nothing to find)"
+    oracle = oracle_backtest(market, label=settings.label, policy=settings.policy, risk=settings.risk)
+    return (
+        f"with a planted edge (lead-lag from BTC, strength {strength:g}), oracle Sharpe {oracle.sharpe:.2f} "
+        f"after costs over {oracle.trades:,} trades"
+    )
+
+
 def summary_frame(summary: DemoSummary) -> pd.DataFrame:
     """Rows of the demo's result table."""
-    rows = [("market", f"{summary.market_source} ({summary.symbols} symbols, {summary.days:g} days)")]
+    rows = [
+        (
+            "market",
+            f"{summary.market_source}, {summary.market_edge} ({summary.symbols} symbols, {summary.days:g} days)",
+        )
+    ]
     rows += [(f"lake {k}", f"{v:,} rows") for k, v in summary.lake_rows.items()]
     rows += [
         ("database", summary.database),

@@ -3,7 +3,7 @@
 The flow itself is ``tune.flow.train_evaluate_register`` (shared with the ``train`` job); here the
 settings become its narrow ``TrainingEnvironment``, features and labels are made with Ray Data, and the
 result becomes a ``tune.training_report.TrainSummary``. ``train_and_promote`` is the demo's plan: the
-whole universe, folds sized to the history, promotion by a recorded override when gates fail.
+whole universe, folds sized to the history, promotion only when every gate passes.
 """
 
 from __future__ import annotations
@@ -64,10 +64,6 @@ def training_environment(settings: Settings) -> Iterator[TrainingEnvironment]:
         engine.dispose()
 
 
-def _demo_override(gates: GateReport) -> str:
-    return f"demo on a synthetic market: gates failed ({', '.join(gates.failed)})"
-
-
 def _no_override(_gates: GateReport) -> None:
     return None
 
@@ -79,15 +75,14 @@ def train_and_promote(
     num_samples: int,
     num_boost_round: int,
     step: Step,
-    allow_override: bool = True,
 ) -> tuple[TrainSummary, TrainingSet, list[Fold], EvalConfig]:
-    """The demo's plan: the whole universe, ``history_folds``; promotion when the gates pass, or by a
-    recorded override when they fail and ``allow_override`` (else ``production`` stays as it was)."""
+    """The demo's plan: the whole universe, ``history_folds``, promotion only when every gate passes
+    (no override: a failed gate leaves ``production`` as it was, and the flow records the refusal)."""
     request = TrainRequest(
         symbols=tuple(settings.universe), folds=lambda data: history_folds(data, settings.label.h_bars),
         seed=seed, num_boost_round=num_boost_round, model_name=MODEL_NAME, experiment=MODEL_EXPERIMENT,
         sweep=SweepPlan(num_samples, SWEEP_EXPERIMENT, "demo_sweep"),
-        promotion=PromotionPlan(override=_demo_override if allow_override else _no_override, actor=ACTOR),
+        promotion=PromotionPlan(override=_no_override, actor=ACTOR),
     )  # fmt: skip
     return run_training(settings, request, step)
 
