@@ -47,16 +47,9 @@ def demo(
         settings, days=days, seed=seed, console=console, progress=progress, train=train,
         num_samples=configs, num_boost_round=rounds, null_market=null_market, shadow_minutes=shadow_minutes,
     )  # fmt: skip
-    table = Table(title="raytrade demo (SYNTHETIC market)")
-    table.add_column("item")
-    table.add_column("value", overflow="fold")
-    for item, value in summary_frame(summary).itertuples(index=False):
-        table.add_row(item, value)
-    console.print(table)
-    console.print(f"lake: {summary.lake_root}\ndatabase: {summary.database}")
-    if summary.training is not None:
-        t = summary.training
-        style = "green" if t.production_version == t.version and not t.override else "bold red"
+    t = summary.training
+    if t is not None:  # what a user needs first: promotion, its evidence, the shadow replay
+        style = "green" if summary.promoted != summary.null_market else "bold red"
         console.print(f"[{style}]{production_sentence(t)}[/{style}]")
         console.print(evidence_sentence(t.gates))
         if summary.false_promotion:
@@ -68,6 +61,14 @@ def demo(
                 "[green]negative control: the gates refused the model of the edge-free market[/green]"
             )
         _print_shadow(console, summary)
+    table = Table(title="raytrade demo (SYNTHETIC market)")
+    table.add_column("item")
+    table.add_column("value", overflow="fold")
+    for item, value in summary_frame(summary).itertuples(index=False):
+        table.add_row(item, value)
+    console.print(table)
+    console.print(f"lake: {summary.lake_root}\ndatabase: {summary.database}")
+    if t is not None:
         console.print(f"report: {t.report_path}")
         console.print(
             "MLflow UI: mlflow ui --backend-store-uri "
@@ -78,18 +79,28 @@ def demo(
         raise typer.Exit(1)
 
 
+#: Trades of the shadow comparison shown in the console (differences always shown).
+_SHADOW_ROWS = 12
+
+
 def _print_shadow(console: Console, summary: DemoSummary) -> None:
     replay = summary.shadow
     if replay is None:
         console.print(shadow_sentence(None, summary.shadow_skipped))
         return
-    table = Table(title="shadow replay vs backtest (same model, same window)")
-    columns = list(replay.parity.table.columns)
-    for name in columns:
+    trades = replay.parity.table
+    if len(trades) > _SHADOW_ROWS:  # every difference, then matched trades up to the limit; all in the report
+        differ = trades["verdict"] != "same"
+        keep = differ | (trades.index.isin(trades.index[~differ][: max(0, _SHADOW_ROWS - int(differ.sum()))]))
+        trades = trades[keep]
+    table = Table(
+        title=f"shadow replay vs backtest ({len(trades)} of {len(replay.parity.table)} trades; all in the report)"
+    )
+    for name in trades.columns:
         table.add_column(name)
-    for row in replay.parity.table.itertuples(index=False):
+    for row in trades.itertuples(index=False):
         table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
-    if columns:
+    if len(trades):
         console.print(table)
     sentence = f"{shadow_sentence(replay)} ({replay.wall_s:.0f} s)"
     if replay.parity.ok:
