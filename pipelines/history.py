@@ -37,6 +37,7 @@ from core.time import DAY_MS, interval_ms, ms_to_text
 from exchange.binance.rest import BinanceRest
 from exchange.dump_client import Downloaded, DumpClient
 from exchange.dumps import DumpFile
+from pipelines.door import write_through_door
 from pipelines.history_plan import (
     DEFAULT_DATASETS,
     Failure,
@@ -74,6 +75,16 @@ MONTHLY_DUMP_LAG_MS = 10 * DAY_MS
 
 #: ``on_frame(dataset, symbol, frame)``: called after each frame is in the lake (e.g. a database sink).
 OnFrame = Callable[[str, str, pd.DataFrame], None]
+#: ``on_rejected(events)``: called with the ``events`` rows of rows the door refused (e.g. a RejectionLog).
+OnRejected = Callable[[list[dict[str, Any]]], object]
+
+
+class _StoredThenFailed(RaytradeError):
+    """The lake took (some of) an item's rows, then something failed: the item is not finished."""
+
+
+class _Conflict(_StoredThenFailed):
+    """Rows of an item differ from what the lake holds: the rest was stored, the item is not finished."""
 
 
 class DownloadManifest:
@@ -140,14 +151,20 @@ def download_history(
     progress: bool = True,
     max_workers: int = 4,
     console: Console | None = None,
+    replace: bool = False,
+    on_rejected: OnRejected | None = None,
 ) -> HistoryReport:
     """Fetch ``datasets`` of ``symbols`` over [start_ms, end_ms) (clipped to ``now_ms``) into ``lake``.
 
     Dumps first, REST for the rest (``rest`` None: no REST, uncovered ranges are reported). Never
-    raises for a fetch problem: failures are in the report. ``on_frame`` runs after each lake write;
-    an item is marked finished only after it returns.
+    raises for a fetch problem: failures are in the report. Every frame passes the door
+    (pipelines.door) before the lake: refused rows go to ``on_rejected`` as events, rows that differ
+    from the lake are refused (the item is reported and not finished) unless ``replace``.
+    ``on_frame`` runs after each lake write with the rows stored; an item is marked finished only
+    after it returns.
     """
     run = _Run(lake, dumps, rest, on_frame, max_workers, now_ms)
+    run.replace, run.on_rejected = replace, on_rejected
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -184,6 +201,9 @@ class _Run:
         self.absent: list[str] = []
         self.notes: list[str] = []
         self.rows: dict[tuple[str, str], int] = defaultdict(int)
+        self.rejected: dict[str, int] = defaultdict(int)
+        self.replace = False
+        self.on_rejected: OnRejected | None = None
         self.downloaded = self.skipped = self.rest_ranges = 0
         self.dump_host_down = threading.Event()
         self.rest_down: str | None = None
@@ -293,6 +313,9 @@ class _Run:
                 self.absent.append(dump.filename)
                 return None
             self._store(symbol, spec, outcome.frame, SOURCE_DUMP, dump.filename)
+        except _StoredThenFailed as e:
+            self._fail(symbol, spec, what, str(e), False, period, stored=True)
+            return _FAILED
         except _NotAttempted:
             self._fail(
                 symbol, spec, what, f"not attempted: {self.dumps.base_url} is unreachable", True, period
@@ -345,6 +368,9 @@ class _Run:
                 frame = self.rest.premium_index_klines(symbol, spec.interval or "", lo, hi)
             if len(frame):
                 self._store(symbol, spec, frame, SOURCE_REST, what)
+        except _StoredThenFailed as e:
+            self._fail(symbol, spec, what, str(e), False, (lo, hi), stored=True)
+            return
         except UnreachableError as e:
             self.rest_down = f"{self.rest.base_url} is unreachable"
             self._fail(symbol, spec, what, str(e), True, (lo, hi))
@@ -375,18 +401,38 @@ class _Run:
     # Common ---------------------------------------------------------------------------------------
     def _store(self, symbol: str, spec: HistoryDataset, frame: pd.DataFrame, source: str, what: str) -> None:
         dataset = spec.lake_dataset
-        before = len(frame)
-        frame = (
-            frame.drop_duplicates("ts", keep="last").sort_values("ts", kind="stable").reset_index(drop=True)
+        door = write_through_door(
+            self.lake,
+            dataset,
+            symbol,
+            frame,
+            source=source,
+            now_ms=self.now_ms,
+            replace=self.replace,
+            extra_rejections=frame.attrs.get("rejected_lines", ()),
         )
-        if len(frame) != before:
+        if door.events:
+            for reason, count in door.rejected.items():
+                self.rejected[reason] += count
             self.notes.append(
-                f"{symbol} {spec.name} {what}: dropped {before - len(frame)} duplicate ts row(s)"
+                f"{symbol} {spec.name} {what}: refused {door.rows_rejected} row(s) ("
+                + ", ".join(f"{k} {v}" for k, v in sorted(door.rejected.items()))
+                + ")"
             )
-        self.lake.write(dataset, symbol, frame, source)
-        if self.on_frame is not None:
-            self.on_frame(dataset, symbol, frame)
-        self.rows[(dataset, symbol)] += len(frame)
+            if self.on_rejected is not None:
+                self.on_rejected(list(door.events))
+        if door.replaced:
+            self.notes.append(f"{symbol} {spec.name} {what}: replaced {door.replaced} stored row(s)")
+        if len(door.frame) and self.on_frame is not None:
+            try:
+                self.on_frame(dataset, symbol, door.frame)
+            except Exception as e:
+                raise _StoredThenFailed(
+                    f"stored in the lake, not in the database: {type(e).__name__}: {e}"
+                ) from e
+        self.rows[(dataset, symbol)] += door.rows_stored
+        if door.conflicts:
+            raise _Conflict(door.conflict_message())
 
     def _fail(
         self,
@@ -396,8 +442,10 @@ class _Run:
         reason: str,
         unreachable: bool,
         period: tuple[int, int],
+        *,
+        stored: bool = False,
     ) -> None:
-        self.failures.append(Failure(symbol, spec.name, what, reason, unreachable))
+        self.failures.append(Failure(symbol, spec.name, what, reason, unreachable, stored))
         self.tracks[(symbol, spec)].failed.append(period)
 
     def report(self) -> HistoryReport:
@@ -409,6 +457,7 @@ class _Run:
             rows=dict(self.rows),
             failures=tuple(self.failures),
             notes=tuple(self.notes),
+            rejected=dict(self.rejected),
         )
 
 

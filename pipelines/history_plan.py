@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.errors import RaytradeError
 from core.frames import layout
@@ -80,6 +80,7 @@ class Failure:
     what: str
     reason: str
     unreachable: bool
+    stored: bool = False  # the lake took rows of it before it failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,7 @@ class HistoryReport:
     rows: dict[tuple[str, str], int]
     failures: tuple[Failure, ...]
     notes: tuple[str, ...] = ()
+    rejected: dict[str, int] = field(default_factory=dict)  # rows refused by the door, by reason
 
     @property
     def ok(self) -> bool:
@@ -105,6 +107,11 @@ class HistoryReport:
             f"history: {self.downloaded} dump file(s) downloaded, {self.skipped} already done, "
             f"{len(self.absent)} not published, {self.rest_ranges} REST range(s); {total:,} row(s) written"
         ]
+        if self.rejected:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items()))
+            lines.append(
+                f"  refused {sum(self.rejected.values()):,} row(s) at the data-quality door ({reasons})"
+            )
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -124,7 +131,14 @@ class HistoryReport:
         lines += [f"  - {r}" for r in reasons[:10]]
         if len(reasons) > 10:
             lines.append(f"  - … and {len(reasons) - 10} more")
-        lines.append("Nothing partial was kept for these. To proceed:")
+        stored = [f for f in self.failures if f.stored]
+        if not stored:
+            lines.append("Nothing partial was kept for these. To proceed:")
+        else:
+            lines.append(
+                f"The lake kept the rows stored before {len(stored)} of these failed (see above); "
+                "they are not marked finished. To proceed:"
+            )
         lines.append(
             "  - rerun the same command later: finished files are skipped, it resumes where it stopped;"
         )

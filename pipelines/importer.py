@@ -12,24 +12,25 @@ reported, per file, with their reason codes and the first examples, never droppe
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from core.errors import DataQualityError
 from core.frames import LAYOUTS, check_columns, layout
-from core.quality import check_candles
+from core.quality import Rejection, check_rows
 from core.symbols import SymbolError, validate_internal
 from core.time import INTERVAL_MS
-from storage.lake import MAX_TS_MS, MIN_TS_MS, Lake
+from pipelines.door import write_through_door
+from storage.lake import Lake
 
 #: Folder names of known layouts → lake dataset. Lake dataset names map to themselves.
 FOLDER_DATASETS: dict[str, str] = {
@@ -70,6 +71,10 @@ class FileImport:
     rejected: dict[str, int]
     examples: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    conflicts: int = 0  # rows refused: the lake holds their ts with other values
+    conflict_message: str = ""
+    replaced: int = 0  # rows that replaced stored rows (``replace``)
+    events: tuple[dict[str, Any], ...] = ()  # ``events`` rows of the rejected rows
 
     @property
     def rows_rejected(self) -> int:
@@ -82,6 +87,10 @@ class ImportReport:
 
     files: tuple[FileImport, ...]
     skipped: tuple[str, ...]
+
+    @property
+    def conflicts(self) -> int:
+        return sum(f.conflicts for f in self.files)
 
     def rows(self) -> dict[tuple[str, str], int]:
         """Return rows stored per (dataset, symbol)."""
@@ -109,22 +118,55 @@ class ImportReport:
                 reasons = ", ".join(f"{k} {v}" for k, v in sorted(f.rejected.items()))
                 lines.append(f"  rejected {f.rows_rejected} row(s) of {f.path} ({reasons})")
                 lines += [f"    e.g. {e}" for e in f.examples]
+            if f.conflicts:
+                lines.append(f"  refused {f.conflicts} conflicting row(s) of {f.path}: {f.conflict_message}")
+            if f.replaced:
+                lines.append(f"  replaced {f.replaced} stored row(s) with rows of {f.path} (--replace)")
             lines += [f"  note: {f.path}: {n}" for n in f.notes]
         lines += [f"  skipped {s}" for s in self.skipped]
         return "\n".join(lines)
 
 
 def import_path(
-    lake: Lake, path: Path, dataset: str | None = None, symbol: str | None = None
+    lake: Lake,
+    path: Path,
+    dataset: str | None = None,
+    symbol: str | None = None,
+    *,
+    replace: bool = False,
+    now_ms: int | None = None,
+    on_rejected: Callable[[list[dict[str, Any]]], object] | None = None,
 ) -> ImportReport:
     """Import a file or a folder of market data into ``lake``; return what was stored and rejected.
 
     A single file needs ``dataset`` unless its folder name says it (``klines_1m/BTCUSDT.parquet``)
     and ``symbol`` unless its stem is one. A folder without ``dataset`` is walked for known layout
     folders; with ``dataset`` its files are all of that dataset. Raise DataQualityError for input
-    that cannot be imported at all (unknown dataset, missing columns, no symbol).
+    that cannot be imported at all (unknown dataset, missing columns, no symbol); in a folder, the
+    message names the files stored before it. Rows refused by the door go to ``on_rejected`` as
+    ``events`` rows stamped ``now_ms`` (default: now); rows that differ from the lake are refused
+    and reported unless ``replace``.
     """
     path = Path(path)
+    stamp = int(time.time() * 1000) if now_ms is None else now_ms
+    done: list[FileImport] = []
+
+    def one(p: Path, chosen: str, sym: str | None) -> FileImport:
+        try:
+            result = import_file(lake, p, chosen, sym, replace=replace, now_ms=stamp)
+        except DataQualityError as e:
+            if not done:
+                raise
+            stored = ", ".join(f"{Path(f.path).name} ({f.rows_written:,} rows)" for f in done)
+            raise DataQualityError(
+                f"{e}\nstopped there; already stored in the lake: {stored}. "
+                "Fix or move that file and rerun: stored files are not duplicated."
+            ) from None
+        if on_rejected is not None and result.events:
+            on_rejected(list(result.events))
+        done.append(result)
+        return result
+
     if dataset is not None:
         layout(dataset)
     if not path.exists():
@@ -136,15 +178,16 @@ def import_path(
                 f"{path}: cannot tell the dataset from the folder name {path.parent.name!r}; "
                 f"pass --dataset (one of {', '.join(sorted(LAYOUTS))})"
             )
-        return ImportReport((import_file(lake, path, chosen, symbol),), ())
+        return ImportReport((one(path, chosen, symbol),), ())
     if dataset is not None:
         files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES)
         if symbol is not None and len(files) > 1:
             raise DataQualityError(f"{path}: --symbol names one symbol but the folder has {len(files)} files")
-        return ImportReport(tuple(import_file(lake, p, dataset, symbol) for p in files), ())
+        return ImportReport(tuple(one(p, dataset, symbol) for p in files), _csv_skipped(path))
     imported: list[FileImport] = []
     skipped: list[str] = []
     for folder in sorted(p for p in [path, *path.rglob("*")] if p.is_dir()):
+        skipped += _csv_skipped(folder)
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
         if not files:
             continue
@@ -152,14 +195,25 @@ def import_path(
         if chosen is None:
             skipped.append(f"{folder} ({len(files)} file(s)): {_why_skipped(folder.name)}")
             continue
-        imported += [import_file(lake, p, chosen, symbol) for p in files]
+        imported += [one(p, chosen, symbol) for p in files]
     if not imported and not skipped:
         raise DataQualityError(f"{path}: no .parquet or .feather files found")
     return ImportReport(tuple(imported), tuple(skipped))
 
 
-def import_file(lake: Lake, path: Path, dataset: str, symbol: str | None = None) -> FileImport:
-    """Import one parquet/feather file of ``dataset`` for ``symbol`` (default: the file stem)."""
+def import_file(
+    lake: Lake,
+    path: Path,
+    dataset: str,
+    symbol: str | None = None,
+    *,
+    replace: bool = False,
+    now_ms: int | None = None,
+) -> FileImport:
+    """Import one parquet/feather file of ``dataset`` for ``symbol`` (default: the file stem).
+
+    Rows pass the door (pipelines.door); the refused ones are in ``FileImport.events``.
+    """
     symbol = symbol or path.stem
     try:
         validate_internal(symbol)
@@ -167,20 +221,22 @@ def import_file(lake: Lake, path: Path, dataset: str, symbol: str | None = None)
         raise DataQualityError(f"{path}: {e}; pass --symbol") from None
     table = _read_table(path)
     columns, notes = _lake_columns(dataset, table, path)
-    n = len(columns["ts"])
-    keep, reasons, examples = validate_rows(dataset, symbol, columns)
-    frame = pd.DataFrame({name: values[keep] for name, values in columns.items()})
-    if len(frame):
-        lake.write(dataset, symbol, frame, f"import:{path.resolve()}")
+    stamp = int(time.time() * 1000) if now_ms is None else now_ms
+    source = f"import:{path.resolve()}"
+    door = write_through_door(lake, dataset, symbol, columns, source=source, now_ms=stamp, replace=replace)
     return FileImport(
         path=str(path),
         dataset=dataset,
         symbol=symbol,
-        rows_read=n,
-        rows_written=len(frame),
-        rejected=dict(Counter(reasons)),
-        examples=tuple(examples),
+        rows_read=door.rows_in,
+        rows_written=door.rows_stored,
+        rejected=door.rejected,
+        examples=tuple(_examples(list(door.rejections))),
         notes=tuple(notes),
+        conflicts=door.conflicts,
+        conflict_message=door.conflict_message(),
+        replaced=door.replaced,
+        events=door.events,
     )
 
 
@@ -189,53 +245,38 @@ def validate_rows(
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Return (mask of rows to keep, reason code of each rejected row, first example details).
 
-    Candles and mark prices: finite, positive prices, OHLC consistent, volume finite and ≥ 0, ts on
-    the grid (core.quality). Premium index (may be ≤ 0): finite and OHLC consistent. Funding: finite
-    rate. All: plausible epoch-ms ts; a repeated ts keeps its first row.
+    The door of every market write (core.quality.check_rows): candles and mark prices: finite,
+    positive prices, OHLC consistent, volume finite and ≥ 0, ts on the grid. Premium index (may be
+    ≤ 0): finite and OHLC consistent. Funding: finite rate. All: plausible epoch-ms ts; a repeated
+    ts with the same values keeps its first row, with different values none.
     """
-    ts = np.asarray(columns["ts"], dtype=np.int64)
-    n = len(ts)
-    rejected_reason = np.full(n, "", dtype=object)
-    details: list[tuple[int, str]] = []
+    keep, rejections = check_rows(dataset, symbol, columns, _grid_ms(dataset))
+    return keep, [r.reason for r in rejections], _examples(rejections)
 
-    def reject(mask: npt.ArrayLike, reason: str, detail: str) -> None:
-        new = np.asarray(mask, dtype=bool) & (rejected_reason == "")
-        for i in np.flatnonzero(new)[:_EXAMPLES]:
-            details.append((int(i), f"{reason}: {symbol} ts={int(ts[i])}{detail}"))
-        rejected_reason[new] = reason
 
-    reject((ts < MIN_TS_MS) | (ts >= MAX_TS_MS), "ts_out_of_range", " is not epoch ms in 2000..2100")
-    order = np.argsort(ts, kind="stable")
-    repeated = np.zeros(n, dtype=bool)
-    repeated[order[1:]] = ts[order[1:]] == ts[order[:-1]]
-    reject(repeated, "duplicate_ts", " repeats an earlier row")
-    kind = dataset.split("_", 1)[0]
-    step = INTERVAL_MS.get(dataset.rsplit("_", 1)[-1]) if "_" in dataset else None
-    if kind in ("candles", "mark") and step is not None:
-        volume = columns["volume"] if "volume" in columns else np.zeros(n)
-        ohlcv = {k: columns[k] for k in ("ts", "open", "high", "low", "close")} | {"volume": volume}
-        _, rejections = check_candles(np.full(n, symbol, dtype=object), ohlcv, step, None)
-        for r in rejections:
-            if rejected_reason[r.index] == "":
-                rejected_reason[r.index] = r.reason
-                if sum(1 for _, d in details if d.startswith(r.reason)) < _EXAMPLES:
-                    details.append((r.index, f"{r.reason}: {r.detail}"))
-    elif kind == "premium" and step is not None:
-        o, h, lo, c = (np.asarray(columns[k], dtype=np.float64) for k in ("open", "high", "low", "close"))
-        with np.errstate(invalid="ignore"):
-            reject(~np.isfinite(np.stack([o, h, lo, c])).all(axis=0), "non_finite_price", "")
-            reject((h < np.maximum(o, c)) | (lo > np.minimum(o, c)), "ohlc_outside_range", "")
-        reject(ts % step != 0, "off_interval_grid", f" is not a multiple of {step} ms")
-    elif dataset == "funding":
-        reject(
-            ~np.isfinite(np.asarray(columns["funding_rate"], dtype=np.float64)), "non_finite_funding_rate", ""
-        )
-    keep = rejected_reason == ""
-    examples = [d for _, d in sorted(details)][: _EXAMPLES * 2]
-    return keep, [str(r) for r in rejected_reason[~keep]], examples
+def _examples(rejections: list[Rejection]) -> list[str]:
+    """The first few rejections of each reason, in row order, as ``reason: detail``."""
+    seen: Counter[str] = Counter()
+    chosen = []
+    for r in rejections:
+        seen[r.reason] += 1
+        if seen[r.reason] <= _EXAMPLES:
+            chosen.append(f"{r.reason}: {r.detail}")
+    return chosen[: _EXAMPLES * 2]
+
+
+def _grid_ms(dataset: str) -> int | None:
+    return INTERVAL_MS.get(dataset.rsplit("_", 1)[-1]) if "_" in dataset else None
 
 
 def _read_table(path: Path) -> pa.Table:
+    if path.suffix.lower() == ".csv":
+        raise DataQualityError(
+            f"{path}: CSV files are not imported (only .parquet, .feather, .arrow); convert it first, "
+            "e.g. pandas.read_csv(path).to_parquet(...), or fetch Binance dump CSVs with `raytrade history`"
+        )
+    if path.suffix not in _SUFFIXES:
+        raise DataQualityError(f"{path}: not a .parquet, .feather or .arrow file")
     try:
         if path.suffix == ".parquet":
             return pq.ParquetFile(path).read()
@@ -276,6 +317,13 @@ def _lake_columns(dataset: str, table: pa.Table, path: Path) -> tuple[dict[str, 
         return check_columns(dataset, raw), notes
     except DataQualityError as e:
         raise DataQualityError(f"{path}: {e}") from None
+
+
+def _csv_skipped(folder: Path) -> tuple[str, ...]:
+    csvs = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+    if not csvs:
+        return ()
+    return (f"{folder} ({len(csvs)} .csv file(s)): CSV is not imported; convert to parquet first",)
 
 
 def _why_skipped(folder: str) -> str:

@@ -60,15 +60,80 @@ class _ClosingSink:
     def __call__(self, dataset: str, symbol: str, frame: pd.DataFrame) -> None:
         self._sink(dataset, symbol, frame)
 
+    @property
+    def engine(self) -> Any:
+        return self._engine
+
     def close(self) -> None:
         try:
             stats = self._sink.close()
+            by_table = stats.rows_written_by_table
+            candles = sum(n for t, n in by_table.items() if t.startswith("candles_"))
+            others = sum(n for t, n in by_table.items() if not t.startswith("candles_") and t != "events")
+            fresh = stats.rows_rejected - stats.rows_rejected_before
             console.print(
-                f"database: {stats.rows_written:,} row(s) written, {stats.rows_rejected} rejected as "
-                f"data-quality events, {stats.rows_dead_lettered} refused (dead letters)"
+                f"database: {candles:,} candle row(s) and {others:,} other row(s) written; "
+                f"{stats.rows_rejected:,} candle row(s) refused as data-quality events "
+                f"({fresh:,} recorded now, {stats.rows_rejected_before:,} recorded before); "
+                f"{stats.rows_dead_lettered} refused (dead letters)"
             )
         finally:
             self._engine.dispose()
+
+
+class RejectionRecorder:
+    """``on_rejected(events)``: records the door's rejection events in the database's ``events``.
+
+    Opens the database only when there is something to record, so a run without rejections never
+    creates one. Uses ``engine`` when given (``--to-db``), else the configured database if it is
+    migrated; otherwise counts what it could not record and says so in ``summary``.
+    """
+
+    def __init__(self, settings: Settings, engine: Any | None = None) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._owned: Any | None = None
+        self._log: Any | None = None
+        self.unrecorded = 0
+        self.reason = ""
+
+    def __call__(self, events: list[dict[str, Any]]) -> None:
+        from storage import db
+        from storage.candle_door import RejectionLog
+
+        if self._log is None and not self.reason:
+            engine = self._engine
+            if engine is None:
+                engine = self._owned = db.make_engine(self._settings.database_url)
+            try:
+                if db.is_current(engine):
+                    self._log = RejectionLog(engine)
+                else:
+                    self.reason = "the database is not migrated: run `raytrade db upgrade`"
+            except Exception as e:
+                self.reason = f"the database is unavailable ({type(e).__name__})"
+        if self._log is None:
+            self.unrecorded += len(events)
+            return
+        self._log.record(events)
+
+    def summary(self) -> str:
+        """Return one line on what was recorded ('' when nothing was refused)."""
+        if self._log is None and not self.unrecorded:
+            return ""
+        parts = []
+        if self._log is not None:
+            parts.append(
+                f"events: {self._log.recorded:,} refused row(s) recorded as data-quality events, "
+                f"{self._log.already:,} recorded before"
+            )
+        if self.unrecorded:
+            parts.append(f"{self.unrecorded:,} refused row(s) not recorded as events: {self.reason}")
+        return "; ".join(parts)
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.dispose()
 
 
 def history(
@@ -85,13 +150,26 @@ def history(
     to_db: bool = typer.Option(False, "--to-db", help="also write candles and funding to the database"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     workers: int = typer.Option(4, "--workers", min=1, max=16, help="parallel dump downloads"),
+    replace: bool = typer.Option(
+        False, "--replace", help="take new rows whose ts the lake holds with other values (default: refuse)"
+    ),
 ) -> None:
     """Download Binance USDⓈ-M history into the lake: monthly/daily dumps, then REST for the recent tail.
 
-    Resumable: finished files are skipped on a rerun. Exits 1 listing what could not be fetched.
+    Resumable: finished files are skipped on a rerun. Every row passes the data-quality door
+    before the lake; refused rows are recorded as events. Rows that differ from the lake are
+    refused unless --replace. Exits 1 listing what could not be fetched or stored.
     """
     run_history(
-        settings_or_exit(), symbols, datasets, start, end, to_db=to_db, progress=progress, workers=workers
+        settings_or_exit(),
+        symbols,
+        datasets,
+        start,
+        end,
+        to_db=to_db,
+        progress=progress,
+        workers=workers,
+        replace=replace,
     )
 
 
@@ -107,6 +185,7 @@ def run_history(
     workers: int = 4,
     sink_factory: SinkFactory | None = None,
     now_ms: int | None = None,
+    replace: bool = False,
 ) -> None:
     """Run ``raytrade history`` with loaded settings; ``sink_factory`` replaces ``_db_sink`` for ``--to-db``."""
     try:
@@ -125,6 +204,7 @@ def run_history(
             f"--start ({start}) must be before --end ({end or 'now'})", param_hint="--start"
         )
     on_frame = (sink_factory or _db_sink)(settings) if to_db else None
+    recorder = RejectionRecorder(settings, getattr(on_frame, "engine", None))
     lake = Lake(settings.lake_root)
     dumps = DumpClient(settings.history_base_url)
     rest = BinanceRest(settings.fapi_url or FAPI_MAINNET, max_attempts=3)
@@ -146,6 +226,8 @@ def run_history(
             progress=progress,
             max_workers=workers,
             console=console,
+            replace=replace,
+            on_rejected=recorder,
         )
     finally:
         rest.close()
@@ -153,7 +235,10 @@ def run_history(
         close = getattr(on_frame, "close", None)
         if callable(close):
             close()
-    console.print(report.summary())
+        recorder.close()
+    console.print(report.summary(), highlight=False)
+    if recorder.summary():
+        console.print(recorder.summary(), highlight=False)
     if not report.ok:
         console.print(f"[red]{report.failure_message()}[/red]", highlight=False)
         raise typer.Exit(1)
@@ -165,20 +250,35 @@ def import_command(
         None, "--dataset", help="lake dataset of a single file, e.g. candles_1m"
     ),
     symbol: str | None = typer.Option(None, "--symbol", help="symbol of a single file (default: its name)"),
+    replace: bool = typer.Option(
+        False, "--replace", help="take rows whose ts the lake holds with other values (default: refuse)"
+    ),
 ) -> None:
     """Import local parquet/feather market data into the lake, validating every row.
 
-    Rejected rows are not stored; they are reported with their reasons.
+    Rejected rows are not stored; they are reported with their reasons and recorded as
+    data-quality events. Rows that differ from what the lake holds are refused unless --replace.
     """
     settings = settings_or_exit()
     lake = Lake(settings.lake_root)
+    recorder = RejectionRecorder(settings)
     try:
-        report = import_path(lake, path, dataset=dataset, symbol=symbol)
+        report = import_path(
+            lake, path, dataset=dataset, symbol=symbol, replace=replace, on_rejected=recorder
+        )
     except DataQualityError as e:
         console.print(f"[red]import failed: {e}[/red]", highlight=False)
+        if recorder.summary():
+            console.print(recorder.summary(), highlight=False)
         raise typer.Exit(1) from None
+    finally:
+        recorder.close()
     console.print(report.summary(), highlight=False)
+    if recorder.summary():
+        console.print(recorder.summary(), highlight=False)
     console.print(f"lake: {lake.root}")
+    if report.conflicts:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

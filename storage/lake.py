@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from core.errors import DataQualityError
 from core.frames import check_columns, layout
+from core.quality import MAX_TS_MS, MIN_TS_MS  # plausible epoch-ms range, shared with the row door
 from core.symbols import SymbolError, validate_internal
 from core.time import INTERVAL_MS
 
@@ -45,9 +46,6 @@ META_DATASET = b"raytrade.dataset"
 META_SYMBOL = b"raytrade.symbol"
 META_SOURCES = b"raytrade.sources"
 
-#: Plausible ``ts`` range (2000-01-01 .. 2100-01-01, epoch ms): catches seconds or microseconds.
-MIN_TS_MS = 946_684_800_000
-MAX_TS_MS = 4_102_444_800_000
 
 #: Raw data is read far more often than written (every feature, label and backtest run), so it is
 #: stored for read speed: on real Binance 1m klines, lz4 files are 1.5× the size of zstd ones and
@@ -181,6 +179,38 @@ class Lake:
         finally:
             tmp.unlink(missing_ok=True)
         return True
+
+    def differing(
+        self, dataset: str, symbol: str, frame: pd.DataFrame | Mapping[str, np.ndarray]
+    ) -> np.ndarray:
+        """Return a mask of the rows of ``frame`` whose ``ts`` the lake holds with other values.
+
+        Compares the columns both have (NaN equals NaN). Rows the lake does not hold, or holds
+        identically, are False: writing them adds or changes nothing.
+        """
+        names = list(frame.columns) if isinstance(frame, pd.DataFrame) else list(frame)
+        columns = {str(k): np.asarray(frame[k]) for k in names}
+        ts = np.asarray(columns["ts"], dtype=np.int64)
+        out = np.zeros(len(ts), dtype=bool)
+        if len(ts) == 0 or not self._partition_files(dataset, symbol):
+            return out
+        stored = self._read_table(dataset, symbol, int(ts.min()), int(ts.max()) + 1, None)
+        if stored is None or stored.num_rows == 0:
+            return out
+        old_ts = stored.column("ts").to_numpy()
+        at = np.searchsorted(old_ts, ts)
+        held = (at < len(old_ts)) & (old_ts[np.minimum(at, len(old_ts) - 1)] == ts)
+        rows, where = np.flatnonzero(held), at[held]
+        for name in columns.keys() & set(stored.column_names) - {"ts"}:
+            old = stored.column(name).to_numpy(zero_copy_only=False)[where]
+            new = columns[name][rows]
+            if old.dtype.kind == "f" or new.dtype.kind == "f":
+                old, new = old.astype(np.float64), new.astype(np.float64)
+                same = (old == new) | (np.isnan(old) & np.isnan(new))
+            else:
+                same = old == new
+            out[rows[~same]] = True
+        return out
 
     # Reading --------------------------------------------------------------------------------------
     def read(

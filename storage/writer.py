@@ -30,13 +30,14 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from core.config import WriterConfig
 from core.errors import TransientError
 from storage.batch import ColumnBatch, concat, to_batch
 from storage.bulk import is_transient, is_upsert, table_of, write_batches
-from storage.candle_door import REJECTED_CANDLE_KIND, CandleScreen, screen_candles
+from storage.candle_door import REJECTED_CANDLE_KIND, CandleScreen, recorded_keys, screen_candles
 
 log = logging.getLogger(__name__)
 __all__ = [
@@ -115,6 +116,8 @@ class WriterStats:
     dead_letters: int
     last_flush_latency_s: float | None
     last_error: str | None
+    rows_rejected_before: int = 0  # of rows_rejected: their events were recorded before (a rerun)
+    rows_written_by_table: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -129,6 +132,8 @@ class _Counters:
     written: int = 0
     dead_rows: int = 0
     rejected: int = 0
+    rejected_before: int = 0
+    written_by_table: dict[str, int] = field(default_factory=dict)
     flushes: int = 0
     failures: int = 0
     consecutive_failures: int = 0
@@ -162,6 +167,7 @@ class BatchedWriter:
         self._retry_at: float | None = None
         self._backoff_s = config.retry_initial_s
         self._counters = _Counters()
+        self._event_keys: set[str] = set()  # keys of the rejection events this writer recorded
         self._thread = threading.Thread(target=self._run, name="raytrade-writer", daemon=True)
         if start:
             self._thread.start()
@@ -198,13 +204,35 @@ class BatchedWriter:
         """
         now_ms = int(time.time() * 1000) if ts_ms is None else ts_ms
         screen = screen_candles(interval, rows, known_symbols, source=source, now_ms=now_ms)
-        batches = [screen.accepted] if screen.events is None else [screen.accepted, screen.events]
+        events, fresh_keys = self._unrecorded(screen)
+        batches = [screen.accepted] if events is None else [screen.accepted, events]
         self._enqueue(batches, block_timeout_s)
         if screen.rejections:
             with self._cond:
                 self._counters.rejected += len(screen.rejections)
+                self._counters.rejected_before += len(screen.rejections) - len(fresh_keys)
+                self._event_keys |= fresh_keys
             self._emit(WriterEvent("candles_rejected", screen.accepted.table, len(screen.rejections)))
         return screen
+
+    def _unrecorded(self, screen: CandleScreen) -> tuple[ColumnBatch | None, set[str]]:
+        """The rejection events of ``screen`` not recorded before (in ``events`` or by this writer),
+        and their keys: a rerun rejecting the same rows records nothing twice."""
+        if screen.events is None:
+            return None, set()
+        symbols = set(screen.events.columns["symbol"].values.tolist())
+        try:
+            known = recorded_keys(self._engine, symbols)
+        except Exception as e:  # database down: keep them all; a duplicate event beats a lost one
+            log.warning("could not read recorded rejection events: %s", _describe(e))
+            known = set()
+        with self._cond:
+            known |= self._event_keys
+        fresh = [i for i, k in enumerate(screen.event_keys) if k not in known]
+        keys = {screen.event_keys[i] for i in fresh}
+        if len(fresh) == screen.events.n:
+            return screen.events, keys
+        return (screen.events.take(np.array(fresh, dtype=np.intp)) if fresh else None), keys
 
     def _enqueue(self, batches: list[ColumnBatch], block_timeout_s: float | None) -> None:
         n = sum(b.n for b in batches)
@@ -230,7 +258,7 @@ class BatchedWriter:
                     self._table_rows[b.table] = self._table_rows.get(b.table, 0) + b.n
             self._buffered += n
             self._counters.submitted += n
-            if any(self._table_rows[b.table] >= self._config.max_batch_rows for b in batches):
+            if any(self._table_rows.get(b.table, 0) >= self._config.max_batch_rows for b in batches):
                 self._cond.notify_all()
 
     # --- flushing ---------------------------------------------------------------------------
@@ -294,6 +322,8 @@ class BatchedWriter:
                 dead_letters=len(c.dead),
                 last_flush_latency_s=c.last_latency_s,
                 last_error=c.last_error,
+                rows_rejected_before=c.rejected_before,
+                rows_written_by_table=dict(c.written_by_table),
             )
 
     def dead_letters(self) -> list[DeadLetter]:
@@ -446,6 +476,7 @@ class BatchedWriter:
             self._buffered -= done
             c = self._counters
             c.written += written
+            c.written_by_table[table] = c.written_by_table.get(table, 0) + written
             c.dead_rows += sum(d.n for d in dead)
             c.dead.extend(dead)
             c.flushes += commits
