@@ -13,6 +13,13 @@ Claiming is atomic, so two workers never run the same job:
   ``status = 'queued'``: SQLite runs one write transaction at a time and an UPDATE takes the write
   lock before it reads, so the second claimer sees the row already running.
 
+Leases: a claim takes a lease (``lease_until``, ``worker``) and counts an attempt; the worker renews
+the lease by heartbeat (``heartbeat``) while the job runs. A worker that dies (killed, machine lost)
+stops renewing it, and ``recover_expired`` (called by every worker before it claims) returns a job
+whose lease passed to the queue, or fails it once it has been claimed ``max_attempts`` times. A
+transition given the claim's ``attempt`` applies only while that claim still holds the job, so a
+worker that lost its lease cannot finish a job another worker has taken since.
+
 Oldest queued job first. A worker claims only kinds it can run (``kinds``), so a job waits for a
 worker that has its handler instead of failing on one that has not.
 
@@ -38,6 +45,8 @@ from storage.schema import training_jobs
 __all__ = [
     "JOB_KINDS",
     "JOB_STATUSES",
+    "DEFAULT_LEASE_MS",
+    "DEFAULT_MAX_ATTEMPTS",
     "MAX_ERROR_CHARS",
     "Job",
     "claim",
@@ -46,7 +55,9 @@ __all__ = [
     "error_text",
     "fail",
     "get_job",
+    "heartbeat",
     "list_jobs",
+    "recover_expired",
     "set_progress",
 ]
 
@@ -55,6 +66,10 @@ __all__ = [
 JOB_KINDS: tuple[str, ...] = ("bootstrap_history", "label", "train", "backtest", "drift", "promote")
 JOB_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed")
 MAX_ERROR_CHARS = 2000
+#: How long a claim holds a job without a heartbeat, ms.
+DEFAULT_LEASE_MS = 60_000
+#: Claims of one job before an expired lease fails it instead of queueing it again.
+DEFAULT_MAX_ATTEMPTS = 3
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:)[^@\s]+@")
 _KEY_VALUE_SECRET = re.compile(
@@ -78,6 +93,9 @@ class Job:
     config: Mapping[str, Any]
     report_uri: str | None
     error: str | None
+    attempts: int = 0
+    lease_until_ms: int | None = None
+    worker: str | None = None
 
 
 def _job(r: sa.Row[Any]) -> Job:
@@ -92,6 +110,9 @@ def _job(r: sa.Row[Any]) -> Job:
         config=dict(r.config or {}),
         report_uri=r.report_uri,
         error=r.error,
+        attempts=int(r.attempts),
+        lease_until_ms=None if r.lease_until is None else int(r.lease_until),
+        worker=r.worker,
     )
 
 
@@ -129,9 +150,20 @@ def enqueue(engine: sa.Engine, kind: str, config: Mapping[str, Any], *, now_ms: 
 
 
 def claim(
-    engine: sa.Engine, kinds: Collection[str] | None = None, *, now_ms: int | None = None
+    engine: sa.Engine,
+    kinds: Collection[str] | None = None,
+    *,
+    now_ms: int | None = None,
+    lease_ms: int = DEFAULT_LEASE_MS,
+    worker: str | None = None,
 ) -> Job | None:
-    """Atomically move the oldest queued job (of ``kinds``, default any) to running; None when none is queued."""
+    """Atomically move the oldest queued job (of ``kinds``, default any) to running; None when none is queued.
+
+    The claim counts one more attempt and holds a lease of ``lease_ms`` for ``worker``; renew it
+    with ``heartbeat``.
+    """
+    if lease_ms <= 0:
+        raise ValueError(f"lease_ms must be positive, got {lease_ms}")
     if kinds is not None and not kinds:
         return None
     t = training_jobs
@@ -142,10 +174,18 @@ def claim(
     pick = pick.order_by(q.c.created_at, q.c.job_id).limit(1)
     if engine.dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
+    now = _now_ms(now_ms)
     stmt = (
         sa.update(t)
         .where(t.c.job_id == pick.scalar_subquery(), t.c.status == "queued")
-        .values(status="running", started_at=_now_ms(now_ms), progress=0.0)
+        .values(
+            status="running",
+            started_at=now,
+            progress=0.0,
+            attempts=t.c.attempts + 1,
+            lease_until=now + lease_ms,
+            worker=worker,
+        )
         .returning(*t.c)
     )
     with engine.begin() as conn:
@@ -153,35 +193,117 @@ def claim(
     return _job(row) if row is not None else None
 
 
-def set_progress(engine: sa.Engine, job_id: str, progress: float) -> bool:
-    """Record the progress (0…1) of a running job; return False when the job is not running."""
+def heartbeat(
+    engine: sa.Engine,
+    job_id: str,
+    attempt: int,
+    *,
+    lease_ms: int = DEFAULT_LEASE_MS,
+    now_ms: int | None = None,
+) -> bool:
+    """Extend the lease of claim ``attempt`` on a running job to now + ``lease_ms``.
+
+    Return False when that claim no longer holds the job (it finished, or its lease expired and the
+    job was queued again or failed).
+    """
+    return _transition(engine, job_id, {"lease_until": _now_ms(now_ms) + lease_ms}, attempt)
+
+
+def recover_expired(
+    engine: sa.Engine, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS, now_ms: int | None = None
+) -> tuple[int, int]:
+    """Return running jobs whose lease passed to the queue, or fail those claimed ``max_attempts`` times.
+
+    A queued job keeps its attempt count and says in ``error`` which attempt lost its worker.
+    Returns (jobs queued again, jobs failed).
+    """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    t = training_jobs
+    now = _now_ms(now_ms)
+    expired = sa.and_(t.c.status == "running", t.c.lease_until.is_not(None), t.c.lease_until < now)
+    lost = sa.literal("attempt ") + sa.cast(t.c.attempts, sa.Text)
+    with engine.begin() as conn:
+        failed = conn.execute(
+            sa.update(t)
+            .where(expired, t.c.attempts >= max_attempts)
+            .values(
+                status="failed",
+                ended_at=now,
+                lease_until=None,
+                error=lost + sa.literal(f" of {max_attempts} lost its worker (lease expired); giving up"),
+            )
+        ).rowcount
+        requeued = conn.execute(
+            sa.update(t)
+            .where(expired, t.c.attempts < max_attempts)
+            .values(
+                status="queued",
+                started_at=None,
+                progress=0.0,
+                lease_until=None,
+                worker=None,
+                error=lost + sa.literal(" lost its worker (lease expired); queued again"),
+            )
+        ).rowcount
+    return int(requeued), int(failed)
+
+
+def set_progress(engine: sa.Engine, job_id: str, progress: float, *, attempt: int | None = None) -> bool:
+    """Record the progress (0…1) of a running job; return False when the job is not running.
+
+    With ``attempt``, only while that claim holds the job (see ``heartbeat``).
+    """
     if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not math.isfinite(progress):
         raise ValueError(f"progress must be a finite number in [0, 1], got {progress!r}")
     if not 0.0 <= progress <= 1.0:
         raise ValueError(f"progress must be in [0, 1], got {progress}")
-    return _transition(engine, job_id, {"progress": float(progress)})
+    return _transition(engine, job_id, {"progress": float(progress)}, attempt)
 
 
 def complete(
-    engine: sa.Engine, job_id: str, *, report_uri: str | None = None, now_ms: int | None = None
+    engine: sa.Engine,
+    job_id: str,
+    *,
+    report_uri: str | None = None,
+    now_ms: int | None = None,
+    attempt: int | None = None,
 ) -> bool:
-    """Mark a running job done (progress 1); return False when it was not running."""
-    values = {"status": "done", "progress": 1.0, "ended_at": _now_ms(now_ms), "report_uri": report_uri}
-    return _transition(engine, job_id, values)
+    """Mark a running job done (progress 1); return False when it was not running (or not ``attempt``'s)."""
+    values = {
+        "status": "done",
+        "progress": 1.0,
+        "ended_at": _now_ms(now_ms),
+        "report_uri": report_uri,
+        "lease_until": None,
+        "error": None,
+    }
+    return _transition(engine, job_id, values, attempt)
 
 
-def fail(engine: sa.Engine, job_id: str, error: BaseException | str, *, now_ms: int | None = None) -> bool:
+def fail(
+    engine: sa.Engine,
+    job_id: str,
+    error: BaseException | str,
+    *,
+    now_ms: int | None = None,
+    attempt: int | None = None,
+) -> bool:
     """Mark a running job failed with a redacted one-line error; return False when it was not running."""
     text = error_text(error)
-    return _transition(engine, job_id, {"status": "failed", "ended_at": _now_ms(now_ms), "error": text})
+    values = {"status": "failed", "ended_at": _now_ms(now_ms), "error": text, "lease_until": None}
+    return _transition(engine, job_id, values, attempt)
 
 
-def _transition(engine: sa.Engine, job_id: str, values: Mapping[str, Any]) -> bool:
+def _transition(
+    engine: sa.Engine, job_id: str, values: Mapping[str, Any], attempt: int | None = None
+) -> bool:
     t = training_jobs
+    where = [t.c.job_id == job_id, t.c.status == "running"]
+    if attempt is not None:
+        where.append(t.c.attempts == attempt)
     with engine.begin() as conn:
-        result = conn.execute(
-            sa.update(t).where(t.c.job_id == job_id, t.c.status == "running").values(**values)
-        )
+        result = conn.execute(sa.update(t).where(*where).values(**values))
     return bool(result.rowcount)
 
 

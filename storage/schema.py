@@ -144,6 +144,11 @@ training_jobs = sa.Table(
     sa.Column("config", Json, nullable=False),
     sa.Column("report_uri", Text),
     sa.Column("error", Text),
+    sa.Column(
+        "attempts", sa.Integer, nullable=False, server_default="0", comment="times claimed by a worker"
+    ),
+    sa.Column("lease_until", EpochMs, comment="a running job whose lease passed has lost its worker"),
+    sa.Column("worker", Text, comment="who holds the lease"),
     sa.CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name="status"),
     sa.CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
     sa.Index(None, "status", "created_at"),

@@ -6,6 +6,11 @@ has a handler for (``storage.jobs.claim``: atomic, so several workers can share 
 the handler with a ``JobContext``, and marks the job done with the handler's report URI, or failed
 with the exception's redacted one-line text.
 
+Leases: before each claim the worker returns jobs whose workers died (their lease passed) to the
+queue, or fails them after ``max_attempts`` claims (``storage.jobs.recover_expired``). While a job
+runs, a heartbeat thread renews its lease every third of ``lease_s``; a worker killed mid-job stops
+renewing it, so another worker takes the job once ``lease_s`` has passed.
+
 Handlers are plain callables registered per kind on the worker instance (``register``); the worker
 keeps no class-level state. ``promote_handler`` runs ``tune.promote`` for ``promote`` jobs; the
 label, train and backtest handlers (``tune.jobs_handlers``) are registered by the composition root;
@@ -113,7 +118,8 @@ class BatchWorker:
     """Claims jobs of the registered kinds and runs them one at a time.
 
     ``clock_ms`` supplies job timestamps (epoch ms); tests replace it. ``name`` identifies the worker
-    in logs.
+    in logs and in the lease it holds. ``lease_s``: how long a claim holds a job without a
+    heartbeat; ``max_attempts``: claims of one job before an expired lease fails it.
     """
 
     engine: sa.Engine
@@ -121,6 +127,8 @@ class BatchWorker:
     name: str = "batch-worker"
     poll_interval_s: float = 1.0
     progress_interval_s: float = 0.5
+    lease_s: float = jobs.DEFAULT_LEASE_MS / 1000
+    max_attempts: int = jobs.DEFAULT_MAX_ATTEMPTS
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     _handlers: dict[str, JobHandler] = field(default_factory=dict, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
@@ -137,10 +145,53 @@ class BatchWorker:
 
     def run_once(self) -> Job | None:
         """Claim one job and run it to done or failed; return its final row, or None when none was queued."""
-        job = jobs.claim(self.engine, self.kinds, now_ms=self.clock_ms())
+        if not self.kinds:
+            return None
+        requeued, failed = jobs.recover_expired(
+            self.engine, max_attempts=self.max_attempts, now_ms=self.clock_ms()
+        )
+        if requeued or failed:
+            log.warning(
+                "%s: %d job(s) lost their worker: %d queued again, %d failed after %d attempts",
+                self.name, requeued + failed, requeued, failed, self.max_attempts,
+            )  # fmt: skip
+        job = jobs.claim(
+            self.engine, self.kinds, now_ms=self.clock_ms(), lease_ms=self._lease_ms, worker=self.name
+        )
         if job is None:
             return None
-        log.info("%s: running %s job %s", self.name, job.kind, job.job_id)
+        log.info("%s: running %s job %s (attempt %d)", self.name, job.kind, job.job_id, job.attempts)
+        beating = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(job, beating), name=f"{self.name}-heartbeat", daemon=True
+        )
+        beat.start()
+        try:
+            return self._run_claimed(job)
+        finally:
+            beating.set()
+            beat.join()
+
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease_s * 1000))
+
+    def _heartbeat(self, job: Job, finished: threading.Event) -> None:
+        while not finished.wait(self.lease_s / 3):
+            try:
+                held = jobs.heartbeat(
+                    self.engine, job.job_id, job.attempts, lease_ms=self._lease_ms, now_ms=self.clock_ms()
+                )
+            except sa.exc.SQLAlchemyError as e:  # the next beat may get through before the lease passes
+                log.warning("%s: heartbeat of job %s failed: %s", self.name, job.job_id, e)
+                continue
+            if not held:
+                log.warning(
+                    "%s: lost the lease of job %s; its outcome will not be recorded", self.name, job.job_id
+                )
+                return
+
+    def _run_claimed(self, job: Job) -> Job | None:
         state = _Progress()
         self._publish(job.job_id, "running", 0.0, f"{job.kind} started")
 
@@ -151,14 +202,17 @@ class BatchWorker:
             report_uri = self._handlers[job.kind](JobContext(job, progress))
         except BaseException as e:  # a failed job is a result; interrupts are recorded, then re-raised
             text = jobs.error_text(e)
-            jobs.set_progress(self.engine, job.job_id, state.value)  # a throttled update may be unsaved
-            jobs.fail(self.engine, job.job_id, text, now_ms=self.clock_ms())
+            # a throttled update may be unsaved
+            jobs.set_progress(self.engine, job.job_id, state.value, attempt=job.attempts)
+            jobs.fail(self.engine, job.job_id, text, now_ms=self.clock_ms(), attempt=job.attempts)
             self._publish(job.job_id, "failed", state.value, text)
             log.warning("%s: %s job %s failed: %s", self.name, job.kind, job.job_id, text)
             if not isinstance(e, Exception):
                 raise
         else:
-            jobs.complete(self.engine, job.job_id, report_uri=report_uri, now_ms=self.clock_ms())
+            jobs.complete(
+                self.engine, job.job_id, report_uri=report_uri, now_ms=self.clock_ms(), attempt=job.attempts
+            )
             self._publish(job.job_id, "done", 1.0, report_uri or "")
         return jobs.get_job(self.engine, job.job_id)
 
@@ -200,7 +254,7 @@ class BatchWorker:
         if now - state.last_s < self.progress_interval_s:
             return
         state.last_s = now
-        jobs.set_progress(self.engine, job.job_id, fraction)
+        jobs.set_progress(self.engine, job.job_id, fraction, attempt=job.attempts)
         self._publish(job.job_id, "running", fraction, message)
 
     def _publish(self, job_id: str, status: str, progress: float, message: str) -> None:
