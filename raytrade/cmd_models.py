@@ -12,6 +12,8 @@ import getpass
 import json
 import os
 import signal
+import socket
+from collections.abc import Callable
 
 import sqlalchemy as sa
 import typer
@@ -223,8 +225,20 @@ def jobs_list(
     console.print(table)
 
 
-def worker_handlers(settings: Settings, registry: ModelRegistry) -> dict[str, JobHandler]:
-    """The handler of every job kind this installation runs: label, train, backtest and promote."""
+def worker_handlers(
+    settings: Settings, registry: ModelRegistry, *, after_ray_start: Callable[[], None] | None = None
+) -> dict[str, JobHandler]:
+    """The handler of every job kind this installation runs: label, train, backtest and promote.
+
+    ``after_ray_start`` runs each time a handler has started (or found) Ray: Ray replaces the
+    driver's SIGTERM handler when it starts, and the worker puts its own back.
+    """
+
+    def ray_for_jobs() -> None:
+        start_ray(settings, progress=False)
+        if after_ray_start is not None:
+            after_ray_start()
+
     env = JobEnvironment(
         lake_root=settings.lake_root,
         label_spec=settings.label,
@@ -233,7 +247,7 @@ def worker_handlers(settings: Settings, registry: ModelRegistry) -> dict[str, Jo
         sim=sim_config(settings),
         registry=registry,
         reports_dir=(settings.data_dir / "reports" / "jobs").resolve(),
-        start_ray=lambda: start_ray(settings, progress=False),
+        start_ray=ray_for_jobs,
     )
     return {**job_handlers(env), "promote": promote_handler(registry)}
 
@@ -244,17 +258,36 @@ def worker_cmd(
 ) -> None:
     """Run the batch worker: claim queued jobs and run them until interrupted.
 
-    SIGTERM stops it after the current job; Ctrl-C stops it at once and marks the job it was running
-    failed.
+    SIGTERM stops it after the current job (exit 0, the job finished and recorded); Ctrl-C stops it
+    at once and marks the job it was running failed. A worker that dies holds its job only until
+    its lease (RAYTRADE_WORKER_LEASE_S) passes; then another worker takes it.
     """
     settings = settings_or_exit()
     engine = _engine(settings)
     bus = open_bus(settings.redis_url)
-    worker = BatchWorker(engine, bus=bus, name=f"worker@{os.getpid()}", poll_interval_s=poll_s)
-    for kind, handler in worker_handlers(settings, _registry(settings, engine)).items():
+    worker = BatchWorker(
+        engine,
+        bus=bus,
+        name=f"worker@{socket.gethostname()}:{os.getpid()}",
+        poll_interval_s=poll_s,
+        lease_s=settings.worker_lease_s,
+        max_attempts=settings.worker_max_attempts,
+    )
+
+    def stop_after_current_job(_signum: int, _frame: object) -> None:
+        console.print("SIGTERM: stopping after the current job")
+        worker.stop()
+
+    def keep_our_sigterm_handler() -> None:
+        signal.signal(signal.SIGTERM, stop_after_current_job)
+
+    registry = _registry(settings, engine)
+    for kind, handler in worker_handlers(
+        settings, registry, after_ray_start=keep_our_sigterm_handler
+    ).items():
         worker.register(kind, handler)
     console.print(f"worker for {', '.join(worker.kinds)} jobs on {redact_url(settings.database_url)}")
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    previous_handler = signal.signal(signal.SIGTERM, stop_after_current_job)
     try:
         if once:
             job = worker.run_once()

@@ -17,11 +17,11 @@ console = Console(stderr=True)
 
 
 def settings_or_exit() -> Settings:
-    """Load settings, or print what is wrong and exit 2."""
+    """Load settings, or print what is wrong (one unwrapped line per problem) and exit 2."""
     try:
         return load_settings()
     except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
+        console.print(str(e), style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
