@@ -7,12 +7,18 @@ from rich.console import Console
 from rich.table import Table
 
 from raytrade.options import settings_or_exit
-from raytrade.selftest import CHECKS, run_selftest
+from raytrade.selftest import CHECKS, DEFAULT_TIMEOUT_S, RAY_TIMEOUT_S, run_selftest
 
 
 def selftest(
     only: list[str] = typer.Option(
         [], "--only", help=f"run only these checks: {', '.join(n for n, _ in CHECKS)}"
+    ),
+    timeout_s: float = typer.Option(
+        DEFAULT_TIMEOUT_S,
+        "--timeout-s",
+        min=0.1,
+        help=f"seconds each check may take (Ray at least {RAY_TIMEOUT_S:g}); a slower one fails as timed out",
     ),
 ) -> None:
     """Check configuration, database (migrations current), bus, MLflow store, Ray and lake; exit 1 naming failures."""
@@ -20,7 +26,7 @@ def selftest(
     unknown = set(only) - {n for n, _ in CHECKS}
     if unknown:
         raise typer.BadParameter(f"unknown check(s): {', '.join(sorted(unknown))}", param_hint="--only")
-    results = run_selftest(settings, tuple(only))
+    results = run_selftest(settings, tuple(only), timeout_s=timeout_s)
     table = Table(title="raytrade selftest")
     table.add_column("component")
     table.add_column("result")

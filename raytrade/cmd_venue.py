@@ -59,12 +59,6 @@ def venue(
         "--exchange-info",
         help="a Binance exchangeInfo JSON file; default: generated from the price level",
     ),
-    api_key: str | None = typer.Option(
-        None, "--api-key", envvar="RAYTRADE_VENUE_API_KEY", help="enable the paper broker with this API key"
-    ),
-    api_secret: str | None = typer.Option(
-        None, "--api-secret", envvar="RAYTRADE_VENUE_API_SECRET", help="the paper broker's API secret"
-    ),
     paused: bool = typer.Option(
         False, "--paused", help="start with the clock paused (POST /_venue/clock to run it)"
     ),
@@ -72,11 +66,17 @@ def venue(
     """Replay the lake as a local Binance USDⓈ-M venue until the replay ends or Ctrl-C.
 
     REST market data, exchangeInfo and premiumIndex at the replay clock; WebSocket streams on
-    /market (kline_1m/15m/1h, markPrice@1s) and /public (bookTicker); with --api-key/--api-secret
-    a paper broker for orders and /private user data. Faults: POST /_venue/faults; counters:
+    /market (kline_1m/15m/1h, markPrice@1s) and /public (bookTicker); with the settings
+    RAYTRADE_VENUE_API_KEY and RAYTRADE_VENUE_API_SECRET (environment or .env, never the command
+    line, where `ps` shows them) a paper broker for orders and /private user data. Faults: POST /_venue/faults; counters:
     GET /_venue/stats; clock: GET/POST /_venue/clock.
     """
-    root = lake_path.resolve() if lake_path is not None else settings_or_exit().lake_root
+    settings = settings_or_exit()
+    root = lake_path.resolve() if lake_path is not None else settings.lake_root
+    api_key, api_secret = (
+        None if s is None else s.get_secret_value()
+        for s in (settings.venue_api_key, settings.venue_api_secret)
+    )
     lake = Lake(root)
     try:
         chosen = parse_universe(symbols) if symbols else tuple(lake.symbols("candles_1m"))
@@ -94,7 +94,11 @@ def venue(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--speed") from None
     if (api_key is None) != (api_secret is None):
-        raise typer.BadParameter("give both --api-key and --api-secret, or neither", param_hint="--api-key")
+        console.print(
+            "[red]set both RAYTRADE_VENUE_API_KEY and RAYTRADE_VENUE_API_SECRET, or neither[/red]",
+            highlight=False,
+        )
+        raise typer.Exit(2)
     info: dict[str, Any] | None = None
     if exchange_info is not None:
         try:
@@ -150,7 +154,11 @@ def _print_urls(
         f"  client = Client(ping=False); client.FUTURES_URL = {urls.fapi_url!r}\n"
         f"  BinanceSocketManager.FSTREAM_URL = {urls.ws_url!r}  # then futures_multiplex_socket(..., category='market')\n"
         f"raytrade: RAYTRADE_FAPI_URL={urls.rest_url}"
-        + ("" if broker else "\n(no paper broker: give --api-key/--api-secret to trade)"),
+        + (
+            ""
+            if broker
+            else "\n(no paper broker: set RAYTRADE_VENUE_API_KEY and RAYTRADE_VENUE_API_SECRET to trade)"
+        ),
         highlight=False,
     )
     # Machine-readable line on stdout for scripts that start the venue and read where it listens.

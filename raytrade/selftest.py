@@ -1,14 +1,27 @@
-"""``raytrade selftest``: is this installation able to run? One row per component."""
+"""``raytrade selftest``: is this installation able to run? One row per component.
+
+Every check runs in a thread of its own and is given ``timeout_s`` (Ray, which starts processes,
+at least ``RAY_TIMEOUT_S``): a server that does not answer fails its check with "timed out" instead
+of hanging the selftest (MLflow alone retries an unreachable server for minutes). A failure's text
+is one line with URL passwords and ``key=value`` secrets masked.
+"""
 
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from raytrade.settings import Settings, redact_url
+from storage.jobs import error_text
+
+#: Seconds each check may take, unless the caller gives another bound.
+DEFAULT_TIMEOUT_S = 10.0
+#: Seconds the Ray check may take at least: starting local Ray takes a while on a busy machine.
+RAY_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +78,10 @@ def check_mlflow(settings: Settings) -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from storage.registry import init_store
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    init_store(settings.tracking_uri)
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     experiments = client.search_experiments(max_results=100)
@@ -119,16 +135,41 @@ CHECKS: tuple[tuple[str, Callable[[Settings], str]], ...] = (
 )
 
 
-def run_selftest(settings: Settings, only: tuple[str, ...] = ()) -> list[Check]:
-    """Run every check (or those named in ``only``); a failing check never stops the others."""
+def _bounded(fn: Callable[[Settings], str], settings: Settings, timeout_s: float) -> str:
+    """Return ``fn(settings)``, or raise TimeoutError after ``timeout_s`` (the check's thread is left behind)."""
+    outcome: list[tuple[bool, object]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn(settings)))
+        except BaseException as e:  # handed to the caller's thread
+            outcome.append((False, e))
+
+    thread = threading.Thread(target=run, name=f"selftest-{fn.__name__}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        raise TimeoutError(f"timed out after {timeout_s:g} s without an answer")
+    ok, value = outcome[0]
+    if not ok:
+        assert isinstance(value, BaseException)
+        raise value
+    return str(value)
+
+
+def run_selftest(
+    settings: Settings, only: tuple[str, ...] = (), *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[Check]:
+    """Run every check (or those named in ``only``), each bounded in time; a failing check never stops the others."""
     results = []
     for name, fn in CHECKS:
         if only and name not in only:
             continue
+        bound_s = max(timeout_s, RAY_TIMEOUT_S) if name == "ray" else timeout_s
         t0 = time.perf_counter()
         try:
-            detail, ok = fn(settings), True
+            detail, ok = _bounded(fn, settings, bound_s), True
         except Exception as e:  # a selftest reports every failure, whatever its type
-            detail, ok = f"{type(e).__name__}: {e}", False
-        results.append(Check(name, ok, detail, time.perf_counter() - t0))
+            detail, ok = error_text(e), False
+        results.append(Check(name, ok, redact_url(detail), time.perf_counter() - t0))
     return results

@@ -30,6 +30,7 @@ need it set it for their duration under one module lock and restore it afterward
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -76,6 +77,7 @@ __all__ = [
     "ModelVersionInfo",
     "MultiTargetPyfunc",
     "RegistryError",
+    "init_store",
     "load_model",
     "model_signature",
 ]
@@ -149,6 +151,27 @@ class ModelVersionInfo:
         return {k[n:]: v for k, v in self.tags.items() if k.startswith(PROMOTION_TAG_PREFIX)}
 
 
+def init_store(tracking_uri: str) -> None:
+    """Create or migrate the MLflow store at ``tracking_uri`` once, safely across processes.
+
+    MLflow creates an SQLite store's tables (an alembic upgrade) the first time a process opens it;
+    two processes doing so at once collide, and one dies. Here the first opener holds an exclusive
+    file lock (``<store>.lock`` beside the file) while it opens the tracking and the registry store;
+    the others wait, then find the tables made. Other stores (a server, PostgreSQL) are left to MLflow.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if str(path) in ("", ":memory:"):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+
+
 def _missing(e: MlflowException) -> bool:
     return e.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 
@@ -176,6 +199,7 @@ class ModelRegistry:
         self.tracking_uri = tracking_uri
         self.artifact_root = Path(artifact_root).resolve() if artifact_root is not None else None
         self.engine = engine
+        init_store(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     # --- fluent API plumbing ---------------------------------------------------------------------
