@@ -13,6 +13,10 @@ ones; mark-price and premium-index files share the layout (their volumes mean no
 dropped). Funding CSVs: ``calc_time,funding_interval_hours,last_funding_rate``. Timestamps that
 are microseconds (some newer dumps) are converted to milliseconds. The venue's field names stay in
 this module; the parsers return ``core.frames`` layouts.
+
+A malformed line (text in a number, a short row) does not cost the file: the parsers keep every
+readable line and list the others in ``frame.attrs["rejected_lines"]`` as (reason, detail, raw
+values) for the data-quality door to record. A file with no readable line is refused.
 """
 
 from __future__ import annotations
@@ -226,7 +230,7 @@ def parse_klines_csv(text: str | bytes, kind: str = "klines", name: str = "csv")
         **{c: pa.float64() for c in ("open", "high", "low", "close", "volume", "quote_volume")},
         **{c: pa.float64() for c in ("taker_buy_volume", "taker_buy_quote_volume")},
     }
-    table = _read_csv(text, KLINE_COLUMNS, types, name)
+    table, rejected = _read_csv(text, KLINE_COLUMNS, types, name)
     ts = _to_ms(table.column("open_time").to_numpy())
     columns = {
         "ts": ts,
@@ -242,7 +246,7 @@ def parse_klines_csv(text: str | bytes, kind: str = "klines", name: str = "csv")
             "trade_count": table.column("count").to_numpy(),
             "taker_buy_volume": table.column("taker_buy_volume").to_numpy(),
         }
-    return pd.DataFrame(columns)
+    return _with_rejected(pd.DataFrame(columns), rejected)
 
 
 def parse_funding_csv(text: str | bytes, name: str = "csv") -> pd.DataFrame:
@@ -252,23 +256,34 @@ def parse_funding_csv(text: str | bytes, name: str = "csv") -> pd.DataFrame:
         "funding_interval_hours": pa.float64(),
         "last_funding_rate": pa.float64(),
     }
-    table = _read_csv(text, FUNDING_COLUMNS, types, name)
-    return pd.DataFrame(
+    table, rejected = _read_csv(text, FUNDING_COLUMNS, types, name)
+    frame = pd.DataFrame(
         {
             "ts": _to_ms(table.column("calc_time").to_numpy()),
             "funding_rate": table.column("last_funding_rate").to_numpy(),
         }
     )
+    return _with_rejected(frame, rejected)
+
+
+#: A line the parser could not read: (reason, detail, raw values) for a data-quality event.
+RejectedLine = tuple[str, str, dict[str, object]]
+
+
+def _with_rejected(frame: pd.DataFrame, rejected: list[RejectedLine]) -> pd.DataFrame:
+    if rejected:
+        frame.attrs["rejected_lines"] = rejected
+    return frame
 
 
 def _read_csv(
     text: str | bytes, expected: tuple[str, ...], types: dict[str, pa.DataType], name: str
-) -> pa.Table:
+) -> tuple[pa.Table, list[RejectedLine]]:
     data = text.encode() if isinstance(text, str) else text
     data = data.removeprefix(b"\xef\xbb\xbf")
     first_line = data.split(b"\n", 1)[0].strip()
     if not first_line:
-        return pa.table({c: pa.array([], type=types[c]) for c in expected})
+        return pa.table({c: pa.array([], type=types[c]) for c in expected}), []
     has_header = not first_line[:1].isdigit()
     header = [h.strip() for h in first_line.decode(errors="replace").split(",")]
     if has_header and header != list(expected):
@@ -278,13 +293,68 @@ def _read_csv(
             f"{name}: {len(header)} columns, expected {len(expected)} ({', '.join(expected)})"
         )
     try:
-        return pacsv.read_csv(
+        table = pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(column_names=list(expected), skip_rows=1 if has_header else 0),
             convert_options=pacsv.ConvertOptions(column_types=types),
         )
+        return table, []
     except pa.ArrowInvalid as e:
-        raise DataQualityError(f"{name}: malformed CSV: {e}") from None
+        error = str(e)
+    table, rejected = _read_lines(data, expected, types, name, has_header)
+    if table.num_rows == 0:
+        raise DataQualityError(f"{name}: malformed CSV, no readable line: {error}")
+    return table, rejected
+
+
+def _read_lines(
+    data: bytes, expected: tuple[str, ...], types: dict[str, pa.DataType], name: str, has_header: bool
+) -> tuple[pa.Table, list[RejectedLine]]:
+    """Line by line (the slow path, for a file with malformed lines): the readable lines as a table,
+    the others as rejected lines with their line number and text."""
+    good: dict[str, list[object]] = {c: [] for c in expected}
+    rejected: list[RejectedLine] = []
+    lines = data.decode(errors="replace").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if (has_header and number == 1) or not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        raw: dict[str, object] = {"file": name, "line": number, "text": line}
+        if len(fields) != len(expected):
+            rejected.append(
+                (
+                    "malformed_line",
+                    f"{name} line {number}: {len(fields)} fields, expected {len(expected)}",
+                    raw,
+                )
+            )
+            continue
+        try:
+            values = [_convert(value, types[column]) for column, value in zip(expected, fields, strict=True)]
+        except ValueError:
+            bad = next(c for c, v in zip(expected, fields, strict=True) if not _convertible(v, types[c]))
+            detail = f"{name} line {number}: {bad}={fields[expected.index(bad)]!r} is not a number"
+            rejected.append(("malformed_line", detail, raw))
+            continue
+        for column, value in zip(expected, values, strict=True):
+            good[column].append(value)
+    return pa.table({c: pa.array(good[c], type=types[c]) for c in expected}), rejected
+
+
+def _convert(value: str, kind: pa.DataType) -> object:
+    if pa.types.is_integer(kind):
+        return int(value)
+    if pa.types.is_floating(kind):
+        return float(value)
+    return value
+
+
+def _convertible(value: str, kind: pa.DataType) -> bool:
+    try:
+        _convert(value, kind)
+    except ValueError:
+        return False
+    return True
 
 
 def _to_ms(values: np.ndarray) -> np.ndarray:

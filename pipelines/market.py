@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.errors import DataQualityError
 from core.resample import resample_candles
 from core.synthetic import SyntheticMarket
 from core.time import MINUTE_MS, interval_ms
+from storage.candle_door import screen_rows
 from storage.lake import Lake
 
 #: Higher timeframes the lake keeps next to 1m candles (features and label ATR use them).
@@ -35,13 +37,21 @@ def write_synthetic_market(
 ) -> MarketWrite:
     """Write every dataset of ``market`` to ``lake`` (source ``synthetic``), plus 15m/1h candles.
 
-    Idempotent: writing the same market twice leaves the lake unchanged.
+    Every dataset passes the data-quality door first (storage.candle_door.screen_rows); a refused
+    row raises DataQualityError before anything of that dataset is written. Idempotent: writing the same market twice leaves the lake unchanged.
     """
     rows: dict[str, int] = {}
 
     def put(dataset: str, symbol: str, columns: Mapping[str, np.ndarray]) -> None:
-        lake.write(dataset, symbol, columns, source=market.source)
-        rows[dataset] = rows.get(dataset, 0) + len(columns["ts"])
+        screen = screen_rows(dataset, symbol, columns, source=market.source, now_ms=0)
+        if screen.rejections:  # a generator bug: refuse the market rather than store a bad row
+            first = screen.rejections[0]
+            raise DataQualityError(
+                f"synthetic {dataset} {symbol}: {len(screen.rejections)} row(s) refused by the "
+                f"data-quality door (first: {first.reason}: {first.detail})"
+            )
+        lake.write(dataset, symbol, screen.accepted, source=market.source)
+        rows[dataset] = rows.get(dataset, 0) + screen.rows_accepted
 
     for symbol in market.symbols:
         candles = market.candles_1m[symbol]

@@ -152,10 +152,34 @@ def test_unexpected_header_is_rejected_naming_the_file() -> None:
         parse_funding_csv("time,rate,x\n1,2,3\n", name="f.csv")
 
 
-def test_malformed_value_is_rejected_naming_the_file(algo_csv: bytes) -> None:
+def test_malformed_value_costs_only_its_line_which_is_kept_for_an_event(algo_csv: bytes) -> None:
     broken = algo_csv.replace(b"0.1038,0.1040", b"0.1038,abc", 1)
-    with pytest.raises(DataQualityError, match="bad.csv: malformed CSV"):
-        parse_klines_csv(broken, name="bad.csv")
+    good = parse_klines_csv(algo_csv)
+    frame = parse_klines_csv(broken, name="bad.csv")
+    [(reason, detail, raw)] = frame.attrs["rejected_lines"]
+    assert (
+        reason == "malformed_line"
+        and detail.startswith("bad.csv line ")
+        and "='abc' is not a number" in detail
+    )
+    assert raw["text"] in broken.decode() and "abc" in str(raw["text"])
+    assert len(frame) == len(good) - 1
+    kept = good[good["ts"].isin(frame["ts"])].reset_index(drop=True)
+    assert kept.equals(frame)
+
+
+def test_short_line_costs_only_its_line(algo_csv: bytes) -> None:
+    lines = algo_csv.decode().splitlines()
+    lines[5] = ",".join(lines[5].split(",")[:4])
+    frame = parse_klines_csv("\n".join(lines), name="short.csv")
+    [(reason, detail, _)] = frame.attrs["rejected_lines"]
+    assert (reason, detail) == ("malformed_line", "short.csv line 6: 4 fields, expected 12")
+    assert len(frame) == len(parse_klines_csv(algo_csv)) - 1
+
+
+def test_file_without_a_readable_line_is_refused_naming_the_file() -> None:
+    with pytest.raises(DataQualityError, match="bad.csv: malformed CSV, no readable line"):
+        parse_klines_csv("1,a,b,c,d,e,f,g,h,i,j,k\n", name="bad.csv")
 
 
 def test_not_a_zip_is_rejected_naming_the_file() -> None:
