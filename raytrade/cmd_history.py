@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 
-from core.errors import DataQualityError
+from core.errors import DataQualityError, RaytradeError
 from core.symbols import SymbolError, parse_universe
 from core.time import DAY_MS, ms_to_text
 from exchange.binance.rest import FAPI_MAINNET, BinanceRest
@@ -203,11 +203,16 @@ def run_history(
         raise typer.BadParameter(
             f"--start ({start}) must be before --end ({end or 'now'})", param_hint="--start"
         )
+    rest = BinanceRest(settings.fapi_url or FAPI_MAINNET, max_attempts=3)
+    try:
+        _check_listed(rest, chosen_symbols)
+    except BaseException:
+        rest.close()
+        raise
     on_frame = (sink_factory or _db_sink)(settings) if to_db else None
     recorder = RejectionRecorder(settings, getattr(on_frame, "engine", None))
     lake = Lake(settings.lake_root)
     dumps = DumpClient(settings.history_base_url)
-    rest = BinanceRest(settings.fapi_url or FAPI_MAINNET, max_attempts=3)
     console.print(
         f"history: {len(chosen_symbols)} symbol(s) × {', '.join(s.name for s in specs)}, "
         f"{ms_to_text(start_ms)} → {ms_to_text(end_ms)} into {lake.root}"
@@ -242,6 +247,21 @@ def run_history(
     if not report.ok:
         console.print(f"[red]{report.failure_message()}[/red]", highlight=False)
         raise typer.Exit(1)
+
+
+def _check_listed(rest: BinanceRest, symbols: Sequence[str]) -> None:
+    """Refuse symbols Binance does not list (exchangeInfo); say so when the list cannot be read."""
+    from storage.instruments import check_listed, listed_symbols
+
+    try:
+        listed = listed_symbols(rest.exchange_info())
+    except RaytradeError as e:
+        console.print(f"note: symbols not checked against Binance's instrument list: {e}", highlight=False)
+        return
+    try:
+        check_listed(symbols, listed)
+    except DataQualityError as e:
+        raise typer.BadParameter(str(e), param_hint="--symbols") from None
 
 
 def import_command(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 
+from core.errors import DataQualityError
 from core.symbols import validate_internal
 from storage.schema import instruments
 
@@ -50,3 +53,27 @@ def active_symbols(engine: sa.Engine) -> list[str]:
             .order_by(instruments.c.symbol)
         )
         return list(conn.execute(q).scalars())
+
+
+def listed_symbols(exchange_info: Mapping[str, Any]) -> frozenset[str]:
+    """Return every symbol of a decoded ``GET /fapi/v1/exchangeInfo``, whatever its status (a
+    delisted symbol still has history)."""
+    try:
+        return frozenset(str(entry["symbol"]) for entry in exchange_info["symbols"])
+    except (KeyError, TypeError) as e:
+        raise DataQualityError(f"exchangeInfo: malformed payload ({type(e).__name__}: {e})") from None
+
+
+def check_listed(symbols: Iterable[str], listed: Collection[str]) -> None:
+    """Raise DataQualityError naming the ``symbols`` the instrument list ``listed`` does not have,
+    with the closest listed spellings."""
+    unlisted = [s for s in symbols if s not in listed]
+    if not unlisted:
+        return
+    hints = []
+    for s in unlisted:
+        close = difflib.get_close_matches(s, sorted(listed), n=3, cutoff=0.8)
+        hints.append(f"{s} (did you mean {', '.join(close)}?)" if close else s)
+    raise DataQualityError(
+        f"not a Binance USDⓈ-M instrument: {'; '.join(hints)}; exchangeInfo lists {len(listed)} symbol(s)"
+    )

@@ -107,6 +107,10 @@ class BinanceRest:
         """Return the server's clock (GET /fapi/v1/time), epoch ms."""
         return int(self._call("futures_time")["serverTime"])
 
+    def exchange_info(self) -> dict[str, Any]:
+        """Return the decoded instrument list and filters (GET /fapi/v1/exchangeInfo)."""
+        return dict(self._call("futures_exchange_info"))
+
     def klines(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pd.DataFrame:
         """Return the closed trade klines with open time in [start_ms, end_ms), candles layout.
 

@@ -314,3 +314,23 @@ def test_a_csv_file_gets_a_message_about_csv(tmp_path: Path, db_url: str, monkey
     text = result.output.replace("\n", "")
     assert "CSV files are not imported (only .parquet, .feather, .arrow)" in text and "Feather" not in text
     assert not (tmp_path / "data" / "lake").exists()
+
+
+def test_a_symbol_binance_does_not_list_is_refused_by_the_instrument_list(
+    tmp_path: Path, served: tuple[DumpServer, str], shared_data: Path, capsys
+) -> None:
+    import typer
+
+    server, url = served
+    info = shared_data / "payloads" / "rest" / "exchange_info_2025-12.json"
+    server.files["/fapi/v1/exchangeInfo"] = info.read_bytes()
+    settings = load_settings(
+        environ={}, data_dir=tmp_path / "data", history_base_url=url, fapi_url=url, universe=SYMBOL
+    )
+    with pytest.raises(typer.BadParameter) as refused:
+        _history(settings, capsys, symbols="ZZZZUSDT,BTCUSDT")
+    assert str(refused.value) == (
+        "not a Binance USDⓈ-M instrument: ZZZZUSDT; exchangeInfo lists 660 symbol(s)"
+    )
+    assert not (tmp_path / "data").exists()  # nothing fetched, nothing stored
+    assert [p for p in server.requests if not p.startswith("/fapi/v1/exchangeInfo")] == []
