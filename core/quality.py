@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def check_rows(
     bad = np.zeros(n, dtype=bool)
     rejections: list[Rejection] = []
 
-    def reject(mask: np.ndarray, reason: str, detail: Callable[[int], str]) -> None:
+    def reject(mask: Any, reason: str, detail: Callable[[int], str]) -> None:
         hit = np.asarray(mask, dtype=bool) & ~bad
         for i in np.flatnonzero(hit):
             rejections.append(Rejection(int(i), reason, f"{symbol} ts={int(ts[i])}{detail(int(i))}"))

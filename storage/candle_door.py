@@ -85,7 +85,7 @@ def _rejection_events(
         if col.kind == FLOAT8:
             for row, value in zip(rows, col.values.tolist(), strict=True):
                 row[name] = value
-    events = [
+    events: list[dict[str, Any]] = [
         {
             "ts": now_ms,
             "kind": REJECTED_CANDLE_KIND,
@@ -190,9 +190,9 @@ def recorded_keys(engine: sa.Engine, symbols: Collection[str | None]) -> set[str
     """Return the keys of the rejection events already in ``events`` for ``symbols``."""
     wanted = [s for s in symbols if s is not None]
     query = sa.select(schema.events.c.payload).where(schema.events.c.kind.in_(REJECTION_KINDS))
-    condition = schema.events.c.symbol.in_(wanted) if wanted else sa.false()
+    condition: sa.ColumnElement[bool] = schema.events.c.symbol.in_(wanted) if wanted else sa.false()
     if any(s is None for s in symbols):
-        condition = condition | schema.events.c.symbol.is_(None)
+        condition = sa.or_(condition, schema.events.c.symbol.is_(None))
     with engine.connect() as conn:
         payloads = conn.execute(query.where(condition)).scalars()
         return {str(p["key"]) for p in payloads if isinstance(p, dict) and p.get("key")}

@@ -167,7 +167,8 @@ class BatchedWriter:
         self._retry_at: float | None = None
         self._backoff_s = config.retry_initial_s
         self._counters = _Counters()
-        self._event_keys: set[str] = set()  # keys of the rejection events this writer recorded
+        self._event_keys: set[str] = set()  # keys of rejection events recorded (by anyone) or buffered
+        self._keys_read: set[str | None] = set()  # symbols whose recorded keys were read
         self._thread = threading.Thread(target=self._run, name="raytrade-writer", daemon=True)
         if start:
             self._thread.start()
@@ -221,14 +222,24 @@ class BatchedWriter:
         if screen.events is None:
             return None, set()
         symbols = set(screen.events.columns["symbol"].values.tolist())
-        try:
-            known = recorded_keys(self._engine, symbols)
-        except Exception as e:  # database down: keep them all; a duplicate event beats a lost one
-            log.warning("could not read recorded rejection events: %s", _describe(e))
-            known = set()
         with self._cond:
-            known |= self._event_keys
-        fresh = [i for i, k in enumerate(screen.event_keys) if k not in known]
+            unread = symbols - self._keys_read
+        if unread:  # once per symbol and writer: the hot path asks the database no more than that
+            try:
+                stored = recorded_keys(self._engine, unread)
+            except Exception as e:  # database down: keep them all; a duplicate event beats a lost one
+                log.warning("could not read recorded rejection events: %s", _describe(e))
+            else:
+                with self._cond:
+                    self._event_keys |= stored
+                    self._keys_read |= unread
+        with self._cond:
+            known = set(self._event_keys)
+        fresh = []
+        for i, key in enumerate(screen.event_keys):
+            if key not in known:
+                known.add(key)
+                fresh.append(i)
         keys = {screen.event_keys[i] for i in fresh}
         if len(fresh) == screen.events.n:
             return screen.events, keys

@@ -510,3 +510,23 @@ def test_candle_door_rejects_bad_rows_into_events_and_keeps_them_out_of_candles(
     assert events[7]["symbol"] == "DOGEUSDT" and events[7]["payload"]["row"]["ts"] == rows[7]["ts"]
     assert writer.stats().rows_rejected == 8
     writer.close()
+
+
+def test_a_wholly_rejected_candle_batch_is_recorded_once_and_counted_per_table(engine: sa.Engine) -> None:
+    rows = candles(30, symbols=["DOGEUSDT"])  # not an instrument: every row is refused
+    first = BatchedWriter(engine, fast_config(), start=False)
+    screen = first.submit_candles("1m", rows, known_symbols=SYMBOLS, source="test", ts_ms=T0)
+    assert screen.accepted.n == 0 and len(screen.rejections) == 30  # no KeyError on the empty batch
+    again = first.submit_candles("1m", rows, known_symbols=SYMBOLS, source="test", ts_ms=T0)
+    assert len(again.rejections) == 30
+    first.close()
+    stats = first.stats()
+    assert (stats.rows_rejected, stats.rows_rejected_before) == (60, 30)
+    assert stats.rows_written_by_table == {"events": 30}
+    second = BatchedWriter(engine, fast_config(), start=False)  # a rerun: a new writer, same rows
+    second.submit_candles("1m", rows, known_symbols=SYMBOLS, source="test", ts_ms=T0 + 1)
+    second.close()
+    assert (second.stats().rows_rejected, second.stats().rows_rejected_before) == (30, 30)
+    events = read(engine, schema.events, "id")
+    assert len(events) == 30 and read(engine, schema.candles_1m) == []
+    assert len({e["payload"]["key"] for e in events}) == 30

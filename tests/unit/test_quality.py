@@ -68,3 +68,48 @@ def test_empty_input_is_fine():
     empty = {k: np.array([], dtype=np.int64 if k == "ts" else np.float64) for k in _rows()}
     ok, rej = check_candles(np.array([], dtype=object), empty, 60_000, {"BTCUSDT"})
     assert ok.shape == (0,) and rej == []
+
+
+T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC
+
+
+def _bars(n: int) -> dict[str, np.ndarray]:
+    return {
+        "ts": T0 + 60_000 * np.arange(n, dtype=np.int64),
+        "open": np.full(n, 10.0),
+        "high": np.full(n, 11.0),
+        "low": np.full(n, 9.0),
+        "close": np.full(n, 10.5),
+        "volume": np.full(n, 2.0),
+    }
+
+
+def test_rows_repeating_a_ts_with_the_same_values_keep_the_first_and_with_other_values_none() -> None:
+    from core.quality import check_rows
+
+    bars = _bars(6)
+    bars["ts"][3] = bars["ts"][1]  # identical to row 1: a harmless repeat
+    bars["ts"][5] = bars["ts"][4] = bars["ts"][2]
+    bars["close"][5] = 10.9  # same ts as rows 2 and 4, another close: a conflict
+    keep, rejections = check_rows("candles_1m", "BTCUSDT", bars, 60_000)
+    assert keep.tolist() == [True, True, False, False, False, False]
+    assert [(r.index, r.reason) for r in rejections] == [
+        (2, "conflicting_ts"),
+        (3, "duplicate_ts"),
+        (4, "conflicting_ts"),
+        (5, "conflicting_ts"),
+    ]
+    assert rejections[0].detail == f"BTCUSDT ts={T0 + 120_000} appears more than once with different values"
+
+
+def test_premium_may_be_negative_but_funding_must_be_finite() -> None:
+    from core.quality import check_rows
+
+    premium = {k: v for k, v in _bars(2).items() if k != "volume"}
+    for k in ("open", "high", "low", "close"):
+        premium[k] = premium[k] - 20.0  # all below zero: fine for a premium index
+    keep, rejections = check_rows("premium_1m", "BTCUSDT", premium, 60_000)
+    assert keep.all() and rejections == []
+    funding = {"ts": np.array([T0, T0 + 28_800_000]), "funding_rate": np.array([0.0001, np.nan])}
+    keep, rejections = check_rows("funding", "BTCUSDT", funding, None)
+    assert keep.tolist() == [True, False] and [r.reason for r in rejections] == ["non_finite_funding_rate"]
