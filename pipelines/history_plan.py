@@ -105,7 +105,7 @@ class HistoryReport:
         total = sum(self.rows.values())
         lines = [
             f"history: {self.downloaded} dump file(s) downloaded, {self.skipped} already done, "
-            f"{len(self.absent)} not published, {self.rest_ranges} REST range(s); {total:,} row(s) written"
+            f"{len(self.absent)} not published, {self.rest_ranges} REST range(s); {total:,} row(s) stored in the lake"
         ]
         if self.rejected:
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items()))

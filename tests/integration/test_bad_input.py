@@ -162,6 +162,7 @@ def test_to_db_outside_the_universe_counts_what_the_stores_hold_and_a_rerun_reco
     out = _history(first, capsys, to_db=True)
 
     assert "KeyError" not in out and "Could not fetch" not in out and "Nothing partial" not in out
+    assert f"{ROWS:,} row(s) stored in the lake" in out
     assert _lake_state(Lake(first.lake_root)) == _frame_state(candles)  # valid rows: the lake keeps them
     assert _db_state(engine) == (0, "", ROWS)  # no candle of an unknown symbol; one event per row
     assert {e["reason"] for e in _events(engine)} == {"unknown_symbol"}
@@ -334,3 +335,38 @@ def test_a_symbol_binance_does_not_list_is_refused_by_the_instrument_list(
     )
     assert not (tmp_path / "data").exists()  # nothing fetched, nothing stored
     assert [p for p in server.requests if not p.startswith("/fapi/v1/exchangeInfo")] == []
+
+
+def test_history_refuses_rows_that_differ_from_the_lake_unless_replace(
+    tmp_path: Path, served: tuple[DumpServer, str], capsys
+) -> None:
+    import typer
+
+    server, url = served
+    dump = monthly_file("klines", SYMBOL, "2026-02", "1m")
+    candles = _candles()
+    server.add_dump(dump, kline_csv(candles, MINUTE))
+    settings = _settings(tmp_path, url, f"sqlite:///{tmp_path / 'none.db'}")
+    lake = Lake(settings.lake_root)
+    _history(settings, capsys)
+    assert _lake_state(lake) == _frame_state(candles)
+
+    scaled = candles.copy()
+    for column in ("open", "high", "low", "close"):
+        scaled.loc[5:9, column] *= 10
+    server.add_dump(dump, kline_csv(scaled, MINUTE))
+    (settings.lake_root / "_downloads" / "manifest.jsonl").unlink()  # as if fetched afresh
+    with pytest.raises(typer.Exit):
+        _history(settings, capsys)
+    out = capsys.readouterr().err
+    first_ts = ", ".join(ms_to_text(FEB + (5 + i) * MINUTE) for i in range(3))
+    assert (
+        f"candles_1m {SYMBOL}: 5 row(s) differ from what the lake holds (first ts: {first_ts} … (5 in all)); "
+        "kept the stored rows. Pass --replace to take the new values."
+    ) in out
+    assert "The lake kept the rows stored before 1 of these failed" in out and "Nothing partial" not in out
+    assert _lake_state(lake) == _frame_state(candles)  # good data not replaced
+
+    out = _history(settings, capsys, replace=True)  # the item was not marked finished: fetched again
+    assert "replaced 5 stored row(s)" in out
+    assert _lake_state(lake) == _frame_state(scaled)
