@@ -5,9 +5,13 @@ Understands a folder laid out by dataset (``klines_1m/<SYMBOL>.parquet``, ``mark
 ``candles_1m/`` work too) and single files given with a dataset and symbol. Column names are mapped
 from the common spellings (``open_time``, ``funding_time``, ``fundingRate`` …).
 
-Every row is checked (finite, positive prices; high ≥ max(open, close); low ≤ min(open, close);
-volume ≥ 0; ts on the interval grid; no duplicate ts). Rejected rows are not stored and are
-reported, per file, with their reason codes and the first examples, never dropped silently.
+Every row passes the data-quality door of every market write (pipelines.door, core.quality:
+finite, positive prices; high ≥ max(open, close); low ≤ min(open, close); volume ≥ 0; ts on the
+interval grid; a ts repeated with other values refuses all its rows). Rejected rows are not
+stored: they are reported, per file, with their reason codes and the first examples, and handed to
+``on_rejected`` as ``events`` rows with their raw values, never dropped silently. Rows whose ts the
+lake holds with other values are refused and reported unless ``replace``. CSV files are refused
+with a message saying so.
 """
 
 from __future__ import annotations
