@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,6 +132,62 @@ def test_two_workers_in_threads_never_claim_the_same_job(engine):
     assert sorted(claimed) == sorted(ids)  # every job once, none twice
     assert sum(1 for bucket in seen if bucket) >= 2  # the workers really did share the queue
     assert {j.status for j in jobs.list_jobs(engine, limit=100)} == {"done"}
+
+
+def test_an_expired_lease_returns_the_job_to_the_queue_then_fails_it_after_max_attempts(engine):
+    job_id = jobs.enqueue(engine, "train", {}, now_ms=T0)
+    first = jobs.claim(engine, now_ms=T0 + 10, lease_ms=1000, worker="w1")
+    assert (first.attempts, first.lease_until_ms, first.worker) == (1, T0 + 1010, "w1")
+    # a heartbeat keeps the lease; nothing expires before it passes
+    assert jobs.heartbeat(engine, job_id, 1, lease_ms=1000, now_ms=T0 + 900)
+    assert jobs.get_job(engine, job_id).lease_until_ms == T0 + 1900
+    assert jobs.recover_expired(engine, max_attempts=2, now_ms=T0 + 1899) == (0, 0)
+    # the worker dies: no more heartbeats; once the lease passed the job is queued again, attempts kept
+    assert jobs.recover_expired(engine, max_attempts=2, now_ms=T0 + 1901) == (1, 0)
+    queued = jobs.get_job(engine, job_id)
+    assert (queued.status, queued.attempts, queued.started_at_ms, queued.lease_until_ms, queued.worker) == (
+        "queued", 1, None, None, None,
+    )  # fmt: skip
+    assert queued.error == "attempt 1 lost its worker (lease expired); queued again"
+    second = jobs.claim(engine, now_ms=T0 + 2000, lease_ms=1000, worker="w2")
+    assert (second.job_id, second.attempts, second.worker) == (job_id, 2, "w2")
+    # the lost first claim can neither renew nor finish the job the second claim holds
+    assert not jobs.heartbeat(engine, job_id, 1, lease_ms=1000, now_ms=T0 + 2001)
+    assert not jobs.complete(engine, job_id, attempt=1)
+    assert not jobs.set_progress(engine, job_id, 0.5, attempt=1)
+    # the second worker dies too: with max_attempts 2 the job fails and says why
+    assert jobs.recover_expired(engine, max_attempts=2, now_ms=T0 + 3001) == (0, 1)
+    failed = jobs.get_job(engine, job_id)
+    assert (failed.status, failed.attempts, failed.ended_at_ms) == ("failed", 2, T0 + 3001)
+    assert failed.error == "attempt 2 of 2 lost its worker (lease expired); giving up"
+    assert jobs.claim(engine, now_ms=T0 + 4000) is None
+
+
+def test_worker_renews_the_lease_while_a_job_runs_and_the_next_worker_recovers_a_dead_ones_job(engine):
+    lease_seen: list[int | None] = []
+
+    def slow(ctx: JobContext) -> str:
+        for _ in range(4):
+            time.sleep(0.3)
+            lease_seen.append(jobs.get_job(engine, ctx.job.job_id).lease_until_ms)
+        return "ok"
+
+    job_id = jobs.enqueue(engine, "train", {})
+    worker = BatchWorker(engine, name="w-live", lease_s=0.6)
+    worker.register("train", slow)
+    done = worker.run_once()
+    assert (done.job_id, done.status, done.attempts, done.worker) == (job_id, "done", 1, "w-live")
+    assert len(set(lease_seen)) >= 3 and lease_seen == sorted(lease_seen)  # renewed while it ran
+    # a job left running by a worker that died (claimed, never renewed) goes to the next worker
+    dead = jobs.enqueue(engine, "train", {})
+    jobs.claim(engine, lease_ms=1, worker="w-dead")
+    time.sleep(0.01)
+    other = BatchWorker(engine, name="w-next", lease_s=5)
+    other.register("train", lambda ctx: "again")
+    finished = other.run_once()
+    assert (finished.job_id, finished.status, finished.attempts, finished.worker, finished.error) == (
+        dead, "done", 2, "w-next", None,
+    )  # fmt: skip
 
 
 # --- the worker -----------------------------------------------------------------------------------

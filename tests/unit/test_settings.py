@@ -102,6 +102,76 @@ def test_secrets_never_appear_in_repr_or_redacted_dump(monkeypatch):
     assert s.binance_api_secret is not None and s.binance_api_secret.get_secret_value() == "secret-xyz-789"
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("RAYTRADE_DB_URL", "postgresql://u:PLANTED@h:port/d", "RAYTRADE_DB_URL: malformed database URL"),
+        ("RAYTRADE_REDIS_URL", "redis://:PLANTED@h:99999/0", "RAYTRADE_REDIS_URL: malformed URL: the port"),
+        (
+            "RAYTRADE_MLFLOW_TRACKING_URI",
+            "http://u:PLANTED@h:x",
+            "RAYTRADE_MLFLOW_TRACKING_URI: malformed URL",
+        ),
+        ("RAYTRADE_REDIS_URL", "PLANTED@localhost", "RAYTRADE_REDIS_URL: must start with redis://"),
+        ("RAYTRADE_VENUE_API_KEY", "PLANTED", "RAYTRADE_VENUE_API_SECRET"),
+    ],
+)
+def test_invalid_urls_and_secrets_are_named_but_never_echoed(monkeypatch, key, value, expected):
+    monkeypatch.setenv(key, value)
+    if key == "RAYTRADE_VENUE_API_KEY":  # valid on its own; make another key fail to see the message
+        monkeypatch.setenv("RAYTRADE_VENUE_API_SECRET", "")
+        monkeypatch.setenv("RAYTRADE_WORKER_LEASE_S", "-1")
+        expected = "RAYTRADE_WORKER_LEASE_S: Input should be greater than 0"
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert expected in str(e.value) and "PLANTED" not in str(e.value)
+    assert str(e.value).count("\n") == 0  # one problem, one line
+
+
+def test_model_checks_name_their_keys_and_numbers_are_plain(monkeypatch, tmp_path):
+    import numpy as np
+
+    with pytest.raises(ConfigError) as e:
+        load_settings(label={"k_sl": np.float64(4.0)})
+    assert str(e.value) == (
+        "invalid settings: RAYTRADE_LABEL__RISK_MAE_ATR, RAYTRADE_LABEL__K_SL: "
+        "risk_mae_atr (3.0) must be ≥ k_sl (4.0): RISK is beyond the stop"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_settings(risk={"max_used_margin_pct": np.float64(7.0)})
+    assert str(e.value) == (
+        "invalid settings: RAYTRADE_RISK__MAX_USED_MARGIN_PCT: Input should be less than or equal to 1 (got 7.0)"
+    )
+    monkeypatch.setenv("RAYTRADE_POLICY__Q05_MIN_ATR", "-0.5")
+    with pytest.raises(
+        ConfigError, match=r"^invalid settings: RAYTRADE_POLICY__Q05_MIN_ATR, RAYTRADE_LABEL__K_SL: "
+    ):
+        load_settings()
+
+
+def test_dot_env_typos_folders_that_are_files_and_the_venue_keys(monkeypatch, tmp_path):
+    (tmp_path / ".env").write_text("RAYTRADE_TYPO=1\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert str(e.value) == "invalid settings: RAYTRADE_TYPO: unknown setting"
+    (tmp_path / ".env").unlink()
+    (tmp_path / "file").write_text("x")
+    for key in ("RAYTRADE_DATA_DIR", "RAYTRADE_LAKE_PATH"):
+        monkeypatch.setenv(key, str(tmp_path / "file" / "below"))
+        with pytest.raises(ConfigError, match=f"{key}: {tmp_path / 'file'} is a file, not a folder"):
+            load_settings()
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("RAYTRADE_VENUE_API_KEY", "venue-key-1")
+    monkeypatch.setenv("RAYTRADE_VENUE_API_SECRET", "venue-secret-2")
+    monkeypatch.setenv("RAYTRADE_MLFLOW_TRACKING_URI", "http://ml:ml-pw-3@mlflow:5000/?token=tok-4")
+    s = load_settings()
+    assert s.venue_api_secret is not None and s.venue_api_secret.get_secret_value() == "venue-secret-2"
+    shown = repr(s) + str(s.redacted())
+    for secret in ("venue-key-1", "venue-secret-2", "ml-pw-3", "tok-4"):
+        assert secret not in shown
+    assert s.redacted()["mlflow_tracking_uri"] == "http://ml:***@mlflow:5000/?token=***"
+
+
 def test_redact_url_masks_only_the_password():
     assert redact_url("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
     assert redact_url("sqlite:///x.db") == "sqlite:///x.db"
