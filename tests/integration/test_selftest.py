@@ -62,3 +62,20 @@ def test_bad_configuration_exits_2_naming_the_key(tmp_path):
     proc = _run(["selftest"], _env(tmp_path, RAYTRADE_RISK__MAX_USED_MARGIN_PCT="7"), tmp_path)
     assert proc.returncode == 2
     assert "RAYTRADE_RISK__MAX_USED_MARGIN_PCT" in proc.stderr
+
+
+def test_an_unreachable_mlflow_server_times_out_without_showing_its_password(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing answers there
+    env = _env(tmp_path, RAYTRADE_MLFLOW_TRACKING_URI=f"http://ml:PLANTEDsecret9@127.0.0.1:{port}/")
+    t0 = time.monotonic()
+    proc = _run(["selftest", "--only", "mlflow", "--timeout-s", "3"], env, tmp_path)
+    assert time.monotonic() - t0 < 60  # MLflow alone would retry for about four minutes
+    assert proc.returncode == 1
+    assert "TimeoutError: timed out after 3 s without an answer" in " ".join(proc.stdout.split())
+    assert "selftest failed: mlflow" in proc.stderr
+    assert "PLANTEDsecret9" not in proc.stdout + proc.stderr
