@@ -188,6 +188,7 @@ class Decider:
         self.latencies_ms: deque[float] = deque(maxlen=100_000)
         self.last_close_ms = 0  # bar open time of the last close handled (decided or skipped)
         self.counts = {"closes": 0, "signals": 0, "entries_sent": 0, "skipped": 0, "errors": 0}
+        self.skip_reasons: dict[str, int] = {}  # reason → skipped decisions, for the run summary
 
     # --- the hook ----------------------------------------------------------------------------------
     async def warm(self, history: Mapping[str, Any]) -> None:
@@ -347,6 +348,8 @@ class Decider:
         from storage.schema import events
 
         self.counts["skipped"] += len(skipped)
+        for _, why in skipped:
+            self.skip_reasons[why] = self.skip_reasons.get(why, 0) + 1
         rows = [{"ts": event.ts_ms, "kind": "signal.skipped", "source": f"decider:{event.group_id}", "symbol": s,
                  "payload": {"reason": why, "session": self.cfg.session_id}} for s, why in skipped]  # fmt: skip
         with self._engine.begin() as conn:
@@ -356,6 +359,7 @@ class Decider:
         lat = np.fromiter(self.latencies_ms, np.float64, len(self.latencies_ms))
         return {
             **self.counts,
+            "skip_reasons": dict(self.skip_reasons),
             "last_close_ms": self.last_close_ms,
             "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else math.nan,
             "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else math.nan,

@@ -35,6 +35,11 @@ def run(
     mark_ticks: int = typer.Option(
         60, "--mark-ticks", min=1, max=60, help="replay: markPrice ticks per minute"
     ),
+    mark_fallback: str = typer.Option(
+        "none",
+        "--mark-fallback",
+        help="replay without 1m mark prices (mark_1m): none = refuse; last = last price as a derived mark",
+    ),
     keep_open: bool = typer.Option(
         False, "--keep-open", help="do not close positions at the end of a replay"
     ),
@@ -52,12 +57,15 @@ def run(
         )
     if venue not in ("replay", "binance"):
         raise typer.BadParameter("replay or binance", param_hint="--venue")
+    if mark_fallback not in ("none", "last"):
+        raise typer.BadParameter("none or last", param_hint="--mark-fallback")
     try:
         chosen = parse_universe(symbols) if symbols else tuple(settings.universe)
     except SymbolError as e:
         raise typer.BadParameter(str(e), param_hint="--symbols") from None
     options = ShadowOptions(symbols=tuple(chosen), model_name=model, venue=venue, group_size=group_size,  # type: ignore[arg-type]
-                            speed=speed, mark_ticks_per_minute=mark_ticks, flatten_at_end=not keep_open)  # fmt: skip
+                            speed=speed, mark_ticks_per_minute=mark_ticks, flatten_at_end=not keep_open,
+                            mark_fallback=mark_fallback)  # type: ignore[arg-type]  # fmt: skip
     if session:
         options.session_id = session
     try:
@@ -77,6 +85,7 @@ def run(
         raise typer.Exit(2) from None
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # stop cleanly, report, release Ray
     try:
         if venue == "replay":
             while not stop["now"] and not session.wait(timeout_s=1.0):
@@ -94,9 +103,33 @@ def run(
         f"{report['close_to_signal_p50_ms']:.0f} ms, p99 {report['close_to_signal_p99_ms']:.0f} ms; "
         f"{report['messages_per_s']:.0f} msgs/s"
     )
-    print(
-        json.dumps({k: v for k, v in report.items() if k in ("session_id", "closes", "signals", "messages")})
-    )
+    for line in summary_notes(report):
+        console.print(line)
+    print(json.dumps({k: v for k, v in report.items() if k in
+                      ("session_id", "closes", "signals", "messages", "skip_reasons", "mark")}))  # fmt: skip
+
+
+def summary_notes(report: dict) -> list[str]:
+    """The lines that say where the marks came from and why decisions were skipped (always, when any
+    were), and why nothing traded when no entry was made."""
+    notes = []
+    derived = report.get("mark", {}).get("derived_symbols", [])
+    if derived:
+        notes.append(f"mark prices DERIVED from the last price (no mark_1m) for {len(derived)} symbol(s): "
+                     f"{', '.join(derived)}")  # fmt: skip
+    reasons = report.get("skip_reasons", {})
+    if reasons:
+        notes.append("skipped decisions: " + "; ".join(f"{why}: {n}" for why, n in reasons.items()))
+    if not report.get("execution", {}).get("entries"):
+        if reasons and not report.get("signals"):
+            notes.append("nothing traded: every decision was skipped (see the reasons above)")
+        elif not report.get("closes"):
+            notes.append("nothing traded: no 1m bar closed during the run")
+        elif report.get("signals"):
+            notes.append(
+                "nothing traded: the policy or the risk guards made no entry (see the signals table)"
+            )
+    return notes
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,12 @@
 detached risk/execution actor (the paper exchange: ``core.sim``); one ingest actor per symbol group,
 each with a ``Decider`` as its hook; and, for ``venue="replay"``, the replay venue serving the lake
 on loopback. ``venue="binance"`` streams Binance's real public market data (shadow needs no keys).
+
+A replay needs 1-minute mark prices (``mark_1m``): without them the venue sends no mark ticks and
+every decision is skipped as stale. ``start`` refuses such a replay, naming the symbols and the
+``raytrade history`` command that downloads Binance's mark-price klines, unless
+``mark_fallback="last"`` replays the last price as a derived mark (said in the report's ``mark``).
+The report always counts why decisions were skipped (``skip_reasons``).
 ``raytrade run`` drives it; the integration tests and ``bench/realtime.py`` use it the same way.
 """
 
@@ -55,6 +61,7 @@ class ShadowOptions:
     flatten_at_end: bool = True
     predictor_poll_s: float = 5.0
     close_deadline_ms: int = 3000
+    mark_fallback: Literal["none", "last"] = "none"  # replay without mark_1m: refuse, or last price as mark
 
 
 def symbol_groups(symbols: Sequence[str], group_size: int) -> list[tuple[str, ...]]:
@@ -83,6 +90,12 @@ class ShadowSession:
         s, o = self.settings, self.options
         if not o.symbols:
             raise ConfigError("a shadow session needs at least one symbol")
+        if o.venue == "replay" and o.start_ms is not None and o.end_ms is not None:
+            missing = symbols_without_mark(
+                s.lake_root, sorted({*o.symbols, BTC_SYMBOL}), o.start_ms, o.end_ms
+            )
+            if missing and o.mark_fallback == "none":
+                raise ConfigError(missing_mark_message(missing, o.start_ms, o.end_ms))
         engine = db.make_engine(s.database_url)
         if not db.is_current(engine):
             raise ConfigError("the database is not at the current schema: run `raytrade db upgrade` first")
@@ -152,6 +165,7 @@ class ShadowSession:
             Lake(self.settings.lake_root), venue_symbols, o.start_ms, o.end_ms, speed=o.speed,
             mark_ticks_per_minute=o.mark_ticks_per_minute, seed=o.seed,
             weight_limit_1m=None,  # a fast replay squeezes hours of REST into wall minutes
+            mark_fallback=o.mark_fallback,
         )  # fmt: skip
         urls = self.venue.start(paused=True)
         self.rest_url, self.ws_url = urls.rest_url, urls.ws_url
@@ -210,6 +224,13 @@ class ShadowSession:
             [np.asarray(h.get("latencies_ms", []), np.float64) for h in hooks] or [np.empty(0)]
         )
         messages = sum(sum(st.get("messages", {}).values()) for st in ingest_stats)
+        skip_reasons: dict[str, int] = {}
+        for h in hooks:
+            for why, n in h.get("skip_reasons", {}).items():
+                skip_reasons[why] = skip_reasons.get(why, 0) + n
+        report["skip_reasons"] = dict(sorted(skip_reasons.items(), key=lambda kv: -kv[1]))
+        if "venue" in report:
+            report["mark"] = report["venue"]["mark"]
         report |= {
             "wall_s": wall, "messages": messages, "messages_per_s": messages / wall if wall > 0 else math.nan,
             "close_to_signal_p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else math.nan,
@@ -230,6 +251,29 @@ class ShadowSession:
             ray.kill(self.execution, no_restart=True)
             self.execution = None
         serve.delete(APP_NAME)
+
+
+def symbols_without_mark(lake_root: Path, symbols: Sequence[str], start_ms: int, end_ms: int) -> list[str]:
+    """The ``symbols`` whose lake holds no 1-minute mark price (``mark_1m``) in [start_ms, end_ms)."""
+    from storage.lake import Lake
+
+    lake = Lake(lake_root)
+    return [s for s in symbols if not len(lake.read("mark_1m", s, start_ms, end_ms, columns=["ts"]))]
+
+
+def missing_mark_message(symbols: Sequence[str], start_ms: int, end_ms: int) -> str:
+    """What a user reads when a replay has no 1-minute mark prices: the dataset, the symbols, the fix."""
+    import pandas as pd
+
+    first = pd.Timestamp(start_ms, unit="ms", tz="UTC").strftime("%Y-%m-%d")
+    last = pd.Timestamp(end_ms + 86_400_000 - 1, unit="ms", tz="UTC").strftime("%Y-%m-%d")
+    return (
+        f"the lake has no 1-minute mark prices (mark_1m) of {', '.join(symbols)} in the replay window: "
+        "the venue would send no mark ticks and every decision would be skipped as stale. Download "
+        f"Binance's mark-price klines with `raytrade history --symbols {','.join(symbols)} "
+        f"--datasets markPriceKlines/1m --start {first} --end {last}`, or replay the last price as a "
+        "derived mark with `--mark-fallback last`"
+    )
 
 
 def default_replay_window(lake_root: Path, symbols: Sequence[str], minutes: int) -> tuple[int, int]:

@@ -25,7 +25,10 @@ Path model (``bar_path``): piecewise linear, open → the extreme nearer the ope
 → close (a tie goes to the low first when the bar closes up, the high first otherwise), walked at
 constant speed in price (vertices then snapped to the tick grid), so ticks never leave [low, high]
 and the minute's last tick is the close. A missing bar emits nothing for that symbol and minute (no candle: no book, no kline and no
-broker tick; no mark bar: no mark ticks).
+broker tick; no mark bar: no mark ticks). With ``mark_fallback="last"`` a symbol that has no mark_1m
+bar in a 6-hour chunk of the replay (real dumps without Binance's markPriceKlines) is ticked with
+its candles_1m bar as mark: a derived mark, listed in ``ReplayVenue.stats()["mark"]``, so a report
+can say which marks were not Binance's.
 
 After each tick the paper broker (when there is one) hears ``on_book`` and ``on_mark``, so its
 conditional orders trigger on exactly the ticks clients see. ``ReplayVenue`` (below) wires clock,
@@ -265,8 +268,11 @@ class ReplayDriver:
         spread_bps: float = 1.0,
         seed: int = 0,
         broker: Broker | None = None,
+        mark_fallback: Literal["none", "last"] = "none",
     ) -> None:
         self.data = data
+        self.mark_fallback = mark_fallback
+        self.derived_mark: set[str] = set()  # symbols ticked with their last price as mark
         self.symbols = symbols
         self.clock = clock
         self.hub = hub
@@ -589,9 +595,14 @@ class ReplayDriver:
             candles[symbol] = _Bars.of(
                 self.data.read("candles_1m", symbol, start_ms, end_ms), _CANDLE_COLUMNS
             )
-            mark[symbol] = _Bars.of(
-                self.data.read("mark_1m", symbol, start_ms, end_ms), ("open", "high", "low", "close")
-            )
+            mark_frame = self.data.read("mark_1m", symbol, start_ms, end_ms)
+            if len(mark_frame) == 0 and self.mark_fallback == "last":
+                mark[symbol] = _Bars(candles[symbol].ts, {k: candles[symbol].columns[k] for k in
+                                     ("open", "high", "low", "close")}, candles[symbol].row)  # fmt: skip
+                if len(candles[symbol].ts):
+                    self.derived_mark.add(symbol)
+            else:
+                mark[symbol] = _Bars.of(mark_frame, ("open", "high", "low", "close"))
             premium[symbol] = _Bars.of(self.data.read("premium_1m", symbol, start_ms, end_ms), ("close",))
             counts = candles[symbol].columns["trade_count"].astype(np.int64)
             firsts = (
@@ -639,6 +650,10 @@ class ReplayConfig(BaseModel):
     seed: int = Field(default=0, ge=0, description="seed of the book sizes")
     send_queue_size: int = Field(
         default=10_000, ge=10, description="messages queued per connection before it is closed"
+    )
+    mark_fallback: Literal["none", "last"] = Field(
+        default="none",
+        description="none: no mark_1m bar, no mark ticks; last: tick the candle as a derived mark",
     )
 
     @model_validator(mode="after")
@@ -698,11 +713,12 @@ class ReplayVenue:
         port: int = 0,
         weight_limit_1m: int | None = DEFAULT_WEIGHT_LIMIT_1M,
         send_queue_size: int = 10_000,
+        mark_fallback: Literal["none", "last"] = "none",
     ) -> None:
         self.config = ReplayConfig(
             symbols=tuple(symbols), start_ms=start_ms, end_ms=end_ms, speed=speed,
             mark_ticks_per_minute=mark_ticks_per_minute, kline_updates_per_minute=kline_updates_per_minute,
-            spread_bps=spread_bps, seed=seed, send_queue_size=send_queue_size,
+            spread_bps=spread_bps, seed=seed, send_queue_size=send_queue_size, mark_fallback=mark_fallback,
         )  # fmt: skip
         cfg = self.config
         listed = set(data.symbols("candles_1m"))
@@ -742,7 +758,7 @@ class ReplayVenue:
         self.driver = ReplayDriver(
             data, cfg.symbols, self.clock, self.hub, specs,
             mark_ticks_per_minute=cfg.mark_ticks_per_minute, kline_updates_per_minute=cfg.kline_updates_per_minute,
-            spread_bps=cfg.spread_bps, seed=cfg.seed, broker=self.broker,
+            spread_bps=cfg.spread_bps, seed=cfg.seed, broker=self.broker, mark_fallback=cfg.mark_fallback,
         )  # fmt: skip
         app = create_app(data, self.clock.now_ms, weight_limit_1m=weight_limit_1m, faults=self.faults)
         add_info_routes(app, self.exchange_info, self.driver.premium_index, cfg.symbols)
@@ -803,6 +819,10 @@ class ReplayVenue:
             "now_ms": self.clock.now_ms(),
             "replayed_ms": self.driver.replayed_ms,
             "finished": self.finished.is_set(),
+        }
+        out["mark"] = {
+            "fallback": self.config.mark_fallback,
+            "derived_symbols": sorted(self.driver.derived_mark),  # marks that were not Binance's
         }
         return out
 
