@@ -164,8 +164,9 @@ def deploy_predictor(
     max_batch_size: int = 64,
     batch_wait_timeout_s: float = 0.005,
 ) -> serve.handle.DeploymentHandle:
-    """Start Serve without an HTTP proxy (handles only) and run the Predictor application."""
-    serve.start(proxy_location="Disabled")
+    """Start Serve without an HTTP proxy (handles only; were one enabled, on loopback) and run the
+    Predictor application."""
+    serve.start(proxy_location="Disabled", http_options={"host": "127.0.0.1"})
     app = Predictor.bind(  # type: ignore[attr-defined]
         tracking_uri, model_name, poll_s=poll_s, max_batch_size=max_batch_size,
         batch_wait_timeout_s=batch_wait_timeout_s,
