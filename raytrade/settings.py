@@ -71,7 +71,11 @@ class Settings(BaseSettings):
     testnet: bool = Field(False, description="use Binance's futures testnet")
     history_base_url: str = Field("https://data.binance.vision", description="public dump server")
     fapi_url: str | None = Field(None, description="REST base URL override (e.g. the replay venue)")
-    ray_address: str | None = Field(None, description="Ray cluster address; unset: start local Ray")
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster address (head:6379 of `ray start --head --node-ip-address=<ip>`); "
+        "unset: start local Ray on loopback only (127.0.0.1)",
+    )
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for local Ray; unset: all")
     ray_object_store_mb: int = Field(512, ge=64, description="object store of local Ray, MiB")
     worker_lease_s: float = Field(
