@@ -10,6 +10,7 @@ by ``pipelines.shadow_parity.compare_trades``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -57,8 +58,11 @@ def run_shadow_replay(
         if not session.wait(timeout_s=max(300.0, minutes * 1.0)):
             raise RuntimeError("the shadow replay did not reach the end of its window in time")
         report = session.stop()
-    finally:
-        session.shutdown()
+    except BaseException:
+        with contextlib.suppress(Exception):  # clean up what started; the first error is the one to see
+            session.shutdown()
+        raise
+    session.shutdown()
     wall_s = time.monotonic() - t0
     panel = load_panel(Lake(settings.lake_root), symbols, start_ms, end_ms)
     backtest = backtest_model(
