@@ -5,7 +5,9 @@ trades, and its summary says the marks were derived and counts every skipped dec
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from test_shadow import MODEL, long_biased_model
 
 from core.config import LabelSpec, PolicyConfig, RiskConfig
 from core.errors import ConfigError
+from exchange.venue import ReplayVenue
 from pipelines.importer import import_file
 from raytrade.cmd_run import summary_notes
 from raytrade.realtime import ShadowOptions, ShadowSession
@@ -88,7 +91,9 @@ def test_replay_without_mark_prices_is_refused_naming_the_dataset_and_the_downlo
 def test_cli_refuses_the_replay_in_one_message_and_exit_code_2(real_lake):
     settings = settings_for(real_lake)
     before = lake_checksums(settings.lake_root)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAYTRADE_") or k.startswith("RAYTRADE_TEST_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("RAYTRADE_") or k.startswith("RAYTRADE_TEST_")
+    }
     env |= {"RAYTRADE_DATA_DIR": str(real_lake), "RAYTRADE_UNIVERSE": ",".join(SYMBOLS), "COLUMNS": "300"}
     done = subprocess.run(
         [sys.executable, "-m", "raytrade.cli", "run", "--venue", "replay", "--symbols", ",".join(SYMBOLS),
@@ -108,7 +113,9 @@ def test_replay_with_the_derived_mark_trades_and_says_so(real_lake, redis_url):
     settings = settings_for(real_lake, redis_url)
     engine = db.make_engine(settings.database_url)
     db.upgrade(engine)
-    registry = ModelRegistry(settings.tracking_uri, artifact_root=settings.mlflow_artifact_root, engine=engine)
+    registry = ModelRegistry(
+        settings.tracking_uri, artifact_root=settings.mlflow_artifact_root, engine=engine
+    )
     info = registry.log_model(long_biased_model(), registered_name=MODEL, experiment="train",
                               train_start_ms=START - 86_400_000, train_end_ms=START)  # fmt: skip
     registry.set_production(MODEL, info.version)
@@ -127,7 +134,9 @@ def test_replay_with_the_derived_mark_trades_and_says_so(real_lake, redis_url):
     assert not any(why.startswith("mark older") for why in report["skip_reasons"])
     assert report["execution"]["entries"] > 0
     notes = summary_notes(report)
-    assert notes[0] == "mark prices DERIVED from the last price (no mark_1m) for 2 symbol(s): BTCUSDT, ETHUSDT"
+    assert (
+        notes[0] == "mark prices DERIVED from the last price (no mark_1m) for 2 symbol(s): BTCUSDT, ETHUSDT"
+    )
     assert not any(n.startswith("nothing traded") for n in notes)
 
 
@@ -138,3 +147,42 @@ def test_summary_of_a_run_that_skipped_every_decision_says_why():
         "skipped decisions: mark older than 5000 ms: 24",
         "nothing traded: every decision was skipped (see the reasons above)",
     ]
+
+
+def _mark_ticks(lake: Lake, fallback: str) -> tuple[list[dict], dict]:
+    """The BTCUSDT markPrice ticks of the first 3 replayed minutes, and the venue's stats."""
+    venue = ReplayVenue(lake, ["BTCUSDT"], START, START + 3 * MINUTE, speed="step", mark_ticks_per_minute=4,
+                        mark_fallback=fallback)  # type: ignore[arg-type]  # fmt: skip
+
+    async def collect() -> list[dict]:
+        import websockets
+
+        urls = venue.start()
+        async with websockets.connect(f"{urls.ws_url}market/ws/btcusdt@markPrice@1s") as ws:
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(venue.advance_to, START + 3 * MINUTE, 10)
+            ticks = []
+            while True:
+                try:
+                    ticks.append(json.loads(await asyncio.wait_for(ws.recv(), 1.5)))
+                except TimeoutError:
+                    return ticks
+
+    try:
+        return asyncio.run(collect()), venue.stats()
+    finally:
+        venue.stop()
+
+
+def test_the_venue_sends_no_mark_without_mark_1m_and_the_candle_as_a_labelled_mark_with_the_fallback(
+    real_lake,
+):
+    lake = Lake(settings_for(real_lake).lake_root)
+    none, none_stats = _mark_ticks(lake, "none")
+    assert none == [] and none_stats["mark"] == {"fallback": "none", "derived_symbols": []}
+    derived, stats = _mark_ticks(lake, "last")
+    assert stats["mark"] == {"fallback": "last", "derived_symbols": ["BTCUSDT"]}
+    candles = lake.read("candles_1m", "BTCUSDT", START, START + 3 * MINUTE)
+    assert len(derived) == 3 * 4
+    closes = [float(t["p"]) for t in derived[3::4]]  # each minute's last tick is its close
+    assert closes == pytest.approx(candles["close"].tolist(), rel=1e-12)
