@@ -66,7 +66,7 @@ def command_name(pid: int) -> str:
 
 
 def _socket_inodes(pid: int) -> set[int]:
-    out = set()
+    out: set[int] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:

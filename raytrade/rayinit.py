@@ -21,6 +21,7 @@ outlive a killed driver by about a minute).
 
 from __future__ import annotations
 
+import logging
 import os
 
 from core.errors import FatalError
@@ -39,7 +40,7 @@ def start_ray(settings: Settings, *, progress: bool = True) -> None:
     if ray.is_initialized():
         return
     if settings.ray_address:
-        ray.init(address=settings.ray_address, log_to_driver=False, logging_level="WARNING")
+        ray.init(address=settings.ray_address, log_to_driver=False, logging_level=logging.WARNING)
     else:
         before = process_tree(os.getpid())
         _loopback_only()
@@ -51,7 +52,7 @@ def start_ray(settings: Settings, *, progress: bool = True) -> None:
             _node_ip_address=LOOPBACK,
             runtime_env={"worker_process_setup_hook": "raytrade.rayinit.loopback_worker_setup"},
             log_to_driver=False,
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
         )
         node_ip = ray.util.get_node_ip_address()
         if not is_loopback(node_ip):
@@ -83,7 +84,7 @@ def loopback_worker_setup() -> None:
         host, _, port = address.rpartition(":")
         if host in ("[::]", "0.0.0.0", ""):
             address = f"{LOOPBACK}:{port}"
-        return original(server, address)  # type: ignore[no-any-return]
+        return original(server, address)
 
     add_port_to_grpc_server.loopback_only = True  # type: ignore[attr-defined]
     tls_utils.add_port_to_grpc_server = add_port_to_grpc_server
