@@ -13,7 +13,9 @@ On each 1m close of the group (``CloseEvent``) the ``Decider``:
    stores one ``signals`` row per symbol with all outputs, the decision, size, leverage, SL/TP,
    block reasons and the explain numbers, in one transaction;
 4. hands the entries to the risk/execution actor (which applies the book and the hard risk
-   guards) and every closed bar of the group to its bar rule; mark ticks go there as they come.
+   guards) with the list of symbols it decided — every close, entries or none, so the actor admits
+   a bar's entries of all groups together in the backtest's order — and every closed bar of the
+   group to its bar rule; mark ticks go there as they come.
 
 The 15m ATR needs history: the decider keeps a window of 1m bars per symbol (``ATR_WINDOW_BARS``)
 seeded by ``warm`` from the ingest's warm-up history (lake plus REST top-up) and extended by every
@@ -213,12 +215,19 @@ class Decider:
         )
 
     async def on_close(self, event: CloseEvent) -> None:
+        intents: list[EntryIntent] = []
         try:
-            await self._on_close(event)
+            intents = await self._on_close(event)
         finally:
+            # every close is reported, entries or none, so the execution actor can admit the bar's
+            # entries of all groups together in the backtest's symbol order
+            traded = tuple(self.cfg.trade_symbols or event.symbols)
+            self.counts["entries_sent"] += len(intents)
+            self._track(self._execution.submit.remote(intents, event.ts_ms, traded))
             self.last_close_ms = max(self.last_close_ms, event.ts_ms)
 
-    async def _on_close(self, event: CloseEvent) -> None:
+    async def _on_close(self, event: CloseEvent) -> list[EntryIntent]:
+        """Decide one close; return the entries for the execution actor."""
         self.counts["closes"] += 1
         inputs = event.inputs
         fresh: list[int] = []
@@ -255,7 +264,7 @@ class Decider:
         if skipped:
             await asyncio.to_thread(self._record_skips, event, skipped)
         if not fresh:
-            return
+            return []
         symbols = [event.symbols[k] for k in fresh]
         answer: Prediction = await asyncio.wait_for(
             self._predictor.predict.remote(np.ascontiguousarray(event.features[fresh])),
@@ -273,10 +282,7 @@ class Decider:
         await asyncio.to_thread(self._publish, event, rows)
         self.latencies_ms.append(time.time() * 1000 - event.received_ms)
         self.counts["signals"] += len(rows)
-        intents = self._intents(event, symbols, decided, price, atr)
-        if intents:
-            self.counts["entries_sent"] += len(intents)
-            self._track(self._execution.submit.remote(intents))
+        return self._intents(event, symbols, decided, price, atr)
 
     async def on_ticks(self, ticks: list[MarketTick]) -> None:
         if ticks:

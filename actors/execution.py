@@ -21,6 +21,23 @@ its decision bar's close, or the price it was decided on no longer holds.
 No double entry: an intent is refused when the symbol already holds a position (the simulator's
 ``POSITION_OPEN``), when its trade group already exists in the database (a re-delivered intent),
 or while another entry of the symbol is being processed (the entry lock).
+
+The backtest's rules at a bar boundary (``core.sim.kernel.portfolio_bar``), so that a shadow session
+admits and closes what the backtest of the same window does:
+
+- Daily loss limit. Once every held symbol's bar has run (``on_bars``), the book is marked at the
+  bar's mark closes and the limit is checked (``FillSimulator.mark_bar_close``); when it fired —
+  there, or earlier on a mark tick, which also disables entries at once — every position is closed
+  at the bar's close (the next bar's open in the backtest) at the book's bid (long) or ask (short),
+  with exit reason FLATTEN and a ``daily_loss_flatten`` risk event. Should a held symbol's bar never
+  come, the first tick ``max_entry_delay_ms`` after the bar's close flattens instead.
+- Entries of one decision bar. A decider reports the symbols it decided on each close
+  (``submit(intents, decision_ts, symbols)``); the bar's entries wait until every symbol of the book
+  was reported (or a later bar shows up), then go in the book's symbol order — the backtest's panel
+  order — each sized on the book's equity with the held positions marked at that bar's mark closes
+  (the backtest's equity at the next open), after a pending daily-loss flatten. So when
+  ``max_positions`` or a notional limit binds, the same symbols win. An intent submitted without a
+  decision bar report (``decision_ts=None``) is admitted at once, in symbol order within the call.
 """
 
 from __future__ import annotations
@@ -125,6 +142,11 @@ class ExecutionBook:
         self._groups: dict[str, str] = {}  # symbol → trade_group_id of its open position
         self._locked: set[str] = set()
         self._last_ts = 0
+        self._pending: dict[int, list[EntryIntent]] = {}  # decision bar → intents waiting for the bar
+        self._reported: dict[int, set[str]] = {}  # decision bar → symbols whose decision came
+        self._closes: dict[str, BarClose] = {}  # symbol → its last closed bar
+        self._quotes: dict[str, tuple[float, float]] = {}  # symbol → last (bid, ask) of its ticks
+        self._flatten_due_ms: int | None = None  # a requested flatten runs at the latest then
         self._recover()
         _warm_kernels(cfg)
 
@@ -198,8 +220,64 @@ class ExecutionBook:
         }
 
     # --- entries -----------------------------------------------------------------------------------
-    def submit(self, intents: Sequence[EntryIntent]) -> list[EntryResult]:
-        return [self._enter(i) for i in intents]
+    def submit(
+        self,
+        intents: Sequence[EntryIntent],
+        decision_ts: int | None = None,
+        symbols: Sequence[str] | None = None,
+    ) -> list[EntryResult]:
+        """Take the entries decided on the close of bar ``decision_ts`` for ``symbols`` (a decider's
+        report of one close: every symbol it decided, entering or not).
+
+        With a report, the bar's entries are admitted once every symbol of the book was reported (or
+        a later bar shows up), in the book's symbol order; until then an intent's result says
+        ``PENDING``. Without one (``decision_ts`` None) the intents are admitted now, in symbol order.
+        """
+        if decision_ts is None:
+            return self._admit(list(intents))
+        bar = int(decision_ts)
+        self._admit_before(bar)
+        self._pending.setdefault(bar, []).extend(intents)
+        reported = self._reported.setdefault(bar, set())
+        reported.update(symbols or ())
+        reported.update(i.symbol for i in intents)
+        if not reported.issuperset(self.sim.symbols):
+            return [EntryResult(i.symbol, i.decision_ts, filled=False, reasons=("PENDING",)) for i in intents]
+        done = {(r.symbol, r.decision_ts): r for r in self._admit_bar(bar)}
+        return [done[(i.symbol, i.decision_ts)] for i in intents]
+
+    def _admit_before(self, bar: int) -> None:
+        """Admit the waiting entries of decision bars before ``bar`` (a later bar came: they are due)."""
+        for b in sorted(b for b in self._reported if b < bar):
+            self._admit_bar(b)
+
+    def _admit_bar(self, bar: int) -> list[EntryResult]:
+        self._reported.pop(bar, None)
+        return self._admit(self._pending.pop(bar, []))
+
+    def _admit(self, intents: list[EntryIntent]) -> list[EntryResult]:
+        """Enter ``intents`` as the backtest does at the next open: a pending flatten first, the held
+        positions marked at their decision bar's mark close, then one symbol after another in the book's
+        order, each sized on the equity after the ones before it."""
+        if not intents:
+            return []
+        bars = {int(i.decision_ts) for i in intents}
+        open_ts = max(bars) + self.cfg.sim.bar_ms
+        marks = {
+            s: b.mark_close for s, b in self._closes.items() if int(b.ts_ms) in bars and s in self._groups
+        }
+        if marks:
+            self.sim.mark_bar_close(max(self._last_ts, open_ts), marks)
+        if self.sim.flatten_requested:
+            self._flatten_daily_loss(open_ts)
+        order = {s: k for k, s in enumerate(self.sim.symbols)}
+        ranked = sorted(
+            range(len(intents)), key=lambda j: (int(intents[j].decision_ts), order.get(intents[j].symbol, -1))
+        )
+        results: list[EntryResult | None] = [None] * len(intents)
+        for j in ranked:
+            results[j] = self._enter(intents[j])
+        return [r for r in results if r is not None]
 
     def _enter(self, it: EntryIntent) -> EntryResult:
         result = EntryResult(it.symbol, it.decision_ts, filled=False)
@@ -266,6 +344,9 @@ class ExecutionBook:
         """Apply mark ticks (latest mark and best bid/ask per symbol); return exits."""
         exits = 0
         for t in ticks:
+            if math.isfinite(t.bid) and math.isfinite(t.ask):
+                self._quotes[t.symbol] = (float(t.bid), float(t.ask))
+            self._due(int(t.ts_ms))
             if t.symbol not in self._groups or not math.isfinite(t.mark):
                 continue
             ts = max(int(t.ts_ms), self._last_ts)
@@ -274,12 +355,29 @@ class ExecutionBook:
             if reason:
                 self._final(t.symbol, ts, reason)
                 exits += 1
+            if self.sim.flatten_requested and self._flatten_due_ms is None:
+                # the limit fired on a tick: entries are off now; the flatten waits for the bar's close
+                bar_ms = self.cfg.sim.bar_ms
+                self._flatten_due_ms = (ts // bar_ms + 1) * bar_ms + self.cfg.max_entry_delay_ms
         return exits
+
+    def _due(self, ts: int) -> None:
+        """What a tick at ``ts`` makes overdue: entries of bars closed longer than the entry delay ago
+        (some decider never reported), and a flatten whose bar never completed."""
+        late = ts - self.cfg.sim.bar_ms - self.cfg.max_entry_delay_ms
+        if any(b < late for b in self._reported):
+            self._admit_before(late)
+        if self._flatten_due_ms is not None and ts >= self._flatten_due_ms and self.sim.flatten_requested:
+            self._flatten_daily_loss(ts)
 
     def on_bars(self, bars: Sequence[BarClose]) -> int:
         """Run the bar rule on closed 1m bars of held symbols; return exits."""
         exits = 0
+        if bars:
+            self._admit_before(max(int(b.ts_ms) for b in bars))
         for b in bars:
+            if math.isfinite(b.mark_close):
+                self._closes[b.symbol] = b
             if b.symbol not in self._groups:
                 continue
             ts = max(int(b.ts_ms), 0)
@@ -292,7 +390,56 @@ class ExecutionBook:
             if reason:
                 self._final(b.symbol, max(ts + self.cfg.sim.bar_ms, self._last_ts), reason)
                 exits += 1
+        if bars:
+            self._close_bar(max(int(b.ts_ms) for b in bars))
         return exits
+
+    def _close_bar(self, bar: int) -> None:
+        """Once every held symbol's bar ``bar`` ran: the daily loss check at the bar's mark closes, and
+        the flatten it requests (the backtest's, at the next open)."""
+        held = list(self._groups)
+        if any(s not in self._closes or int(self._closes[s].ts_ms) < bar for s in held):
+            return  # another group's bars of this minute are still to come
+        close_ts = bar + self.cfg.sim.bar_ms
+        if held:
+            marks = {s: self._closes[s].mark_close for s in held}
+            self.sim.mark_bar_close(max(close_ts, self._last_ts), marks)
+        if self.sim.flatten_requested:
+            self._flatten_daily_loss(close_ts)
+
+    def _flatten_daily_loss(self, ts_ms: int) -> None:
+        """Close every position for the daily loss limit at ``ts_ms`` (a bar's close, or later) at the
+        book's bid (long) or ask (short), else the last bar's close, else the last mark; FLATTEN."""
+        ts = max(int(ts_ms), self._last_ts)
+        self._last_ts = ts
+        self._flatten_due_ms = None
+        held = list(self._groups)
+        equity_before, day_pnl = self.sim.equity, self.sim.daily_pnl
+        for s in held:
+            pos = self.sim.position(s)
+            assert pos is not None
+            quote = self._quotes.get(s)
+            bar = self._closes.get(s)
+            price = math.nan
+            if quote is not None:
+                price = quote[0] if pos.side > 0 else quote[1]
+            if not (math.isfinite(price) and price > 0) and bar is not None:
+                price = bar.close
+            if not (math.isfinite(price) and price > 0):
+                price = pos.mark_price
+            volume = bar.quote_volume if bar is not None and math.isfinite(bar.quote_volume) else None
+            self.sim.close_position(s, ts, price, reason="FLATTEN", quote_volume_usdt=volume)
+            self._final(s, ts, "FLATTEN")
+        self.sim.flatten(ts, reason="FLATTEN")  # nothing is left open: clears the request
+        message = (f"daily loss limit: equity {equity_before:.2f} USDT, day PnL {day_pnl:.2f} USDT; "
+                   f"flattened {len(held)} positions, entries off until the next UTC day")  # fmt: skip
+        details = {"closed": held, "equity_usdt": equity_before, "daily_pnl_usdt": day_pnl}
+        with self.engine.begin() as conn:
+            conn.execute(risk_events.insert(), [{"ts": ts, "event_type": "daily_loss_flatten", "symbol": None,
+                                                 "severity": 2, "message": message, "details": details}])  # fmt: skip
+        self._publish(Topic.RISK_EVENT, RiskEvent(ts_ms=ts, event_type="daily_loss_flatten", symbol=None,
+                                                  severity="critical", message=message, details=details))  # fmt: skip
+        log.warning("execution: %s", message)
 
     def flatten(self, reason: str = "FLATTEN") -> int:
         """Close every position at its last mark (end of a session, operator command)."""
@@ -387,8 +534,13 @@ def execution_actor_class() -> Any:
         def __init__(self, cfg: ExecutionConfig) -> None:
             self.book = ExecutionBook(cfg)
 
-        def submit(self, intents: Sequence[EntryIntent]) -> list[EntryResult]:
-            return self.book.submit(intents)
+        def submit(
+            self,
+            intents: Sequence[EntryIntent],
+            decision_ts: int | None = None,
+            symbols: Sequence[str] | None = None,
+        ) -> list[EntryResult]:
+            return self.book.submit(intents, decision_ts, symbols)
 
         def on_ticks(self, ticks: Sequence[MarketTick]) -> int:
             return self.book.on_ticks(ticks)

@@ -246,6 +246,22 @@ class FillSimulator:
         _k.event_flatten(self.acct, self.pos, self.sym, self.cfg, self.logs.trades, self.logs.fills, ts, p,
                          volumes, _EXIT_REASONS[reason])  # fmt: skip
 
+    def mark_bar_close(self, ts_ms: int, marks: Mapping[str, float]) -> bool:
+        """Mark the open positions at their bar's mark close and apply the daily loss limit at ``ts_ms``
+        (the bar's close), as the portfolio backtest does at every bar close; return True when the
+        limit fired (then ``flatten_requested``: the backtest flattens at the next open).
+
+        ``marks``: mark close by symbol; a held symbol missing from it, or with no price, keeps its
+        last mark. No trigger is checked (the bar rule ran already); the UTC day does not roll here.
+        """
+        ts = self._at(ts_ms)
+        for symbol, price in marks.items():
+            k = self._k(symbol)
+            if self.pos[k, _k.P_SIDE] != 0.0 and math.isfinite(price) and price > 0.0:
+                self.pos[k, _k.P_MARK] = float(price)
+        _k.revalue(self.acct, self.pos, self.sym)
+        return bool(_k.check_daily(self.acct, self.lim, self.logs.events, ts))
+
     def set_kill_switch(self, on: bool) -> None:
         """Turn the kill-switch on (every entry is blocked with KILL_SWITCH) or off."""
         self.acct[_k.A_KILL_SWITCH] = 1.0 if on else 0.0

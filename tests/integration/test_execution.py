@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -15,8 +16,10 @@ from actors.execution import (
 )
 from core.config import RiskConfig
 from core.messages import BarClose, EntryIntent, MarketTick
-from core.sim import FillSimulator, SimConfig
+from core.signals import empty_signals
+from core.sim import FillSimulator, MarketPanel, SimConfig, run_backtest
 from core.time import MINUTE_MS
+from pipelines.shadow_parity import compare_trades, load_shadow_trades
 from storage import db
 from storage.instruments import sync_universe
 from storage.schema import positions, risk_events
@@ -173,3 +176,174 @@ def test_the_detached_actor_is_restarted_by_ray_and_keeps_its_book(tmp_path):
         assert math.isfinite(ray.get(actor.equity.remote()))
     finally:
         ray.kill(actor, no_restart=True)
+
+
+# --- parity with the backtest on the same bars and signals ---------------------------------------
+
+PARITY_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+PARITY_SIM = SimConfig(fee_rate=0.0004, slippage_k=0.15, impact_k=0.0, default_leverage=5)
+LOOSE = dict(max_positions=10, max_used_margin_pct=1.0, max_total_notional_pct=5.0,
+             max_directional_notional_pct=5.0, max_symbol_notional_pct=1.0, max_btc_beta_notional_pct=50.0,
+             max_orders_per_s=100, daily_loss_limit_pct=0.5)  # fmt: skip
+
+
+def flat_panel(n: int, prices=(100.0, 50.0, 10.0)) -> dict[str, np.ndarray]:
+    """[bar, symbol] arrays of a quiet market: every bar opens, closes and marks at its symbol's price."""
+    base = np.tile(np.asarray(prices, np.float64), (n, 1))
+    return {
+        name: base.copy() for name in ("open", "close", "mark_open", "mark_high", "mark_low", "mark_close")
+    }
+
+
+def make_panel(bars: dict[str, np.ndarray]) -> MarketPanel:
+    n, m = bars["open"].shape
+    return MarketPanel(
+        PARITY_SYMBOLS, T0 + MINUTE_MS * np.arange(n, dtype=np.int64),
+        **{k: np.ascontiguousarray(v) for k, v in bars.items()},
+        quote_volume=np.full((n, m), 5e6), funding_rate=np.zeros((n, m)), atr=0.005 * bars["close"],
+    )  # fmt: skip
+
+
+def parity_book(tmp_path, risk: RiskConfig, session: str) -> ExecutionBook:
+    url = f"sqlite:///{tmp_path / f'{session}.db'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    sync_universe(engine, PARITY_SYMBOLS)
+    engine.dispose()
+    return ExecutionBook(ExecutionConfig(session_id=session, symbols=PARITY_SYMBOLS, database_url=url,
+                                         sim=PARITY_SIM, risk=risk))  # fmt: skip
+
+
+def replay(book: ExecutionBook, panel: MarketPanel, sig, groups, ticks=None) -> None:
+    """Drive the book as the realtime path does: each bar's close goes to the bar rule, then every group
+    reports its decisions of that close (in ``groups`` order), the entries filling at the next bar's open
+    as the book's ask/bid; ``ticks[j]``: mark ticks that arrive after bar j's close, before the decisions."""
+    n, m = panel.shape
+    for j in range(n - 1):
+        ts = int(panel.ts[j])
+        book.on_bars([BarClose(s, ts, panel.open[j, k], max(panel.open[j, k], panel.close[j, k]),
+                               min(panel.open[j, k], panel.close[j, k]), panel.close[j, k], panel.mark_open[j, k],
+                               panel.mark_high[j, k], panel.mark_low[j, k], panel.mark_close[j, k],
+                               panel.quote_volume[j, k]) for k, s in enumerate(PARITY_SYMBOLS)])  # fmt: skip
+        for t in (ticks or {}).get(j, []):
+            book.on_ticks([t])
+        for group in groups:
+            intents = []
+            for s in group:
+                k = PARITY_SYMBOLS.index(s)
+                if sig.direction[j, k] == 0:
+                    continue
+                nxt = panel.open[j + 1, k]
+                intents.append(EntryIntent(
+                    symbol=s, decision_ts=ts, side=int(sig.direction[j, k]), size_fraction=float(sig.size_fraction[j, k]),
+                    leverage=int(sig.leverage[j, k]), sl_price=float(sig.sl_price[j, k]),
+                    tp_price=float(sig.tp_price[j, k]), decision_price=float(panel.close[j, k]),
+                    atr=float(panel.atr[j, k]), quote_volume=float(panel.quote_volume[j, k]), bid=nxt, ask=nxt,
+                    book_ts=ts + MINUTE_MS + 5, mark=float(panel.mark_open[j + 1, k]),
+                ))  # fmt: skip
+            book.submit(intents, ts, group)
+
+
+def signal(
+    sig, j: int, symbol: str, side: int = 1, size: float = 0.3, sl: float = 0.5, tp: float = 2.0
+) -> None:
+    """An entry of ``symbol`` decided on bar j; SL/TP as fractions of its price (wide: they do not trigger)."""
+    k = PARITY_SYMBOLS.index(symbol)
+    price = (100.0, 50.0, 10.0)[k]
+    sig.direction[j, k], sig.size_fraction[j, k], sig.leverage[j, k] = side, size, 5
+    sig.sl_price[j, k] = price * (1 - side * sl)
+    sig.tp_price[j, k] = price * (1 + side * tp)
+
+
+def assert_same_trades(book: ExecutionBook, bt_trades, end_ms: int):
+    shadow = load_shadow_trades(book.engine, book.cfg.session_id)
+    parity = compare_trades(shadow, bt_trades, end_ms)
+    assert parity.ok, parity.problems
+    assert parity.matched == len(bt_trades) == len(shadow)
+    return shadow, parity
+
+
+def test_daily_loss_limit_flattens_at_the_next_open_as_the_backtest_does(tmp_path):
+    # three longs at bar 2's open; bars 4–6 fall 1% a bar; the 2% daily loss limit trips at the close of
+    # bar 5 (0.9 of equity long, −2.97%): the backtest closes everything at bar 6's open (FLATTEN) and
+    # refuses the entries decided afterwards (TRADING_DISABLED)
+    n = 12
+    bars = flat_panel(n)
+    for j in range(4, n):
+        f = 0.99 ** min(j - 3, 3)
+        for name in bars:
+            bars[name][j] = np.asarray((100.0, 50.0, 10.0)) * f
+    panel = make_panel(bars)
+    sig = empty_signals(panel.shape)
+    for s in PARITY_SYMBOLS:
+        signal(sig, 1, s)
+    signal(sig, 8, "ETHUSDT", size=0.1)
+    risk = RiskConfig(**{**LOOSE, "daily_loss_limit_pct": 0.02})
+    bt = run_backtest(panel, sig, PARITY_SIM, risk, close_at_end=False)
+    assert list(bt.trades["exit_reason"]) == ["FLATTEN"] * 3
+    (flatten_ts,) = set(bt.trades["exit_ts"])  # the open after the close where the limit tripped
+    book = parity_book(tmp_path, risk, "loss")
+    replay(book, panel, sig, [PARITY_SYMBOLS])
+    shadow, _ = assert_same_trades(book, bt.trades, int(panel.ts[-1]))
+    assert set(shadow["exit_ts"]) == {flatten_ts} and set(shadow["exit_reason"]) == {"FLATTEN"}
+    assert book.summary()["open_positions"] == []
+    assert book.summary()["blocked"] == 1  # the entry decided on bar 8: entries are off for the day
+    engine = book.engine
+    with engine.connect() as c:
+        got = c.execute(sa.select(risk_events.c.event_type, risk_events.c.ts, risk_events.c.details)).all()
+    flat = [r for r in got if r.event_type == "daily_loss_flatten"]
+    assert (
+        len(flat) == 1
+        and flat[0].ts == flatten_ts
+        and sorted(flat[0].details["closed"]) == sorted(PARITY_SYMBOLS)
+    )
+    blocked = [r for r in got if r.event_type == "entry_blocked"]
+    assert len(blocked) == 1 and "TRADING_DISABLED" in blocked[0].details["reasons"]
+
+
+def test_max_positions_admits_the_backtests_symbol_whatever_order_the_groups_report_in(tmp_path):
+    # ETH and SOL both signal on bar 1 with room for one position: the backtest takes ETH (panel order);
+    # the group holding SOL reports first, and the book still takes ETH and refuses SOL
+    panel = make_panel(flat_panel(6))
+    sig = empty_signals(panel.shape)
+    signal(sig, 1, "ETHUSDT", size=0.2)
+    signal(sig, 1, "SOLUSDT", size=0.2)
+    risk = RiskConfig(**{**LOOSE, "max_positions": 1})
+    bt = run_backtest(panel, sig, PARITY_SIM, risk, close_at_end=False)
+    assert list(bt.trades["symbol"]) == [] and list(bt.fills["symbol"]) == ["ETHUSDT"]
+    book = parity_book(tmp_path, risk, "maxpos")
+    replay(book, panel, sig, [("SOLUSDT",), ("BTCUSDT", "ETHUSDT")])
+    assert book.summary()["open_positions"] == ["ETHUSDT"]
+    with book.engine.connect() as c:
+        blocked = c.execute(sa.select(risk_events.c.symbol, risk_events.c.details)).all()
+    assert [(r.symbol, "MAX_POSITIONS" in r.details["reasons"]) for r in blocked] == [("SOLUSDT", True)]
+    book.flatten("END")
+    end = run_backtest(panel, sig, PARITY_SIM, risk, close_at_end=True).trades
+    shadow = load_shadow_trades(book.engine, "maxpos")
+    assert list(shadow["symbol"]) == list(end["symbol"]) == ["ETHUSDT"]
+    assert shadow["entry_ts"].iloc[0] // MINUTE_MS == end["entry_ts"].iloc[0] // MINUTE_MS
+
+
+def test_directional_limit_judges_on_the_equity_marked_at_the_decision_bars_close(tmp_path):
+    # a long BTC (0.5 of equity) is held; after bar 3's close a mark tick lifts BTC 6% before the
+    # decisions of bar 3 arrive. The backtest sizes and checks ETH's entry (0.29 of equity) on the
+    # book marked at bar 3's close: 0.79 ≤ 0.8, admitted. Marked at the tick, BTC's notional would
+    # block it (MAX_DIRECTIONAL_NOTIONAL): the book must judge as the backtest does.
+    n = 8
+    bars = flat_panel(n)
+    for name in bars:
+        bars[name][4:, 0] = 106.0
+    panel = make_panel(bars)
+    sig = empty_signals(panel.shape)
+    signal(sig, 0, "BTCUSDT", size=0.5)
+    signal(sig, 3, "ETHUSDT", size=0.29)
+    risk = RiskConfig(**{**LOOSE, "max_directional_notional_pct": 0.8})
+    bt = run_backtest(panel, sig, PARITY_SIM, risk, close_at_end=True)
+    assert list(bt.trades["symbol"]) == ["BTCUSDT", "ETHUSDT"] and len(bt.risk_events) == 0
+    book = parity_book(tmp_path, risk, "equity")
+    tick = MarketTick("BTCUSDT", int(panel.ts[4]) + 1, 106.0, 105.99, 106.01)
+    replay(book, panel, sig, [PARITY_SYMBOLS], ticks={3: [tick]})
+    held = book.sim.positions()
+    assert sorted(held) == ["BTCUSDT", "ETHUSDT"]
+    bt_eth = bt.fills[bt.fills["symbol"] == "ETHUSDT"].iloc[0]
+    assert held["ETHUSDT"].qty == pytest.approx(float(bt_eth["qty"]), rel=1e-9)  # sized on the same equity
