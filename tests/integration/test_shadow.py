@@ -188,6 +188,38 @@ def test_signals_and_features_ready_reach_the_redis_bus(shadow):
 def test_backtest_of_the_session_data_gives_the_same_trades(shadow):
     """Replay the session's stored features through the same model, policy and simulator."""
     settings, _ = shadow
+    bt = backtest_of_session(settings)
+    # the same trades: (symbol, side, entry bar), exit kind, exit bar (a tick inside it, or the bar rule
+    # at its close); prices within the book's spread and, for exits, the first tick past the trigger
+    # (6 a minute here) against the bar rule's trigger price; an entry decided on the last replayed bar
+    # fills after the replay, where the backtest has no bar
+    engine = db.make_engine(settings.database_url)
+    shadow_trades = load_shadow_trades(engine, "shadow-main")
+    engine.dispose()
+    parity = compare_trades(shadow_trades, bt, END)
+    assert parity.ok, parity.problems
+    assert parity.matched == len(bt) == len(shadow_trades[shadow_trades["entry_ts"] < END])
+
+
+def test_binding_limits_and_the_daily_loss_flatten_give_the_backtests_trades(session_data):
+    """Three groups, room for three positions and a daily loss limit that trips: the book admits the
+    backtest's symbols (its order, its equity) and flattens where the backtest does."""
+    risk = RiskConfig(max_positions=3, max_orders_per_s=100, daily_loss_limit_pct=0.0008)
+    settings = session_data.model_copy(update={"risk": risk})
+    run_session(settings, session_id="shadow-limits", speed="step")
+    bt = backtest_of_session(settings)
+    engine = db.make_engine(settings.database_url)
+    shadow_trades = load_shadow_trades(engine, "shadow-limits")
+    engine.dispose()
+    parity = compare_trades(shadow_trades, bt, END)
+    assert parity.ok, parity.problems
+    assert parity.matched == len(bt) == len(shadow_trades[shadow_trades["entry_ts"] < END])
+    assert len(bt) >= 3 and "FLATTEN" in set(bt["exit_reason"])
+
+
+def backtest_of_session(settings: Settings) -> pd.DataFrame:
+    """The backtest's trades of the replayed window: the session's stored features through the same
+    model, policy and simulator, with the settings' risk limits."""
     registry = ModelRegistry(settings.tracking_uri)
     model = registry.load_model(f"models:/{MODEL}@production")
     panel = load_panel(Lake(settings.lake_root), list(SYMBOLS), START, END)
@@ -202,17 +234,7 @@ def test_backtest_of_the_session_data_gives_the_same_trades(shadow):
     regime = np.ones((len(panel.ts), 1))
     sig = policy_signals(panel, preds, regime, settings.policy, settings.label)
     sim = sim_config_for(settings.label, settings.policy)
-    bt = run_backtest(panel, sig, sim, settings.risk).trades
-    # the same trades: (symbol, side, entry bar), exit kind, exit bar (a tick inside it, or the bar rule
-    # at its close); prices within the book's spread and, for exits, the first tick past the trigger
-    # (6 a minute here) against the bar rule's trigger price; an entry decided on the last replayed bar
-    # fills after the replay, where the backtest has no bar
-    engine = db.make_engine(settings.database_url)
-    shadow_trades = load_shadow_trades(engine, "shadow-main")
-    engine.dispose()
-    parity = compare_trades(shadow_trades, bt, END)
-    assert parity.ok, parity.problems
-    assert parity.matched == len(bt) == len(shadow_trades[shadow_trades["entry_ts"] < END])
+    return run_backtest(panel, sig, sim, settings.risk).trades
 
 
 def test_a_venue_that_drops_connections_mid_run_loses_no_candle(session_data):
