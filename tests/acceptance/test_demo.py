@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from core.synthetic import generate_market
+from core.synthetic import PLANTED_EDGE_STRENGTH, SyntheticParams, generate_market
 from core.time import MINUTE_MS
 from raytrade.demo import DEMO_START_MS
 from storage.db import make_engine
@@ -63,7 +63,7 @@ def _metrics(report_dir: Path) -> str:
     return json.dumps({"summaries": data["summaries"], "folds": data["folds"], "gates": data["gates"]})
 
 
-def _check_mlflow(tracking_uri: str) -> None:
+def _check_mlflow(tracking_uri: str, promoted: bool) -> None:
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     sweeps = client.get_experiment_by_name("raytrade-demo-sweeps")
     assert sweeps is not None
@@ -73,8 +73,14 @@ def _check_mlflow(tracking_uri: str) -> None:
     for parent in parents:
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert len(children) >= 2
-    production = client.get_model_version_by_alias("raytrade-lgbm", "production")
-    assert production.tags["raytrade.promotion.kind"] in ("promote", "override")
+    versions = client.search_model_versions("name='raytrade-lgbm'")
+    assert versions  # registered whether or not the gates passed
+    aliases = {alias for v in versions for alias in v.aliases}
+    if promoted:  # by the gates alone: the demo gives no override
+        production = client.get_model_version_by_alias("raytrade-lgbm", "production")
+        assert production.tags["raytrade.promotion.kind"] == "promote"
+    else:
+        assert "production" not in aliases
 
 
 def _check_shadow(stdout: str, page: str, report: dict[str, Any]) -> None:
@@ -109,7 +115,7 @@ def golden_figures(report: dict[str, Any]) -> dict[str, Any]:
     gates = report["gates"]
     return {
         "promotion": {
-            "kind": "override" if report["override"] else "gates passed",
+            "kind": "override" if report["override"] else "gates passed" if gates["passed"] else "refused",
             "passed": gates["passed"],
             "failed": gates["failed"],
             "version": report["version"],
@@ -151,7 +157,10 @@ def test_demo_writes_the_synthetic_market_to_lake_and_database_and_reruns_identi
     assert first.returncode == 0, first.stdout + first.stderr
     assert "SYNTHETIC" in first.stdout
     assert "FAILED" not in first.stdout
-    assert "PROMOTED BY OVERRIDE" in first.stdout or "every promotion gate passed" in first.stdout
+    assert "PROMOTED BY OVERRIDE" not in first.stdout  # the demo promotes on evidence or not at all
+    promoted = "every promotion gate passed" in first.stdout
+    assert promoted or "NOT PROMOTED" in first.stdout
+    assert "with a planted edge" in first.stdout
     assert "mlflow ui --backend-store-uri sqlite:///" in first.stdout
     report_dir = tmp_path / "data" / "reports" / "demo"
     page = (report_dir / "report.html").read_text()
@@ -161,16 +170,21 @@ def test_demo_writes_the_synthetic_market_to_lake_and_database_and_reruns_identi
         assert section in page
     pngs = sorted(p.name for p in report_dir.glob("*.png"))
     assert pngs and all(f'src="{name}"' in page for name in pngs)
-    _check_mlflow(f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}")
-    _check_shadow(first.stdout, page, json.loads((report_dir / "report.json").read_text()))
+    _check_mlflow(f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}", promoted)
+    if promoted:  # the shadow replay runs only after a promotion
+        _check_shadow(first.stdout, page, json.loads((report_dir / "report.json").read_text()))
+    else:
+        assert "no model was promoted by this run, so there is nothing to replay" in page
     metrics = _metrics(report_dir)
     golden = json.loads(GOLDEN.read_text())
     _assert_matches(golden_figures(json.loads((report_dir / "report.json").read_text())), golden["figures"])
-    assert ("PROMOTED BY OVERRIDE" in first.stdout) == (golden["figures"]["promotion"]["kind"] == "override")
+    assert promoted == (golden["figures"]["promotion"]["kind"] == "gates passed")
     url = f"sqlite:///{tmp_path / 'data' / 'raytrade.db'}"
     counts = _counts(url)
 
-    market = generate_market(UNIVERSE.split(","), DEMO_START_MS, BARS, 11)
+    market = generate_market(
+        UNIVERSE.split(","), DEMO_START_MS, BARS, 11, SyntheticParams(edge_strength=PLANTED_EDGE_STRENGTH)
+    )
     expected_closes = sum(float(np.sum(market.candles_1m[s]["close"])) for s in market.symbols)
     assert counts["candles_1m"] == 4 * BARS
     assert counts["candles_15m"] == 4 * BARS // 15 and counts["candles_1h"] == 4 * BARS // 60
