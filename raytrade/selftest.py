@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from raytrade.rayinit import start_ray
 from raytrade.settings import Settings, redact_url
 from storage.jobs import error_text
 
@@ -95,17 +96,8 @@ def check_ray(settings: Settings) -> str:
         return x * x
 
     started_here = not ray.is_initialized()
-    if started_here:
-        if settings.ray_address:
-            ray.init(address=settings.ray_address, log_to_driver=False)
-        else:
-            ray.init(
-                num_cpus=settings.ray_num_cpus or 1,
-                object_store_memory=128 * 1024 * 1024,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+    if started_here:  # the one way a command starts Ray: a cluster, or a local Ray on loopback only
+        start_ray(settings, progress=False)
     try:
         total = sum(ray.get([ray.remote(_square).remote(i) for i in range(4)]))
         if total != 14:
