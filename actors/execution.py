@@ -66,8 +66,9 @@ from core.messages import (
 )
 from core.sim import BookState, FillSimulator, SimConfig
 from storage import db
+from storage.bulk import write_rows
 from storage.bus import Bus, open_bus
-from storage.schema import events, positions, risk_events
+from storage.schema import events, positions
 
 log = logging.getLogger(__name__)
 
@@ -433,10 +434,9 @@ class ExecutionBook:
         self.sim.flatten(ts, reason="FLATTEN")  # nothing is left open: clears the request
         message = (f"daily loss limit: equity {equity_before:.2f} USDT, day PnL {day_pnl:.2f} USDT; "
                    f"flattened {len(held)} positions, entries off until the next UTC day")  # fmt: skip
-        details = {"closed": held, "equity_usdt": equity_before, "daily_pnl_usdt": day_pnl}
-        with self.engine.begin() as conn:
-            conn.execute(risk_events.insert(), [{"ts": ts, "event_type": "daily_loss_flatten", "symbol": None,
-                                                 "severity": 2, "message": message, "details": details}])  # fmt: skip
+        details = {"closed": held, "equity_usdt": equity_before, "daily_pnl_usdt": day_pnl,
+                   "session": self.cfg.session_id}  # fmt: skip
+        self._write_risk_event(ts, "daily_loss_flatten", None, 2, message, details)
         self._publish(Topic.RISK_EVENT, RiskEvent(ts_ms=ts, event_type="daily_loss_flatten", symbol=None,
                                                   severity="critical", message=message, details=details))  # fmt: skip
         log.warning("execution: %s", message)
@@ -481,12 +481,25 @@ class ExecutionBook:
     def _risk_event(self, ts: int, symbol: str, reasons: tuple[str, ...], it: EntryIntent) -> None:
         details = {"reasons": list(reasons), "intent": {k: v for k, v in asdict(it).items() if not isinstance(v, float)
                                                         or math.isfinite(v)}}  # fmt: skip
+        details["session"] = self.cfg.session_id
         message = f"entry {symbol} {_SIDE[it.side]} blocked: {', '.join(reasons)}"
-        with self.engine.begin() as conn:
-            conn.execute(risk_events.insert(), [{"ts": ts, "event_type": "entry_blocked", "symbol": symbol,
-                                                 "severity": 1, "message": message, "details": details}])  # fmt: skip
+        self._write_risk_event(ts, "entry_blocked", symbol, 1, message, details)
         self._publish(Topic.RISK_EVENT, RiskEvent(ts_ms=ts, event_type="entry_blocked", symbol=symbol,
                                                   severity="info", message=message, details=details))  # fmt: skip
+
+    def _write_risk_event(
+        self,
+        ts: int,
+        event_type: str,
+        symbol: str | None,
+        severity: int,
+        message: str,
+        details: dict[str, Any],
+    ) -> None:
+        # risk_events is unique on (ts, event_type, symbol): a row another session already wrote (a
+        # replay of the same window on the same database) is kept, not an error that stops the book
+        write_rows(self.engine, "risk_events", [{"ts": ts, "event_type": event_type, "symbol": symbol,
+                                                 "severity": severity, "message": message, "details": details}])  # fmt: skip
 
     def _publish_position(self, ts: int, symbol: str) -> None:
         pos = self.sim.position(symbol)

@@ -347,3 +347,22 @@ def test_directional_limit_judges_on_the_equity_marked_at_the_decision_bars_clos
     assert sorted(held) == ["BTCUSDT", "ETHUSDT"]
     bt_eth = bt.fills[bt.fills["symbol"] == "ETHUSDT"].iloc[0]
     assert held["ETHUSDT"].qty == pytest.approx(float(bt_eth["qty"]), rel=1e-9)  # sized on the same equity
+
+
+def test_a_second_session_on_the_same_window_records_its_refusals_without_stopping(cfg):
+    # the same intents in two sessions (a replay rerun on the same database): the refusal's risk event
+    # is already there (unique on ts, type, symbol) and must not stop the entry after it
+    naked = intent(symbol="BTCUSDT", sl_price=2100.0)  # a long with its stop above the price: refused
+    for session in ("s1", "s2"):
+        book = ExecutionBook(cfg.model_copy(update={"session_id": session}))
+        first, second = book.submit([naked, intent()])
+        assert not first.filled and "NO_PROTECTION" in first.reasons
+        assert second.filled and second.trade_group_id == trade_group_id(session, "ETHUSDT", T0)
+        book.close()
+    engine = db.make_engine(cfg.database_url)
+    with engine.connect() as c:
+        got = c.execute(sa.select(risk_events.c.symbol, risk_events.c.details)).all()
+    engine.dispose()
+    assert [(r.symbol, r.details["session"]) for r in got] == [("BTCUSDT", "s1")]
+    assert sorted(r["trade_group_id"] for r in rows(cfg.database_url)) == ["s1:ETHUSDT:1717200000000",
+                                                                           "s2:ETHUSDT:1717200000000"]  # fmt: skip
