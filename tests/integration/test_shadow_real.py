@@ -27,7 +27,6 @@ from storage import db
 from storage.lake import Lake
 from storage.registry import ModelRegistry
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "binance_um"
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MINUTE = 60_000
 START = 1_748_736_000_000  # 2025-06-01 00:00 UTC, inside every symbol's span
@@ -36,7 +35,6 @@ END = START + REPLAY * MINUTE
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not DATA.is_dir(), reason=f"the real data set is not at {DATA}"),
 ]
 
 
@@ -58,14 +56,16 @@ def lake_checksums(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def real_lake(tmp_path_factory) -> Path:
+def real_lake(tmp_path_factory, shared_data: Path) -> Path:
     """A data folder whose lake holds the real 1m candles and funding of SYMBOLS (imported as a user
     would), and no mark_1m."""
     tmp = tmp_path_factory.mktemp("real")
     lake = Lake(settings_for(tmp).lake_root)
     for symbol in SYMBOLS:
         for folder, dataset in (("klines_1m", "candles_1m"), ("funding", "funding")):
-            result = import_file(lake, DATA / folder / f"{symbol}.parquet", dataset, symbol)
+            result = import_file(
+                lake, shared_data / "binance_um" / folder / f"{symbol}.parquet", dataset, symbol
+            )
             assert result.rows_rejected == 0, result
     assert lake.symbols("candles_1m") and not lake.symbols("mark_1m")
     return tmp
