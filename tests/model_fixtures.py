@@ -1,4 +1,5 @@
-"""Shared inputs of the registry, promotion and job tests: tiny models, gate inputs, an MLflow store."""
+"""Shared inputs of the registry, promotion, job and shadow tests: tiny models, gate inputs, an MLflow store,
+a production model for a shadow session."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 from core.config import LabelSpec
 from core.features_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from core.model import MultiTargetModel
+from storage import db
 from storage.registry import ModelRegistry, ModelVersionInfo
 from tune.gates import FoldMetrics, GatesInput, OutOfSampleMetrics, OverfittingInput, StrategyResult
 
@@ -102,3 +104,35 @@ def log_tiny(registry: ModelRegistry, name: str, seed: int = 0, **kw: Any) -> Mo
     return registry.log_model(
         tiny_model(seed), registered_name=name, train_start_ms=TRAIN_START_MS, train_end_ms=TRAIN_END_MS, **kw
     )
+
+
+#: Registered name of the shadow tests' production model.
+SHADOW_MODEL = "raytrade-lgbm"
+
+
+def long_biased_model() -> MultiTargetModel:
+    """A real LightGBM multi-target model that expects +2% long and −2% short with a small MAE:
+    the policy enters long on every flat symbol, so the loop opens and closes positions."""
+    from tune.train import fit_multi_target
+
+    features, labels = feature_rows(400, seed=5)
+    labels = labels.copy()
+    rng = np.random.default_rng(5)
+    labels["long_ret_net"] = 0.02 + 0.0005 * rng.normal(size=len(labels))
+    labels["short_ret_net"] = -0.02 + 0.0005 * rng.normal(size=len(labels))
+    labels["long_mae"] = labels["short_mae"] = 0.0005
+    return fit_multi_target(features, labels, label_spec_hash=SPEC_HASH, num_boost_round=5, seed=0)
+
+
+def install_production_model(settings: Any, train_end_ms: int) -> None:
+    """Migrate ``settings``' database and make ``long_biased_model()`` its ``production`` version of
+    ``SHADOW_MODEL`` (trained on the day before ``train_end_ms``)."""
+    engine = db.make_engine(settings.database_url)
+    db.upgrade(engine)
+    registry = ModelRegistry(
+        settings.tracking_uri, artifact_root=settings.mlflow_artifact_root, engine=engine
+    )
+    info = registry.log_model(long_biased_model(), registered_name=SHADOW_MODEL, experiment="train",
+                              train_start_ms=train_end_ms - 86_400_000, train_end_ms=train_end_ms)  # fmt: skip
+    registry.set_production(SHADOW_MODEL, info.version)
+    engine.dispose()

@@ -12,15 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from test_shadow import MODEL, long_biased_model
+from model_fixtures import install_production_model
 
 from core.synthetic import generate_market
 from pipelines.market import write_synthetic_market
 from raytrade.proctree import alive, command_name, identities, is_loopback, listening_sockets, process_tree
 from raytrade.settings import Settings
-from storage import db
 from storage.lake import Lake
-from storage.registry import ModelRegistry
 
 pytestmark = [pytest.mark.slow]
 
@@ -39,15 +37,7 @@ def data_dir(tmp_path_factory) -> Path:
     write_synthetic_market(
         generate_market(list(SYMBOLS), T0, HISTORY + REPLAY + 5, seed=3), Lake(settings.lake_root)
     )
-    engine = db.make_engine(settings.database_url)
-    db.upgrade(engine)
-    registry = ModelRegistry(
-        settings.tracking_uri, artifact_root=settings.mlflow_artifact_root, engine=engine
-    )
-    info = registry.log_model(long_biased_model(), registered_name=MODEL, experiment="train",
-                              train_start_ms=T0 - 86_400_000, train_end_ms=T0)  # fmt: skip
-    registry.set_production(MODEL, info.version)
-    engine.dispose()
+    install_production_model(settings, T0)
     return tmp
 
 

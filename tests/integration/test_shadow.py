@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from model_fixtures import feature_rows
+from model_fixtures import SHADOW_MODEL, install_production_model
 
 from core.config import LabelSpec, PolicyConfig, RiskConfig
 from core.features_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, SCHEMA_HASH
@@ -28,7 +28,6 @@ from storage.bus import open_bus
 from storage.lake import Lake
 from storage.registry import ModelRegistry
 from storage.schema import candles_1m, features_1m, positions, signals
-from tune.train import fit_multi_target
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
@@ -40,21 +39,7 @@ HISTORY = 600
 REPLAY = 40
 START = T0 + HISTORY * MINUTE
 END = START + REPLAY * MINUTE
-MODEL = "raytrade-lgbm"
-
-
-def long_biased_model():
-    """A real LightGBM multi-target model that expects +2% long and −2% short with a small MAE:
-    the policy enters long on every flat symbol, so the loop opens and closes positions."""
-    features, labels = feature_rows(400, seed=5)
-    labels = labels.copy()
-    rng = np.random.default_rng(5)
-    labels["long_ret_net"] = 0.02 + 0.0005 * rng.normal(size=len(labels))
-    labels["short_ret_net"] = -0.02 + 0.0005 * rng.normal(size=len(labels))
-    labels["long_mae"] = labels["short_mae"] = 0.0005
-    return fit_multi_target(
-        features, labels, label_spec_hash=LabelSpec().spec_hash(), num_boost_round=5, seed=0
-    )
+MODEL = SHADOW_MODEL
 
 
 def settings_for(tmp: Path, redis_url: str | None = None) -> Settings:
@@ -72,15 +57,7 @@ def session_data(tmp_path_factory, redis_url: str) -> Settings:
     settings = settings_for(tmp, redis_url)
     market = generate_market(list(SYMBOLS), T0, HISTORY + REPLAY + 5, seed=21)
     write_synthetic_market(market, Lake(settings.lake_root))
-    engine = db.make_engine(settings.database_url)
-    db.upgrade(engine)
-    registry = ModelRegistry(
-        settings.tracking_uri, artifact_root=settings.mlflow_artifact_root, engine=engine
-    )
-    info = registry.log_model(long_biased_model(), registered_name=MODEL, experiment="train",
-                              train_start_ms=T0 - 86_400_000, train_end_ms=T0)  # fmt: skip
-    registry.set_production(MODEL, info.version)
-    engine.dispose()
+    install_production_model(settings, T0)
     return settings
 
 

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_shadow import MODEL, long_biased_model
+from model_fixtures import SHADOW_MODEL as MODEL
+from model_fixtures import install_production_model
 
 from core.config import LabelSpec, PolicyConfig, RiskConfig
 from core.errors import ConfigError
@@ -23,9 +24,7 @@ from pipelines.importer import import_file
 from raytrade.cmd_run import summary_notes
 from raytrade.realtime import ShadowOptions, ShadowSession
 from raytrade.settings import Settings
-from storage import db
 from storage.lake import Lake
-from storage.registry import ModelRegistry
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MINUTE = 60_000
@@ -111,15 +110,7 @@ def test_cli_refuses_the_replay_in_one_message_and_exit_code_2(real_lake):
 @pytest.mark.usefixtures("ray_session")
 def test_replay_with_the_derived_mark_trades_and_says_so(real_lake, redis_url):
     settings = settings_for(real_lake, redis_url)
-    engine = db.make_engine(settings.database_url)
-    db.upgrade(engine)
-    registry = ModelRegistry(
-        settings.tracking_uri, artifact_root=settings.mlflow_artifact_root, engine=engine
-    )
-    info = registry.log_model(long_biased_model(), registered_name=MODEL, experiment="train",
-                              train_start_ms=START - 86_400_000, train_end_ms=START)  # fmt: skip
-    registry.set_production(MODEL, info.version)
-    engine.dispose()
+    install_production_model(settings, START)
     options = ShadowOptions(symbols=SYMBOLS, model_name=MODEL, start_ms=START, end_ms=END, speed="step",
                             mark_ticks_per_minute=6, predictor_poll_s=0.0, mark_fallback="last")  # fmt: skip
     session = ShadowSession(settings, options)
