@@ -176,6 +176,7 @@ def import_path(
     if not path.exists():
         raise DataQualityError(f"{path} does not exist")
     if path.is_file():
+        _check_format(path)  # a file we cannot read says so before anything asks for its dataset
         chosen = dataset or FOLDER_DATASETS.get(path.parent.name)
         if chosen is None:
             raise DataQualityError(
@@ -273,7 +274,7 @@ def _grid_ms(dataset: str) -> int | None:
     return INTERVAL_MS.get(dataset.rsplit("_", 1)[-1]) if "_" in dataset else None
 
 
-def _read_table(path: Path) -> pa.Table:
+def _check_format(path: Path) -> None:
     if path.suffix.lower() == ".csv":
         raise DataQualityError(
             f"{path}: CSV files are not imported (only .parquet, .feather, .arrow); convert it first, "
@@ -281,6 +282,10 @@ def _read_table(path: Path) -> pa.Table:
         )
     if path.suffix not in _SUFFIXES:
         raise DataQualityError(f"{path}: not a .parquet, .feather or .arrow file")
+
+
+def _read_table(path: Path) -> pa.Table:
+    _check_format(path)
     try:
         if path.suffix == ".parquet":
             return pq.ParquetFile(path).read()

@@ -315,6 +315,10 @@ def test_a_csv_file_gets_a_message_about_csv(tmp_path: Path, db_url: str, monkey
     text = result.output.replace("\n", "")
     assert "CSV files are not imported (only .parquet, .feather, .arrow)" in text and "Feather" not in text
     assert not (tmp_path / "data" / "lake").exists()
+    bare = _import(tmp_path, db_url, str(path))  # no --dataset: the format is still what is wrong
+    assert bare.exit_code == 1
+    assert "CSV files are not imported" in bare.output.replace("\n", "") and "--dataset" not in bare.output
+    assert not (tmp_path / "data" / "lake").exists()
 
 
 def test_a_symbol_binance_does_not_list_is_refused_by_the_instrument_list(
