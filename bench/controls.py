@@ -11,9 +11,10 @@ one out-of-sample backtest, the baselines on the same folds, the promotion gates
 The oracle of the planted edge (``core.synthetic_edge``) is run on the same pooled out-of-sample span:
 recovery = the pipeline's pooled out-of-sample Sharpe ÷ the oracle's on the same minutes.
 
-Prints one row per run, then one JSON line: ``edge_seeds``, ``edge_promotions`` (every gate passed,
-no override), ``null_seeds``, ``null_promotions``, ``edge_recovery_median``, ``oracle_sharpe`` (median
-over the planted seeds), ``wall_s``, and per-run details.
+Prints one row per run, the size and per-run details (``size:``, ``runs:`` lines), then one JSON line
+with exactly ``edge_seeds``, ``edge_promotions`` (every gate passed, no override), ``null_seeds``,
+``null_promotions``, ``edge_recovery_median``, ``oracle_sharpe`` (median over the planted seeds) and
+``wall_s``.
 
     python bench/controls.py [--seeds 5] [--days 30] [--train 12 --val 3 --test 5] [--configs 2]
                              [--rounds 30] [--strength 2.0] [--only planted|null]
@@ -116,16 +117,11 @@ def main() -> None:
         "edge_recovery_median": round(statistics.median(recoveries), 4) if recoveries else None,
         "oracle_sharpe": round(statistics.median(oracles), 3) if oracles else None,
         "wall_s": round(time.perf_counter() - t0, 1),
-        "size": {
-            "days": size.days,
-            "folds": size.folds,
-            "configs": size.configs,
-            "rounds": size.rounds,
-            "symbols": list(size.symbols),
-            "strength": args.strength,
-        },  # fmt: skip
-        "runs": [_detail(r) for r in results],
     }
+    size_line = {"days": size.days, "folds": size.folds, "configs": size.configs, "rounds": size.rounds,
+                 "symbols": list(size.symbols), "strength": args.strength}  # fmt: skip
+    print(f"size: {json.dumps(size_line)}")
+    print(f"runs: {json.dumps([_detail(r) for r in results])}")
     print(json.dumps(out))
 
 
