@@ -4,9 +4,11 @@
 features. Every rolling quantity is O(1) per bar: recursive (EMA, Wilder) or a ring buffer with
 running sums. Running sums are re-summed exactly from their ring once per window length and carry
 a count of non-zero terms (a window of zeros has a sum of exactly 0, never a rounding residue), so
-drift is bounded and flat windows are detected exactly. Rolling highs/lows keep the extreme and
-rescan the ring only when the extreme leaves the window. Classic indicators repeat TA-Lib's
-arithmetic (seeds, order of operations), see ``core.features_schema`` for the documented deviations.
+drift is bounded and flat windows are detected exactly; a variance of at most ``FLAT_REL`` of the
+mean square is rounding residue and counts as flat (``_flat``), and an ATR below ``ATR_FLOOR_REL``
+of the close counts as 0. Rolling highs/lows keep the extreme and rescan the ring only when the
+extreme leaves the window. Classic indicators repeat TA-Lib's arithmetic (seeds, order of
+operations), see ``core.features_schema`` for the documented deviations.
 
 ``symbol_bar`` is the only place a 1m bar enters a symbol's state: it steps the 1m timeframe,
 accumulates the bar into the 15m and 1h bars being built, steps those timeframes when their last
@@ -57,6 +59,19 @@ W_FUNDING = 21  # funding events in the funding_z reference
 REGIME_Z = 1.0  # btc_regime: 0 if rv_z < -REGIME_Z, 2 if rv_z > REGIME_Z, else 1
 FLAT_REL = 1e-12  # variance below FLAT_REL x mean square counts as a flat window
 LOG_VOL_FLOOR = 1e-12
+ATR_FLOOR_REL = 1e-6
+"""An ATR below this fraction of the bar's close counts as 0: a flat or halted market.
+
+Wilder's ATR only decays in a market that stopped moving (×13/14 a bar: 1e-29 of its value after
+900 bars) and never reaches 0 by itself, so without a floor the features in ATR units explode
+(``ema_dist_atr`` 1e17 and beyond) instead of being NaN. With the floor the feature ``atr`` (and
+``natr``) is 0 there and the ATR-unit features are NaN; ``core.ta.atr_wilder`` returns 0 too, so
+every consumer of the label ATR (``core.labels.label_atr``) treats the bar as having no ATR: the
+labels mark it ATR_UNAVAILABLE, the policy decides FLAT (NO_ATR), the simulator adds no ATR
+slippage. Only the value handed out is floored: Wilder's recursion carries on from its unfloored
+state, so the ATR after the flat stretch is TA-Lib's. Real markets stay far above it (lowest
+ATR/close in ../shared/data: 3e-5, XAUUSDT 5m; 4e-5, BTCUSDT 1m).
+"""
 
 # floats, not ints: numba compiles a separate copy of a callee for each literal int argument
 _W_LONG_F = float(W_LONG)
@@ -173,11 +188,17 @@ def _resum(s, ring, w, k_sum):
 
 
 @nb.njit(cache=True)
+def _flat(var, mean_square):
+    """True when a window's variance is rounding residue: at most FLAT_REL x its mean square."""
+    return var <= FLAT_REL * mean_square
+
+
+@nb.njit(cache=True)
 def _var(s1, s2, n):
     mean = s1 / n
     raw = s2 / n
     var = raw - mean * mean
-    if var <= FLAT_REL * raw:
+    if _flat(var, raw):
         var = 0.0
     return mean, var
 
@@ -240,6 +261,8 @@ def tf_step(s, b, ts, o, h, lo, c, v, tb, mh, ml, mc, prem, frate, ftime, out, o
         else:
             atr = (atr * (P_ATR - 1) + tr) / P_ATR
         s[b + S_ATR] = atr
+    if atr < ATR_FLOOR_REL * c:
+        atr = 0.0  # a flat market (see ATR_FLOOR_REL); the state keeps Wilder's value
     out[ob + F_ATR] = atr
     out[ob + F_NATR] = atr / c * 100.0
     atr_ok = atr > 0.0  # features in ATR units are NaN while ATR warms up or is 0 (flat market)
@@ -503,16 +526,22 @@ def _return_window_features(s, b, n, r, out, ob):
     else:
         out[ob + F_SKEW] = nan
         out[ob + F_KURT] = nan
-    # lag-1 autocorrelation: Pearson over the 59 adjacent pairs of the window
+    # lag-1 autocorrelation: Pearson over the 59 adjacent pairs of the window. A sub-window (the
+    # window without its newest or without its oldest return) of zero returns is flat, so NaN, by
+    # its count of non-zero returns: its sums, differences of running sums, keep a rounding residue
+    # of returns that left the window earlier, unrelated in size to the window's own returns.
     m = n - 1
     oldest = s[b + R_R + (m + 1) % W_LONG]
     pairs = W_LONG - 1.0
-    mx, vx = _var(s1 - r, s2 - r * r, pairs)
-    my, vy = _var(s1 - oldest, s2 - oldest * oldest, pairs)
-    if vx > 0.0 and vy > 0.0:
-        out[ob + F_AUTOCORR] = (s[b + S_R_P] / pairs - mx * my) / math.sqrt(vx * vy)
-    else:
-        out[ob + F_AUTOCORR] = nan
+    nz = s[b + S_R_NZ]
+    nz_x = nz - (1.0 if r != 0.0 else 0.0)
+    nz_y = nz - (1.0 if oldest != 0.0 else 0.0)
+    out[ob + F_AUTOCORR] = nan
+    if nz_x > 0.0 and nz_y > 0.0:
+        mx, vx = _var(s1 - r, s2 - r * r, pairs)
+        my, vy = _var(s1 - oldest, s2 - oldest * oldest, pairs)
+        if vx > 0.0 and vy > 0.0:
+            out[ob + F_AUTOCORR] = (s[b + S_R_P] / pairs - mx * my) / math.sqrt(vx * vy)
     # rv_z: z of log vol_60 against the last W_RV_REF values
     lv = math.log(max(vol, LOG_VOL_FLOOR))
     k2 = int(s[b + S_LV_N])
@@ -660,8 +689,9 @@ def _carry_features(s, b, n, ts, c, mc, prem, frate, ftime, out, ob):
             for i in range(W_FUNDING):
                 d = s[b + R_F + i] - mean
                 acc += d * d
-            sd = math.sqrt(acc / W_FUNDING)
-            s[b + S_F_Z] = (frate - mean) / sd if sd > 0.0 else 0.0
+            var = acc / W_FUNDING
+            # equal rates leave a rounding residue in var (z would be ±1), hence the relative test
+            s[b + S_F_Z] = 0.0 if _flat(var, var + mean * mean) else (frate - mean) / math.sqrt(var)
     out[ob + F_FUNDING_RATE] = frate
     out[ob + F_FUNDING_Z] = s[b + S_F_Z] if frate == frate else nan
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from core.features_kernel import ATR_FLOOR_REL
 from core.time import MINUTE_MS
 
 
@@ -28,13 +29,24 @@ def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarr
     return out
 
 
-@nb.njit(cache=True)
 def atr_wilder(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
     """Return Wilder's ATR as TA-Lib computes it: NaN for the first ``period`` bars, the value at
     index ``period`` is the mean of true ranges 1..period, then ATR = (prev·(p−1) + TR)/p.
 
-    Uses bars up to and including t. A NaN input poisons the rest, as in TA-Lib.
+    An ATR below ``core.features_kernel.ATR_FLOOR_REL`` of the bar's close is returned as 0, as the
+    features' ATR: a flat market, where Wilder's decay never reaches 0 by itself. The recursion
+    carries on from the unfloored value. Uses bars up to and including t. A NaN input poisons the
+    rest, as in TA-Lib.
     """
+    # the floor is passed in rather than read as a global: numba would freeze a constant of another
+    # file into this function's cache and miss a change of it
+    return _atr_wilder(high, low, close, period, ATR_FLOOR_REL)
+
+
+@nb.njit(cache=True)
+def _atr_wilder(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int, floor_rel: float
+) -> np.ndarray:
     n = len(high)
     out = np.full(n, np.nan)
     if n <= period:
@@ -44,10 +56,10 @@ def atr_wilder(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int
     for i in range(1, period + 1):
         acc += tr[i]
     prev = acc / period
-    out[period] = prev
+    out[period] = 0.0 if prev < floor_rel * close[period] else prev
     for i in range(period + 1, n):
         prev = (prev * (period - 1) + tr[i]) / period
-        out[i] = prev
+        out[i] = 0.0 if prev < floor_rel * close[i] else prev
     return out
 
 
