@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from core.sim import SimConfig, sim_config_for
 from core.strategies import BASELINES
 from core.symbols import SymbolError, parse_universe
 from core.time import parse_utc
-from pipelines.backtest import load_panel
-from pipelines.baselines import run_baselines
-from pipelines.report import Report, backtest_section
 from raytrade.options import settings_or_exit
-from raytrade.settings import Settings
-from storage.lake import Lake
+
+if TYPE_CHECKING:
+    from core.sim import SimConfig
+    from raytrade.settings import Settings
 
 console = Console(stderr=True)
 
@@ -25,6 +24,8 @@ def sim_config(settings: Settings, max_hold_bars: int | None = None) -> SimConfi
     """The installation's fill simulator: ``core.sim.sim_config_for`` of the label preset and the policy.
     The backtest command, the shadow session, the jobs and the training flow all take theirs from here,
     so backtests, labels and shadow price trades alike."""
+    from core.sim import sim_config_for
+
     return sim_config_for(settings.label, settings.policy, max_hold_bars=max_hold_bars)
 
 
@@ -41,6 +42,11 @@ def backtest(
     out: Path | None = typer.Option(None, "--out", help="report folder; default <data_dir>/reports/backtest"),
 ) -> None:
     """Backtest the baseline strategies on the lake's 1m data and write a report (HTML, PNG, JSON)."""
+    from pipelines.backtest import load_panel
+    from pipelines.baselines import run_baselines
+    from pipelines.report import Report, backtest_section
+    from storage.lake import Lake
+
     settings = settings_or_exit()
     lake = Lake(settings.lake_root)
     have = set(lake.symbols("candles_1m"))

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.synthetic import generate_market
 from core.time import DAY_MS, MINUTE_MS, parse_utc
-from pipelines.market import write_synthetic_market
-from raytrade.demo import DEMO_START_MS, DemoSummary, run_demo, summary_frame
-from raytrade.demo_shadow import SHADOW_MINUTES
+from raytrade.defaults import SHADOW_MINUTES
 from raytrade.options import settings_or_exit
-from storage.lake import Lake
-from tune.training_report import evidence_sentence, production_sentence, shadow_sentence
+
+if TYPE_CHECKING:
+    from raytrade.demo import DemoSummary
 
 
 def demo(
@@ -39,6 +39,9 @@ def demo(
     ),
 ) -> None:
     """Run the main job offline on the embedded default and print where everything went."""
+    from raytrade.demo import run_demo, summary_frame
+    from tune.training_report import evidence_sentence, production_sentence
+
     settings = settings_or_exit()
     if symbols is not None:
         settings = settings.model_copy(update={"universe": settings.universe[:symbols]})
@@ -84,6 +87,8 @@ _SHADOW_ROWS = 12
 
 
 def _print_shadow(console: Console, summary: DemoSummary) -> None:
+    from tune.training_report import shadow_sentence
+
     replay = summary.shadow
     if replay is None:
         console.print(shadow_sentence(None, summary.shadow_skipped))
@@ -117,6 +122,11 @@ def synth(
     ),
 ) -> None:
     """Generate a synthetic market for the universe into the lake (labelled source=synthetic)."""
+    from core.synthetic import generate_market
+    from pipelines.market import write_synthetic_market
+    from raytrade.demo import DEMO_START_MS
+    from storage.lake import Lake
+
     settings = settings_or_exit()
     start_ms = parse_utc(start) if start else DEMO_START_MS
     market = generate_market(settings.universe, start_ms, int(days * DAY_MS // MINUTE_MS), seed)

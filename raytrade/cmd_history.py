@@ -5,27 +5,28 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import typer
 from rich.console import Console
 
 from core.errors import DataQualityError, RaytradeError
 from core.symbols import SymbolError, parse_universe
 from core.time import DAY_MS, ms_to_text
-from exchange.binance.rest import FAPI_MAINNET, BinanceRest
-from exchange.dump_client import DumpClient
-from pipelines.history import DEFAULT_DATASETS, OnFrame, download_history, parse_datasets
-from pipelines.importer import import_path
+from pipelines.history_plan import DEFAULT_DATASETS
 from raytrade.options import settings_or_exit, time_option_ms
 from raytrade.settings import Settings
-from storage.lake import Lake
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from exchange.binance.rest import BinanceRest
+    from pipelines.history import OnFrame
 
 console = Console(stderr=True, soft_wrap=True)
 
 #: ``factory(settings) -> on_frame``; the sink may have a ``close()`` called when the run ends.
-SinkFactory = Callable[[Settings], OnFrame]
+SinkFactory = Callable[[Settings], "OnFrame"]
 
 
 def _db_sink(settings: Settings) -> OnFrame:
@@ -188,6 +189,11 @@ def run_history(
     replace: bool = False,
 ) -> None:
     """Run ``raytrade history`` with loaded settings; ``sink_factory`` replaces ``_db_sink`` for ``--to-db``."""
+    from exchange.binance.rest import FAPI_MAINNET, BinanceRest
+    from exchange.dump_client import DumpClient
+    from pipelines.history import download_history, parse_datasets
+    from storage.lake import Lake
+
     try:
         chosen_symbols = parse_universe(symbols) if symbols else settings.universe
     except SymbolError as e:
@@ -279,6 +285,9 @@ def import_command(
     Rejected rows are not stored; they are reported with their reasons and recorded as
     data-quality events. Rows that differ from what the lake holds are refused unless --replace.
     """
+    from pipelines.importer import import_path
+    from storage.lake import Lake
+
     settings = settings_or_exit()
     lake = Lake(settings.lake_root)
     recorder = RejectionRecorder(settings)

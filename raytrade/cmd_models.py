@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import typer
@@ -22,24 +23,14 @@ from rich.console import Console
 from rich.table import Table
 
 from core.time import ms_to_text
-from raytrade.cmd_backtest import sim_config
 from raytrade.options import settings_or_exit
-from raytrade.rayinit import start_ray
 from raytrade.settings import Settings, redact_url
 from storage import db, jobs
-from storage.bus import open_bus
-from storage.registry import ModelRegistry, ModelVersionInfo
-from tune.jobs_handlers import JobEnvironment, job_handlers
-from tune.promote import (
-    GateReport,
-    PromotionConfig,
-    PromotionRefused,
-    evaluate_stored,
-    promote,
-    resolve_version,
-)
-from tune.promote import rollback as rollback_production
-from tune.worker import BatchWorker, JobHandler, enqueue_job, promote_handler
+
+if TYPE_CHECKING:  # MLflow, LightGBM and Ray come with these: imported where a command uses them
+    from storage.registry import ModelRegistry, ModelVersionInfo
+    from tune.promote import GateReport
+    from tune.worker import JobHandler
 
 console = Console()
 jobs_app = typer.Typer(no_args_is_help=True, help="Queue and inspect batch jobs (training_jobs).")
@@ -60,6 +51,8 @@ def _engine(settings: Settings) -> sa.Engine:
 def _registry(settings: Settings, engine: sa.Engine | None) -> ModelRegistry:
     # MLflow draws a progress bar per artifact download; a CLI line per model is enough.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from storage.registry import ModelRegistry
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return ModelRegistry(settings.tracking_uri, artifact_root=settings.mlflow_artifact_root, engine=engine)
 
@@ -101,6 +94,8 @@ def promote_cmd(
     ),
 ) -> None:
     """Evaluate the promotion gates of a version and make it production if they pass (or on --override)."""
+    from tune.promote import PromotionConfig, PromotionRefused, evaluate_stored, promote, resolve_version
+
     settings = settings_or_exit()
     try:
         cfg = PromotionConfig.model_validate(json.loads(gates or "{}"))
@@ -135,6 +130,8 @@ def rollback_cmd(
     actor: str | None = typer.Option(None, "--actor", help="who rolls back; default: the OS user"),
 ) -> None:
     """Move production back to the version the current one replaced."""
+    from tune.promote import rollback as rollback_production
+
     settings = settings_or_exit()
     engine = _engine(settings)
     try:
@@ -186,6 +183,8 @@ def jobs_enqueue(
     config: str = typer.Option("{}", "--config", help="the job's config as a JSON object"),
 ) -> None:
     """Queue a batch job; a worker (`raytrade worker`) picks it up."""
+    from tune.worker import enqueue_job
+
     settings = settings_or_exit()
     try:
         parsed = json.loads(config)
@@ -233,6 +232,10 @@ def worker_handlers(
     ``after_ray_start`` runs each time a handler has started (or found) Ray: Ray replaces the
     driver's SIGTERM handler when it starts, and the worker puts its own back.
     """
+    from raytrade.cmd_backtest import sim_config
+    from raytrade.rayinit import start_ray
+    from tune.jobs_handlers import JobEnvironment, job_handlers
+    from tune.worker import promote_handler
 
     def ray_for_jobs() -> None:
         start_ray(settings, progress=False)
@@ -262,6 +265,9 @@ def worker_cmd(
     at once and marks the job it was running failed. A worker that dies holds its job only until
     its lease (RAYTRADE_WORKER_LEASE_S) passes; then another worker takes it.
     """
+    from storage.bus import open_bus
+    from tune.worker import BatchWorker
+
     settings = settings_or_exit()
     engine = _engine(settings)
     bus = open_bus(settings.redis_url)

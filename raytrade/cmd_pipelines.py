@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 
 from core.symbols import SymbolError, parse_universe
-from pipelines.dbsink import DatabaseSink
-from pipelines.features import compute_universe_features
-from pipelines.labels import label_universe, labels_lake
 from raytrade.options import settings_or_exit
-from raytrade.rayinit import start_ray
 from raytrade.settings import Settings
-from storage import db
-from storage.instruments import active_symbols
-from storage.lake import Lake
-from storage.writer import BatchedWriter
+
+if TYPE_CHECKING:
+    from storage.lake import Lake
 
 console = Console(stderr=True)
 
@@ -44,6 +41,11 @@ def _symbols(settings: Settings, text: str | None, lake: Lake) -> list[str]:
 def _to_db(
     settings: Settings, lake: Lake, datasets: tuple[str, ...], symbols: list[str], spec_hash: str | None
 ) -> None:
+    from pipelines.dbsink import DatabaseSink
+    from storage import db
+    from storage.instruments import active_symbols
+    from storage.writer import BatchedWriter
+
     engine = db.make_engine(settings.database_url)
     if not db.is_current(engine):
         engine.dispose()
@@ -68,6 +70,10 @@ def features(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Compute the 132 merged features of every 1m bar in the lake (Ray Data), into the lake."""
+    from pipelines.features import compute_universe_features
+    from raytrade.rayinit import start_ray
+    from storage.lake import Lake
+
     settings = settings_or_exit()
     lake = Lake(settings.lake_root)
     chosen = _symbols(settings, symbols, lake)
@@ -89,6 +95,10 @@ def label(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Label every 1m bar of the lake, long and short, with the configured LabelSpec (Ray Data)."""
+    from pipelines.labels import label_universe, labels_lake
+    from raytrade.rayinit import start_ray
+    from storage.lake import Lake
+
     settings = settings_or_exit()
     lake = Lake(settings.lake_root)
     chosen = _symbols(settings, symbols, lake)

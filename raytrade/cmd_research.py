@@ -14,12 +14,8 @@ from rich.table import Table
 from core.errors import ConfigError
 from core.symbols import SymbolError, parse_universe
 from pipelines.selection import MIN_DAYS
-from raytrade.cmd_models import print_report
-from raytrade.demo_train import MODEL_NAME
+from raytrade.defaults import MODEL_NAME
 from raytrade.options import settings_or_exit, time_option_ms
-from raytrade.research import run_research
-from tune.fold_plans import FoldSizing
-from tune.training_report import production_sentence
 
 #: Headline metrics printed per strategy after the run (``core.metrics.summarize`` keys).
 PRINTED = (("trades", "{:,.0f}"), ("total_return", "{:+.2%}"), ("profit_factor", "{:.3f}"),
@@ -53,6 +49,11 @@ def research(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Train, gate and report on real history in the lake: folds, Tune sweep, registration, backtest, report."""
+    from raytrade.cmd_models import print_report
+    from raytrade.research import run_research
+    from tune.fold_plans import FoldSizing
+    from tune.training_report import production_sentence
+
     settings = settings_or_exit()
     try:
         chosen = list(parse_universe(symbols)) if symbols else None

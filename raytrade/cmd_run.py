@@ -10,8 +10,8 @@ from rich.console import Console
 
 from core.errors import ConfigError
 from core.symbols import SymbolError, parse_universe
+from raytrade.defaults import MODEL_NAME
 from raytrade.options import settings_or_exit, time_option_ms
-from raytrade.realtime import ShadowOptions, ShadowSession, default_replay_window
 
 console = Console(stderr=True)
 
@@ -23,9 +23,7 @@ def run(
     ),
     symbols: str | None = typer.Option(None, "--symbols", help="comma-separated; default: the universe"),
     group_size: int = typer.Option(25, "--group-size", min=1, help="symbols per ingest actor"),
-    model: str = typer.Option(
-        "raytrade-lgbm", "--model", help="registered model; serves its production alias"
-    ),
+    model: str = typer.Option(MODEL_NAME, "--model", help="registered model; serves its production alias"),
     start: str | None = typer.Option(None, "--start", help="replay: first minute (ISO UTC or epoch ms)"),
     end: str | None = typer.Option(None, "--end", help="replay: end (ISO UTC or epoch ms, exclusive)"),
     minutes: int = typer.Option(
@@ -50,6 +48,8 @@ def run(
     ),
 ) -> None:
     """Run the realtime system: ingest actors, Serve Predictor, policy, risk/execution actor (shadow)."""
+    from raytrade.realtime import ShadowOptions, ShadowSession, default_replay_window
+
     settings = settings_or_exit()
     if mode != "shadow":
         raise typer.BadParameter(

@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 from core.symbols import SymbolError, parse_universe
 from core.time import MINUTE_MS
-from exchange.venue import ReplayVenue
-from exchange.venue.clock import parse_speed
-from exchange.venue.replay import VenueUrls
 from raytrade.options import settings_or_exit, time_option_ms
-from storage.lake import Lake
+
+if TYPE_CHECKING:
+    from exchange.venue.replay import VenueUrls
+    from storage.lake import Lake
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -71,6 +71,10 @@ def venue(
     line, where `ps` shows them) a paper broker for orders and /private user data. Faults: POST /_venue/faults; counters:
     GET /_venue/stats; clock: GET/POST /_venue/clock.
     """
+    from exchange.venue import ReplayVenue
+    from exchange.venue.clock import parse_speed
+    from storage.lake import Lake
+
     settings = settings_or_exit()
     root = lake_path.resolve() if lake_path is not None else settings.lake_root
     api_key, api_secret = (
