@@ -75,11 +75,40 @@ class Report:
         return path
 
 
+#: How a table shows an infinite profit factor: gross profit over no gross loss.
+NO_LOSING_TRADE = "∞ (no losing trade)"
+
+
+def profit_factor_text(value: object, pattern: str = "{:.4f}") -> str:
+    """A profit factor for reading: ``NO_LOSING_TRADE`` when infinite, "–" when undefined (no trades)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return NO_LOSING_TRADE
+    return pattern.format(value)
+
+
+def with_profit_factor_text(
+    frame: pd.DataFrame, columns: tuple[str, ...] = ("profit_factor",)
+) -> pd.DataFrame:
+    """``frame`` with its profit-factor ``columns`` as text (``profit_factor_text``), for display."""
+    out = frame.copy()
+    for c in columns:
+        if c in out:
+            out[c] = [profit_factor_text(v) for v in out[c]]
+    return out
+
+
 def metrics_table(summaries: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     """One row per strategy, the headline metrics formatted for reading."""
     rows = {}
     for name, m in summaries.items():
-        rows[name] = {k: _fmt(m.get(k, math.nan), f) for k, f in HEADLINE}
+        rows[name] = {
+            k: profit_factor_text(m.get(k, math.nan), f)
+            if k == "profit_factor"
+            else _fmt(m.get(k, math.nan), f)
+            for k, f in HEADLINE
+        }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -132,7 +161,8 @@ def backtest_section(
     )
     if per_symbol_of is not None and len(results[per_symbol_of].trades):  # type: ignore[attr-defined]
         report.heading(f"{label}: per symbol ({per_symbol_of})")
-        report.table(per_symbol_table(results[per_symbol_of].trades).round(4))  # type: ignore[attr-defined]
+        table = per_symbol_table(results[per_symbol_of].trades).round(4)  # type: ignore[attr-defined]
+        report.table(with_profit_factor_text(table))
     return summaries
 
 

@@ -17,10 +17,11 @@ import pandas as pd
 from core.features_schema import FEATURE_NAMES
 from core.model import MultiTargetModel
 from core.time import ms_to_text
-from pipelines.report import Report, backtest_section
+from pipelines.report import Report, backtest_section, profit_factor_text, with_profit_factor_text
 from pipelines.shadow_parity import ENTRY_PRICE_REL_TOL, EXIT_PRICE_REL_TOL, ShadowReplay
 from tune.flow import TrainOutcome
 from tune.gates import GateReport
+from tune.trainable import MIN_RANKED_TRADES
 
 #: Timing columns of the fold table, left out of report.json so reruns compare equal.
 _TIMING = ("fit_s", "eval_s")
@@ -102,11 +103,95 @@ def evidence_sentence(gates: GateReport) -> str:
 
 
 def gate_table(report: GateReport) -> pd.DataFrame:
-    """One row per gate: verdict, value, threshold, reason."""
+    """One row per gate: verdict, value, threshold, reason (an infinite profit factor in words)."""
     return pd.DataFrame(
-        [(g.name, "pass" if g.passed else "FAIL", g.value, g.threshold, g.reason) for g in report.gates],
+        [(g.name, "pass" if g.passed else "FAIL", _gate_value(g.name, g.value), g.threshold, g.reason)
+         for g in report.gates],
         columns=["gate", "verdict", "value", "threshold", "reason"],
-    ).set_index("gate")
+    ).set_index("gate")  # fmt: skip
+
+
+def _gate_value(name: str, value: float | None) -> Any:
+    if name == "oos_profit_factor" and value is not None and np.isinf(value):
+        return profit_factor_text(value)
+    return value
+
+
+def fold_stability_table(folds: pd.DataFrame) -> pd.DataFrame:
+    """The fold table for reading: one row per (fold, strategy), fold numbers and trades as integers, an
+    infinite profit factor in words."""
+    table = folds.astype({"fold": int, "trades": int}).set_index(["fold", "strategy"]).sort_index().round(4)
+    return with_profit_factor_text(table)
+
+
+def _trade_columns(sweep: pd.DataFrame) -> list[str]:
+    """The sweep table's per-fold validation-trade columns ``fold<i>_trades``, in fold order."""
+    found = [c for c in sweep.columns if c.startswith("fold") and c.endswith("_trades") and c[4:-7].isdigit()]
+    return sorted(found, key=lambda c: int(c[4:-7]))
+
+
+def sweep_table(summary: TrainSummary) -> pd.DataFrame:
+    """One row per trial: its hyperparameters, validation score, folds done, validation trades per fold and
+    in total, whether that many trades let the score rank it, and which configuration the flow used."""
+    sweep = summary.sweep
+    keep = [
+        *summary.best_config,
+        "score",
+        "folds_done",
+        *_trade_columns(sweep),
+        "total_trades",
+        "ranked",
+        "chosen",
+    ]
+    table = sweep.set_index("trial_index")[[c for c in keep if c in sweep]].round(4)
+    counts = [c for c in (*_trade_columns(sweep), "total_trades") if c in table]
+    return table.astype(dict.fromkeys(counts, "Int64"))
+
+
+def sweep_sentence(summary: TrainSummary) -> str:
+    """Which configuration the flow used and on how many validation trades, in words: "best" only when it
+    made at least ``MIN_RANKED_TRADES`` of them (the sweep table's ``ranked``)."""
+    sweep = summary.sweep
+    config = summary.best_config
+    if "chosen" not in sweep or not sweep["chosen"].any():
+        return f"configuration used: {config} (the sweep table does not say how it was chosen)"
+    row = sweep[sweep["chosen"]].iloc[0]
+    folds = summary.n_folds
+    trial, score, total = int(row["trial_index"]), float(row["score"]), int(row["total_trades"])
+    per_fold = ", ".join(f"{int(row[c])}" for c in _trade_columns(sweep) if pd.notna(row[c]))
+    finished = sweep[sweep["folds_done"] == folds]
+    if bool(row["ranked"]):
+        n_ranked = int(sweep["ranked"].sum())
+        return (
+            f"Best configuration: trial {trial}, the highest validation score ({score:.4g}) of the {n_ranked} "
+            f"of {len(sweep)} configurations with at least {MIN_RANKED_TRADES} validation trades over the "
+            f"{folds} folds; it made {total} ({per_fold} per fold)"
+            + (
+                ", and even that score is not above 0: no configuration showed an edge on validation"
+                if score <= 0
+                else ""
+            )
+            + f": {config}."
+        )
+    if not finished["total_trades"].any():
+        how = (
+            f"the first in order (all scored {score:.4g})"
+            if (finished["score"] == score).all()
+            else f"the highest validation score ({score:.4g})"
+        )
+        return (
+            f"No sweep configuration made a validation trade ({len(finished)} configuration(s) × {folds} folds), "
+            f"so none can be ranked; the flow used trial {trial}, {how}: {config}."
+        )
+    most = finished.sort_values(["total_trades", "trial_index"], ascending=[False, True]).iloc[0]
+    ties = finished[(finished["score"] == score) & (finished["trial_index"] != trial)]
+    tied = f", tied with trial(s) {', '.join(str(int(t)) for t in ties['trial_index'])}" if len(ties) else ""
+    return (
+        f"No configuration made enough validation trades to rank (at least {MIN_RANKED_TRADES} over the "
+        f"{folds} folds; the most was {int(most['total_trades'])}, by trial {int(most['trial_index'])}); the "
+        f"flow used trial {trial}, the highest validation score ({score:.4g}{tied}) on {total} trade(s) "
+        f"({per_fold} per fold), which is no evidence that it is the best: {config}."
+    )
 
 
 def training_sections(
@@ -117,16 +202,13 @@ def training_sections(
     feature importance; return the backtest summaries."""
     summaries = backtest_section(report, results, label="last fold test window", per_symbol_of="model")
     report.heading("fold stability (test windows: model vs baselines)")
-    report.table(summary.folds.set_index(["fold", "strategy"]).sort_index().round(4))
+    report.table(fold_stability_table(summary.folds))
     if gates:
         report.heading("promotion gates")
         report.table(gate_table(summary.gates))
-    report.heading("Tune sweep (walk-forward validation score)")
-    cols = [
-        c for c in summary.sweep.columns if c in (*summary.best_config, "trial_index", "score", "folds_done")
-    ]
-    report.table(summary.sweep[cols].set_index("trial_index").round(4))
-    report.paragraph(f"best configuration: {summary.best_config}")
+    report.heading("Tune sweep (walk-forward validation score and trades)")
+    report.table(sweep_table(summary))
+    report.paragraph(sweep_sentence(summary))
     which = (
         "production model"
         if summary.production_version == summary.version
@@ -139,10 +221,12 @@ def training_sections(
 
 def report_data(summary: TrainSummary, summaries: dict[str, dict[str, float]]) -> dict[str, Any]:
     """The metrics of report.json (no timings, so reruns compare equal)."""
-    folds = summary.folds.drop(columns=[c for c in _TIMING if c in summary.folds]).to_dict("records")
+    folds = summary.folds.drop(columns=[c for c in _TIMING if c in summary.folds]).astype({"fold": int})
+    sweep = sweep_table(summary).reset_index()
     return {
-        "summaries": summaries, "folds": folds, "gates": summary.gates.to_dict(),
+        "summaries": summaries, "folds": folds.to_dict("records"), "gates": summary.gates.to_dict(),
         "best_config": summary.best_config, "version": summary.version, "override": summary.override,
+        "sweep": sweep.astype(object).where(sweep.notna(), None).to_dict("records"),
     }  # fmt: skip
 
 
