@@ -32,7 +32,7 @@ from storage import db
 from storage.lake import Lake
 from tune.flow import PromotionPlan, SweepPlan, TrainRequest
 from tune.fold_plans import FoldSizing
-from tune.research_report import fold_windows, write_research_report
+from tune.research_report import data_warnings, fold_windows, write_research_report
 from tune.training_report import TrainSummary
 
 SWEEP_EXPERIMENT = "raytrade-research-sweeps"
@@ -85,9 +85,11 @@ def run_research(
     )
     if selection.skipped:
         console.print(
-            "left out (history does not span the period): "
+            "left out (candles for too little of the period): "
             + ", ".join(f"{s} ({why})" for s, why in selection.skipped.items())
         )
+    for warning in data_warnings(Lake(settings.lake_root), selection, settings.policy):
+        console.print(f"warning: {warning}", style="yellow", markup=False)
     engine = db.make_engine(settings.database_url)
     try:
         db.upgrade(engine)  # the registry mirrors versions into `models`, promotions into `events`
