@@ -139,11 +139,11 @@ def select_data(
     start, end = lo if lo is not None else start, hi if hi is not None else end
     warnings: list[str] = []
     if gaps:
-        others = [sp for sp in stretches if sp != (start, end)]
+        left_out = [sp for sp in stretches if sp != (start, end)]
         warnings.append(
             f"{who} {_count(len(gaps), 'gap')}: {gaps_text}. Research uses the longest stretch without "
             f"one, {_span_text((start, end))}, and leaves out "
-            + "; ".join(_span_text(sp) for sp in others)
+            + "; ".join(_span_text(sp) for sp in left_out)
             + " (choose another with --start/--end)"
         )
     share = {s: _present(times[s], start, end) / ((end - start) // MINUTE_MS) for s in candidates}
