@@ -165,13 +165,12 @@ def sweep_sentence(summary: TrainSummary) -> str:
         return (
             f"Best configuration: trial {trial}, the highest validation score ({score:.4g}) of the {n_ranked} "
             f"of {len(sweep)} configurations with at least {MIN_RANKED_TRADES} validation trades over the "
-            f"{folds} folds; it made {total} ({per_fold} per fold)"
+            f"{folds} folds; it made {total} ({per_fold} per fold): {config}."
             + (
-                ", and even that score is not above 0: no configuration showed an edge on validation"
+                " Even that score is not above 0: no configuration showed an edge on validation."
                 if score <= 0
                 else ""
             )
-            + f": {config}."
         )
     if not finished["total_trades"].any():
         how = (

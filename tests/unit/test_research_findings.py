@@ -190,7 +190,9 @@ def test_a_best_configuration_that_lost_on_validation_is_said_to_show_no_edge():
     sweep = _sweep([[12, 15, 9], [20, 18, 25]], [-18.0, -24.1])
     sentence = sweep_sentence(_training(sweep, trading=True))
     assert sentence.startswith("Best configuration: trial 0, the highest validation score (-18)")
-    assert "even that score is not above 0: no configuration showed an edge on validation" in sentence
+    assert sentence.endswith(
+        " Even that score is not above 0: no configuration showed an edge on validation."
+    )
     assert "no configuration showed an edge" not in sweep_sentence(_training(_sweep(*TRADING_SWEEP), True))
 
 

@@ -28,7 +28,9 @@ def _chosen(table: pd.DataFrame) -> int:
 
 def test_a_configuration_that_won_on_one_trade_is_not_chosen_over_one_that_traded_enough():
     # the sweep: the top score came from a single validation trade in three folds
-    table = choose_trial(_table([(0.0, [0, 0, 0]), (8.4, [0, 1, 0]), (0.0, [0, 0, 0]), (1.2, [12, 15, 9])]), 3)
+    table = choose_trial(
+        _table([(0.0, [0, 0, 0]), (8.4, [0, 1, 0]), (0.0, [0, 0, 0]), (1.2, [12, 15, 9])]), 3
+    )
     assert _chosen(table) == 3
     assert table["ranked"].tolist() == [False, False, False, True]
 
