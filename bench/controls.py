@@ -1,12 +1,11 @@
 """Positive and negative controls: does the research flow promote a planted edge and refuse noise?
 
 For each seed s in 1..K, two synthetic markets (``tune.controls.run_control``): one with the planted
-lead-lag edge (``--strength``, default ``tune.controls.CONTROL_EDGE_STRENGTH``, 2.0: at the demo's 1.5
-the gates refused the planted seed at this size, see bench/RESULTS.md) and the null market (no edge) of
-the same seed. On each the research flow runs as ``raytrade research`` does: features and
+lead-lag edge (``--strength``, default ``core.synthetic.PLANTED_EDGE_STRENGTH``, the demo's) and the
+null market (no edge) of the same seed. On each the research flow runs as ``raytrade research`` does: features and
 labels on Ray Data, rolling walk-forward folds (default 30 days: 3 folds of train 12 / validation 3 /
 test 5 days, the three test windows tiling the last 15 days), a Ray Tune sweep of ``--configs``
-configurations, the best refitted per fold and backtested on the test windows, the windows pooled into
+configurations (``--configs``, default 4) of ``--rounds`` (60) rounds, the best refitted per fold and backtested on the test windows, the windows pooled into
 one out-of-sample backtest, the baselines on the same folds, the promotion gates with no override.
 The oracle of the planted edge (``core.synthetic_edge``) is run on the same pooled out-of-sample span:
 recovery = the pipeline's pooled out-of-sample Sharpe ÷ the oracle's on the same minutes.
@@ -16,8 +15,8 @@ with exactly ``edge_seeds``, ``edge_promotions`` (every gate passed, no override
 ``null_promotions``, ``edge_recovery_median``, ``oracle_sharpe`` (median over the planted seeds) and
 ``wall_s``.
 
-    python bench/controls.py [--seeds 5] [--days 30] [--train 12 --val 3 --test 5] [--configs 2]
-                             [--rounds 30] [--strength 2.0] [--only planted|null]
+    python bench/controls.py [--seeds 5] [--days 30] [--train 12 --val 3 --test 5] [--configs 4]
+                             [--rounds 60] [--strength 3.0] [--only planted|null] [--seed-list 5,3]
 """
 
 from __future__ import annotations
@@ -33,7 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tune.controls import CONTROL_EDGE_STRENGTH, ControlResult, ControlSize, run_control
+from core.synthetic import PLANTED_EDGE_STRENGTH
+from tune.controls import ControlResult, ControlSize, run_control
 
 
 def _fmt(x: float, spec: str = ".2f") -> str:
@@ -73,8 +73,9 @@ def main() -> None:
     ap.add_argument("--train", type=float, default=default.train_days, help="train window, days")
     ap.add_argument("--val", type=float, default=default.val_days, help="validation window, days")
     ap.add_argument("--test", type=float, default=default.test_days, help="test window, days")
-    ap.add_argument("--strength", type=float, default=CONTROL_EDGE_STRENGTH)
+    ap.add_argument("--strength", type=float, default=PLANTED_EDGE_STRENGTH)
     ap.add_argument("--cpus", type=int, default=2, help="local Ray CPUs")
+    ap.add_argument("--seed-list", default=None, help="comma-separated seeds instead of 1..K")
     ap.add_argument("--only", choices=("planted", "null"), default=None, help="run one kind only")
     args = ap.parse_args()
     size = ControlSize(
@@ -93,11 +94,12 @@ def main() -> None:
     kinds = [k for k in kinds if args.only in (None, k[0])]
     print(f"{len(size.symbols)} symbols ({','.join(size.symbols)}) x {size.days:g} days, {size.sizing().describe()}, "
           f"{size.configs} configurations x {size.rounds} rounds; planted strength "
-          f"{args.strength:g}; seeds 1..{args.seeds}", flush=True)  # fmt: skip
+          f"{args.strength:g}; seeds {args.seed_list or f'1..{args.seeds}'}", flush=True)  # fmt: skip
     t0 = time.perf_counter()
+    seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(1, args.seeds + 1))
     results: list[ControlResult] = []
     with tempfile.TemporaryDirectory(prefix="raytrade-controls-") as tmp:
-        for seed in range(1, args.seeds + 1):
+        for seed in seeds:
             for kind, strength in kinds:
                 r = run_control(Path(tmp) / f"{kind}-{seed}", seed=seed, edge_strength=strength, size=size)
                 results.append(r)

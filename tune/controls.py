@@ -49,10 +49,6 @@ from tune.gates import GateReport, PromotionConfig
 CONTROL_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XAUUSDT")
 #: Fixed start of every control market (a Monday), so a seed gives the same market on every run.
 CONTROL_START_MS = parse_utc("2025-01-06")
-#: The planted edge of the controls: at ``core.synthetic.PLANTED_EDGE_STRENGTH`` (1.5) and the default
-#: ``ControlSize`` the flow recovered 0.40 of the oracle's Sharpe on seed 1 and the fold Sharpe CV (1.44)
-#: and deflated Sharpe (0.72) gates refused it; at 2.0 it recovered 0.64 and passed (bench/RESULTS.md).
-CONTROL_EDGE_STRENGTH = 2.0
 MODEL_NAME = "controls-lgbm"
 ACTOR = "controls"
 
@@ -66,8 +62,8 @@ class ControlSize:
 
     days: float = 30.0
     folds: int = 3
-    configs: int = 2
-    rounds: int = 30
+    configs: int = 4
+    rounds: int = 60
     train_days: float | None = 12.0
     val_days: float | None = 3.0
     test_days: float | None = 5.0

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from core.synthetic import PLANTED_EDGE_STRENGTH
 from storage.registry import ModelRegistry
-from tune.controls import CONTROL_EDGE_STRENGTH, MODEL_NAME, ControlResult, ControlSize, run_control
+from tune.controls import MODEL_NAME, ControlResult, ControlSize, run_control
 from tune.gates import GATE_NAMES
 
 pytestmark = pytest.mark.slow
 
 SEED = 1
 SIZE = ControlSize(days=20, folds=3, configs=2, rounds=30, train_days=8, val_days=3, test_days=3)
-STRENGTH = CONTROL_EDGE_STRENGTH
+STRENGTH = PLANTED_EDGE_STRENGTH
 
 
 @pytest.fixture(scope="module")
