@@ -67,7 +67,8 @@ FEATURE_TABLE: tuple[FeatureSpec, ...] = (
     _S("adx", "Wilder ADX (TA-Lib ADX: 13 summed bars, first value at bar 27)", "14", 27, "0..100"),
     _S("di_diff", "+DI - -DI (TA-Lib PLUS_DI - MINUS_DI)", "14", 14, "-100..100"),
     _S("atr", "Wilder ATR (TA-Lib ATR); true range of the mark price where this and the previous bar "
-       "have mark OHLC, else of the last price", "14", 14, "price (USDT)"),
+       "have mark OHLC, else of the last price; below 1e-6 of C (features_kernel.ATR_FLOOR_REL) it counts as 0",
+       "14", 14, "price (USDT)"),
     _S("natr", "atr / C x 100 (TA-Lib NATR when atr is last-price based)", "14", 14, "percent"),
     _S("vol_60", "std of r (TA-Lib STDDEV of log returns)", "60", 60, "log return per bar"),
     _S("vol_ratio_15_60", "std of the last 15 r / vol_60 (NaN if vol_60 = 0)", "15/60", 60, "ratio"),
