@@ -37,19 +37,22 @@ def demo(
         min=0,
         help="minutes replayed in shadow after a promotion (0: none)",
     ),
+    verbose: bool = typer.Option(False, "--verbose", help="also show what Ray, Tune and MLflow print"),
 ) -> None:
     """Run the main job offline on the embedded default and print where everything went."""
     from raytrade.demo import run_demo, summary_frame
+    from raytrade.quiet import library_output
     from tune.training_report import evidence_sentence, production_sentence
 
     settings = settings_or_exit()
     if symbols is not None:
         settings = settings.model_copy(update={"universe": settings.universe[:symbols]})
     console = Console()
-    summary = run_demo(
-        settings, days=days, seed=seed, console=console, progress=progress, train=train,
-        num_samples=configs, num_boost_round=rounds, null_market=null_market, shadow_minutes=shadow_minutes,
-    )  # fmt: skip
+    with library_output(verbose):
+        summary = run_demo(
+            settings, days=days, seed=seed, console=console, progress=progress, train=train,
+            num_samples=configs, num_boost_round=rounds, null_market=null_market, shadow_minutes=shadow_minutes,
+        )  # fmt: skip
     t = summary.training
     if t is not None:  # what a user needs first: promotion, its evidence, the shadow replay
         style = "green" if summary.promoted != summary.null_market else "bold red"

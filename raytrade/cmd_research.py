@@ -47,9 +47,11 @@ def research(
     model: str = typer.Option(MODEL_NAME, "--model", help="registered model name (the strategy)"),
     min_days: float = typer.Option(MIN_DAYS, "--min-days", min=0.1, help="shortest common history accepted"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+    verbose: bool = typer.Option(False, "--verbose", help="also show what Ray, Tune and MLflow print"),
 ) -> None:
     """Train, gate and report on real history in the lake: folds, Tune sweep, registration, backtest, report."""
     from raytrade.cmd_models import print_report
+    from raytrade.quiet import library_output
     from raytrade.research import run_research
     from tune.fold_plans import FoldSizing
     from tune.training_report import production_sentence
@@ -67,11 +69,12 @@ def research(
         raise typer.BadParameter(str(e).splitlines()[-1], param_hint="--train/--val/--test") from None
     console = Console()
     try:
-        summary = run_research(
-            settings, console=console, symbols=chosen, start_ms=time_option_ms(start, "--start"), end_ms=time_option_ms(end, "--end"),
-            sizing=sizing, seed=seed, num_samples=configs, num_boost_round=rounds, override=override,
-            model_name=model, min_days=min_days, progress=progress,
-        )  # fmt: skip
+        with library_output(verbose):
+            summary = run_research(
+                settings, console=console, symbols=chosen, start_ms=time_option_ms(start, "--start"),
+                end_ms=time_option_ms(end, "--end"), sizing=sizing, seed=seed, num_samples=configs,
+                num_boost_round=rounds, override=override, model_name=model, min_days=min_days, progress=progress,
+            )  # fmt: skip
     except ConfigError as e:
         console.print(f"[red]research: {e}[/red]")
         raise typer.Exit(2) from None

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import math
@@ -102,6 +103,25 @@ log = logging.getLogger(__name__)
 
 # MLflow's fluent API keeps the tracking URI per process: one logger or loader at a time sets it.
 _FLUENT_LOCK = threading.RLock()
+#: What MLflow prints to stderr when it registers a version (``eprint``, past its logger).
+_REGISTRATION_NOTICES = ("Successfully registered model", "Registered model", "Created version")
+
+
+@contextlib.contextmanager
+def _registration_notices_logged() -> Iterator[None]:
+    """Route MLflow's registration notices to its logger at INFO, so that its level (MLFLOW_LOGGING_LEVEL)
+    decides whether they show like its other chatter; anything else written to stderr passes through."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        notices = logging.getLogger("mlflow.tracking._model_registry.fluent")
+        for line in captured.getvalue().splitlines(keepends=True):
+            if line.startswith(_REGISTRATION_NOTICES):
+                notices.info(line.rstrip("\n"))
+            else:
+                sys.stderr.write(line)
 
 
 class RegistryError(RejectedError):
@@ -303,7 +323,7 @@ class ModelRegistry:
                 blob.write_bytes(model.to_bytes())
                 entry = Path(tmp) / "raytrade_pyfunc.py"
                 entry.write_text(ENTRY_SCRIPT)
-                with self._fluent(), self._run(run_id):
+                with self._fluent(), self._run(run_id), _registration_notices_logged():
                     info = mlflow.pyfunc.log_model(
                         name="model",
                         python_model=str(entry),
