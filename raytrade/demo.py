@@ -14,14 +14,11 @@ HTML report (``tune.training_report``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.messages import CandleClosed, Topic
 from core.synthetic import PLANTED_EDGE_STRENGTH, SyntheticMarket, SyntheticParams, generate_market
@@ -31,9 +28,10 @@ from pipelines.dbsink import DatabaseSink
 from pipelines.market import write_synthetic_market
 from pipelines.shadow_parity import ShadowReplay
 from raytrade.demo_shadow import SHADOW_MINUTES, run_shadow_replay
-from raytrade.demo_train import TRAINING_STAGES, Step, last_fold_backtests, train_and_promote
+from raytrade.demo_train import TRAINING_STAGES, last_fold_backtests, train_and_promote
 from raytrade.selftest import Check, run_selftest
 from raytrade.settings import Settings, redact_url
+from raytrade.training_progress import progress_bar, training_display
 from storage import db
 from storage.bus import open_bus
 from storage.instruments import sync_universe
@@ -86,34 +84,6 @@ class DemoSummary:
         shadow_ok = self.shadow is None or self.shadow.parity.ok
         checks_ok = self.db_dead_letters == 0 and all(c.ok for c in self.checks)
         return checks_ok and shadow_ok and not self.false_promotion
-
-
-def progress_bar(console: Console, enabled: bool) -> Progress:
-    """The progress display of the demo and research commands (disabled: stays silent)."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
-
-
-@contextmanager
-def training_steps(console: Console, progress: bool, total: int) -> Iterator[Step]:
-    """A progress bar of ``total`` stages; yields ``step(name)``, to call after each stage. Without
-    ``progress`` each finished stage is printed as a line instead."""
-    with progress_bar(console, progress) as bar:
-        task = bar.add_task("training", total=total)
-
-        def step(name: str) -> None:
-            bar.update(task, advance=1, description=f"training: {name} done")
-            if not progress:
-                console.print(f"stage done: {name}")
-
-        yield step
 
 
 def publish_closes(settings: Settings, market: SyntheticMarket) -> int:
@@ -223,10 +193,12 @@ def _train(
 ) -> None:
     """Train, promote, backtest the last fold, replay the last day in shadow (after a promotion) and
     write the report; fill ``summary.training`` and ``summary.shadow``."""
-    with training_steps(console, progress, len(TRAINING_STAGES) + 3) as step:
+    stages = (*TRAINING_STAGES, "last-fold backtest", "shadow replay", "report")
+    with training_display(console, progress, stages, plan.num_samples) as display:
+        step = display.step
         training, data, folds, _cfg = train_and_promote(
             settings, seed=plan.seed, num_samples=plan.num_samples, num_boost_round=plan.num_boost_round,
-            step=step,
+            step=step, flow_progress=display.flow_progress(),
         )  # fmt: skip
         summary.training = training
         results = last_fold_backtests(settings, data, folds[-1], training.model)

@@ -75,6 +75,7 @@ def train_and_promote(
     num_samples: int,
     num_boost_round: int,
     step: Step,
+    flow_progress: TrainingProgress | None = None,
 ) -> tuple[TrainSummary, TrainingSet, list[Fold], EvalConfig]:
     """The demo's plan: the whole universe, ``history_folds``, promotion only when every gate passes
     (no override: a failed gate leaves ``production`` as it was, and the flow records the refusal)."""
@@ -84,22 +85,23 @@ def train_and_promote(
         sweep=SweepPlan(num_samples, SWEEP_EXPERIMENT, "demo_sweep"),
         promotion=PromotionPlan(override=_no_override, actor=ACTOR),
     )  # fmt: skip
-    return run_training(settings, request, step)
+    return run_training(settings, request, step, flow_progress)
 
 
 def run_training(
-    settings: Settings, request: TrainRequest, step: Step
+    settings: Settings, request: TrainRequest, step: Step, flow_progress: TrainingProgress | None = None
 ) -> tuple[TrainSummary, TrainingSet, list[Fold], EvalConfig]:
     """Features + labels (Ray Data) of the request's symbols, then the flow; ``step(name)`` after each of
-    ``TRAINING_STAGES``. The summary's ``model`` is the version just registered, loaded back, whether or
-    not it was promoted."""
+    ``TRAINING_STAGES``. ``flow_progress``: all the flow's callbacks (default: its stages, through
+    ``step``). The summary's ``model`` is the version just registered, loaded back, whether or not it
+    was promoted."""
     start_ray(settings, progress=False)
     compute_universe_features(settings.lake_root, list(request.symbols), group_size=8)
     step("features")
     label_universe(settings.lake_root, list(request.symbols), settings.label)
     step("labels")
     with training_environment(settings) as env:
-        outcome = train_evaluate_register(env, request, TrainingProgress(stage=step))
+        outcome = train_evaluate_register(env, request, flow_progress or TrainingProgress(stage=step))
         registered = env.registry.load_model(outcome.version.uri)
     return TrainSummary.of(outcome, registered), outcome.data, outcome.folds, outcome.eval_config
 

@@ -25,9 +25,9 @@ from rich.console import Console
 
 from core.errors import ConfigError
 from pipelines.selection import MIN_DAYS, ResearchSelection, select_data
-from raytrade.demo import training_steps
 from raytrade.demo_train import MODEL_NAME, TRAINING_STAGES, last_fold_backtests, run_training
 from raytrade.settings import Settings
+from raytrade.training_progress import training_display
 from storage import db
 from storage.lake import Lake
 from tune.flow import PromotionPlan, SweepPlan, TrainRequest
@@ -102,8 +102,10 @@ def run_research(
         sweep=SweepPlan(num_samples, SWEEP_EXPERIMENT, "research_sweep"),
         promotion=PromotionPlan(override=lambda _gates: override, actor=ACTOR),
     )  # fmt: skip
-    with training_steps(console, progress, len(TRAINING_STAGES) + 2) as step:
-        training, data, folds, _cfg = run_training(settings, request, step)
+    stages = (*TRAINING_STAGES, "last-fold backtest", "report")
+    with training_display(console, progress, stages, num_samples) as display:
+        step = display.step
+        training, data, folds, _cfg = run_training(settings, request, step, display.flow_progress())
         diagnostics: dict[str, Any] = {}
         results = last_fold_backtests(settings, data, folds[-1], training.model, diagnostics=diagnostics)
         step("last-fold backtest")
