@@ -4,9 +4,11 @@ Per WebSocket channel (``market``, ``public``, ``private``): drop the next N mes
 with a probability (seeded), delay messages by D seconds, duplicate the next N, swap the next N
 pairs, close every connection now, or go silent for S seconds (connections stay open, the messages
 of that time are lost). Faults count per delivery: one message to one connection. Per REST path
-prefix: answer the next N requests with a 5xx in Binance's shape, or hold them past the client's
-timeout (the request is still carried out unless ``apply=False``, so an order placed that way has
-an unknown outcome, as on Binance). ``reject_order`` makes the paper broker refuse the next orders.
+prefix: answer the next N requests with a 5xx in Binance's shape (not carried out, unless
+``apply=True``: the order is placed and the answer is still the 5xx), hold them past the client's
+timeout (carried out unless ``apply=False``), or reset the connection without an answer (carried
+out unless ``apply=False``) — each an unknown outcome for the client, as on Binance.
+``reject_order`` makes the paper broker refuse the next orders.
 
 Every method is thread-safe: tests call them from their own thread while the venue's event loop
 consults them. ``stats()`` returns the counters. ``add_admin_routes`` exposes all of it as
@@ -41,6 +43,8 @@ CHANNEL_COUNTERS = (
 UNKNOWN_ERROR_CODE = -1000
 UNKNOWN_ERROR_MSG = "An unknown error occured while processing the request."
 UNKNOWN_ERROR: dict[str, Any] = {"code": UNKNOWN_ERROR_CODE, "msg": UNKNOWN_ERROR_MSG}
+#: The ``stats()["rest"]`` counter of each kind of REST fault.
+_REST_COUNTERS = {"error": "errors", "timeout": "timeouts", "reset": "resets"}
 #: Admin paths are never faulted nor charged.
 ADMIN_PREFIX = "/_venue/"
 
@@ -73,7 +77,7 @@ class _ChannelState:
 @dataclass(slots=True)
 class _RestRule:
     prefix: str
-    kind: str  # "error" or "timeout"
+    kind: str  # "error", "timeout" or "reset"
     remaining: int
     status: int = 500
     body: dict[str, Any] = field(default_factory=lambda: dict(UNKNOWN_ERROR))
@@ -90,7 +94,7 @@ class Faults:
         self._channels = {c: _ChannelState() for c in CHANNELS}
         self._rest: list[_RestRule] = []
         self._counters = {c: dict.fromkeys(CHANNEL_COUNTERS, 0) for c in CHANNELS}
-        self._rest_counters = {"errors": 0, "timeouts": 0}
+        self._rest_counters = dict.fromkeys(_REST_COUNTERS.values(), 0)
         self._disconnect: Callable[[str], None] | None = None
         self._reject: Callable[[int, str, int], None] | None = None
 
@@ -166,13 +170,19 @@ class Faults:
         status: int = 500,
         code: int = UNKNOWN_ERROR_CODE,
         msg: str = UNKNOWN_ERROR_MSG,
+        apply: bool = False,
     ) -> None:
-        """Answer the next ``n`` requests whose path starts with ``prefix`` with HTTP ``status`` and ``{code, msg}``."""
+        """Answer the next ``n`` requests whose path starts with ``prefix`` with HTTP ``status`` and ``{code, msg}``.
+
+        With ``apply`` the request is carried out first (an order is placed) and its answer replaced
+        by the error: Binance's "5xx, yet the order exists".
+        """
         if not 500 <= status <= 599:
             raise ValueError(f"rest_error status must be a 5xx, got {status}")
         with self._lock:
+            body = {"code": code, "msg": msg}
             self._rest.append(
-                _RestRule(_prefix(prefix), "error", _positive(n, "n"), status, {"code": code, "msg": msg})
+                _RestRule(_prefix(prefix), "error", _positive(n, "n"), status, body, apply=apply)
             )
 
     def rest_timeout(self, prefix: str, n: int = 1, *, sleep_s: float = 30.0, apply: bool = True) -> None:
@@ -187,6 +197,14 @@ class Faults:
             self._rest.append(
                 _RestRule(_prefix(prefix), "timeout", _positive(n, "n"), sleep_s=float(sleep_s), apply=apply)
             )
+
+    def rest_reset(self, prefix: str, n: int = 1, *, apply: bool = True) -> None:
+        """Close the connection of the next ``n`` requests under ``prefix`` without an answer.
+
+        With ``apply`` the request is carried out first (a connection reset after the order was sent).
+        """
+        with self._lock:
+            self._rest.append(_RestRule(_prefix(prefix), "reset", _positive(n, "n"), apply=apply))
 
     def reject_order(
         self, code: int = -2010, msg: str = "Order would immediately trigger.", n: int = 1
@@ -254,14 +272,14 @@ class Faults:
             for rule in self._rest:
                 if path.startswith(rule.prefix) and rule.remaining > 0:
                     rule.remaining -= 1
-                    self._rest_counters["errors" if rule.kind == "error" else "timeouts"] += 1
+                    self._rest_counters[_REST_COUNTERS[rule.kind]] += 1
                     if rule.remaining == 0:
                         self._rest.remove(rule)
                     return rule
         return None
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Return a copy of the counters: one dict per channel, and ``rest`` (errors, timeouts)."""
+        """Return a copy of the counters: one dict per channel, and ``rest`` (errors, timeouts, resets)."""
         with self._lock:
             out = {c: dict(v) for c, v in self._counters.items()}
             out["rest"] = dict(self._rest_counters)
@@ -308,11 +326,15 @@ async def middleware(
     rule = faults.rest_rule(request.path) if faults is not None else None
     if rule is None:
         return await handler(request)
-    if rule.kind == "error":
-        return web.json_response(rule.body, status=rule.status)
     response: web.StreamResponse = web.json_response(UNKNOWN_ERROR, status=503)
     if rule.apply:
         response = await handler(request)
+    if rule.kind == "error":
+        return web.json_response(rule.body, status=rule.status)
+    if rule.kind == "reset":
+        if request.transport is not None:
+            request.transport.abort()  # the client sees the connection closed without an answer
+        return response
     task = asyncio.ensure_future(asyncio.sleep(rule.sleep_s))
     request.app[_SLEEPERS].add(task)
     try:
@@ -345,7 +367,9 @@ _CHANNEL_ACTIONS: dict[str, Callable[[Faults, dict[str, Any]], None]] = {
         status=b.get("status", 500),
         code=b.get("code", UNKNOWN_ERROR["code"]),
         msg=b.get("msg", UNKNOWN_ERROR["msg"]),
+        apply=b.get("apply", False),
     ),  # fmt: skip
+    "rest_reset": lambda f, b: f.rest_reset(b["prefix"], b.get("n", 1), apply=b.get("apply", True)),
     "rest_timeout": lambda f, b: f.rest_timeout(
         b["prefix"], b.get("n", 1), sleep_s=b.get("sleep_s", 30.0), apply=b.get("apply", True)
     ),

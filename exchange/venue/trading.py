@@ -20,6 +20,11 @@ defaults to ACK as on Binance: the answer shows the order NEW, before its fill. 
 unique among open orders only (-4116). Conditional orders (``exchange.venue.trading_algos``) trigger
 on the mark or the last price; the broker places each triggered one's child MARKET order in the book.
 
+Account modes. One-way and single-asset by default; ``/fapi/v1/positionSide/dual`` and
+``/fapi/v1/multiAssetsMargin`` read and switch them (``trading_protocol.AccountModes``), and in hedge
+mode every new order is refused (-4061) since the book is one-way. Order placements answer the
+order-rate headers ``X-MBX-ORDER-COUNT-10S``/``-1M``.
+
 Authentication, listenKeys and parameters: ``exchange.venue.trading_protocol``. User-data events
 (ORDER_TRADE_UPDATE, ALGO_UPDATE, ACCOUNT_UPDATE after every fill) go to ``publish_user`` stamped with
 the venue clock. Funding is not settled here. Everything runs on the venue's event loop, except
@@ -121,6 +126,8 @@ class PaperBroker:
         self._auth = proto.RequestAuth(api_key, api_secret, wall)
         self._listen_keys = proto.ListenKeys(wall)
         self._rejections = proto.Rejections()
+        self.modes = proto.AccountModes(self._exposure)
+        self._order_counts = proto.OrderCounts(wall)
         self.marks: dict[str, tuple[float, float]] = {}  # symbol → (mark, last)
         self.algo_orders = AlgoOrders(self.rules, now_ms, publish_user, self.marks, self._rejections)
         self.positions: dict[str, PaperPosition] = {}
@@ -191,23 +198,45 @@ class PaperBroker:
             ("GET", "/fapi/v3/balance", self._balance, 5, SIGNED),
             ("POST", "/fapi/v1/leverage", self._leverage, 1, SIGNED),
             ("POST", "/fapi/v1/marginType", self._margin_type, 1, SIGNED),
+            ("GET", "/fapi/v1/positionSide/dual", self.modes.get_dual, 30, SIGNED),
+            ("POST", "/fapi/v1/positionSide/dual", self.modes.set_dual, 1, SIGNED),
+            ("GET", "/fapi/v1/multiAssetsMargin", self.modes.get_multi_assets, 30, SIGNED),
+            ("POST", "/fapi/v1/multiAssetsMargin", self.modes.set_multi_assets, 1, SIGNED),
             ("POST", "/fapi/v1/listenKey", self._listen_keys.new, 1, USER_STREAM),
             ("PUT", "/fapi/v1/listenKey", self._listen_keys.keepalive, 1, USER_STREAM),
             ("DELETE", "/fapi/v1/listenKey", self._listen_keys.close, 1, USER_STREAM),
         )
         for method, path, handler, weight, security in routes:
-            app.router.add_route(method, path, self._endpoint(handler, weight, security))
+            placement = method == "POST" and path in ("/fapi/v1/order", "/fapi/v1/algoOrder")
+            app.router.add_route(method, path, self._endpoint(handler, weight, security, placement))
 
     def _endpoint(
-        self, handler: Callable[[Params], Any], weight: int, security: int
+        self, handler: Callable[[Params], Any], weight: int, security: int, placement: bool = False
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def serve(request: web.Request) -> web.Response:
             if STATE in request.app:
                 request.app[STATE].charge(request.path, weight)
             params = await self._auth.params(request, security)
-            return web.json_response(handler(params))
+            if not placement:
+                return web.json_response(handler(params))
+            counts = self._order_counts.add()
+            try:
+                self.modes.check_order()
+                response = web.json_response(handler(params))
+            except BinanceError as e:
+                e.headers = {**e.headers, **counts}
+                raise
+            response.headers.update(counts)
+            return response
 
         return serve
+
+    def _exposure(self) -> tuple[bool, bool]:
+        has_position = any(p.amount for p in self.positions.values())
+        has_orders = any(o.status in ("NEW", "PARTIALLY_FILLED") for o in self.orders.values()) or any(
+            a.status == "NEW" for a in self.algos.values()
+        )
+        return has_position, has_orders
 
     # --- orders ------------------------------------------------------------------------------------
     def _new_order(self, p: Params) -> dict[str, Any]:
@@ -450,7 +479,8 @@ class PaperBroker:
                 if s in self.positions and self.positions[s].amount]  # fmt: skip
 
     def _account_v2(self, p: Params) -> dict[str, Any]:
-        return acct.account_v2(self._view(), {s: self._position(s) for s in self.rules})
+        account = acct.account_v2(self._view(), {s: self._position(s) for s in self.rules})
+        return account | {"multiAssetsMargin": self.modes.multi_assets}
 
     def _account_v3(self, p: Params) -> dict[str, Any]:
         return acct.account_v3(self._view())

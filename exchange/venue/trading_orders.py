@@ -112,6 +112,15 @@ class OrderState:
         return dict(proto.CANCEL_ALL)
 
     def user_trades(self, p: Params) -> list[dict[str, Any]]:
+        """``GET /fapi/v1/userTrades``: from trade id ``fromId`` (the first ``limit``), else the newest
+        ``limit`` within ``startTime``/``endTime``."""
         symbol, rules = proto.symbol_param(p, self.rules)
+        limit = proto.limit(p, 500, 1000)
         rows = [f for f in self.fills if f.symbol == symbol]
-        return [trade_json(f, rules.quantity_precision) for f in rows[-proto.limit(p, 500, 1000) :]]
+        if p.get("fromId"):
+            from_id = proto.int_param(p, "fromId")
+            rows = [f for f in rows if f.trade_id >= from_id][:limit]
+        else:
+            start, end = proto.int_param(p, "startTime", 0), proto.int_param(p, "endTime", 2**62)
+            rows = [f for f in rows if start <= f.time_ms <= end][-limit:]
+        return [trade_json(f, rules.quantity_precision) for f in rows]

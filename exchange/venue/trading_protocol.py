@@ -4,7 +4,9 @@
 signed endpoints ``timestamp`` against the *wall clock* with ``recvWindow`` (-1021; python-binance
 stamps wall time, not the replay clock) and the HMAC-SHA256 ``signature`` over the query string and
 body (-1022). ``ListenKeys`` keeps the user-stream keys (60 wall minutes; PUT extends; unknown or
-expired: -1125). ``Rejections`` queues the errors ``reject_next`` asks for. The parameter parsers
+expired: -1125). ``Rejections`` queues the errors ``reject_next`` asks for. ``AccountModes`` keeps the
+position mode (one-way or hedge) and the Multi-Assets mode; ``OrderCounts`` the order-rate headers
+(X-MBX-ORDER-COUNT-10S/-1M) of order placements. The parameter parsers
 check values with Binance's codes; quantities and trigger prices are exact Decimals checked against
 the symbol's filters (MARKET_LOT_SIZE, PRICE_FILTER) and precisions.
 """
@@ -16,6 +18,7 @@ import hmac
 import re
 import secrets
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from urllib.parse import parse_qsl, unquote_plus
@@ -143,6 +146,72 @@ class Rejections:
         raise BinanceError(code, msg, status=status)
 
 
+class AccountModes:
+    """Position mode (``dualSidePosition``: hedge) and Multi-Assets mode; one-way single-asset by default.
+
+    ``exposure()`` returns (has a position, has an open order or algo order): Binance refuses to
+    change the position mode with either (-4068, -4067), and an unchanged mode with -4059. The
+    paper book is one-way: in hedge mode every new order is refused with -4061 as Binance refuses
+    ``positionSide=BOTH`` there (LONG/SHORT orders, which Binance would take, are not modelled).
+    """
+
+    def __init__(self, exposure: Callable[[], tuple[bool, bool]]) -> None:
+        self._exposure = exposure
+        self.dual_side = False
+        self.multi_assets = False
+
+    def get_dual(self, p: Params) -> dict[str, bool]:
+        """``GET /fapi/v1/positionSide/dual``."""
+        return {"dualSidePosition": self.dual_side}
+
+    def set_dual(self, p: Params) -> dict[str, object]:
+        """``POST /fapi/v1/positionSide/dual`` with ``dualSidePosition=true|false``."""
+        value = _required_bool(p, "dualSidePosition")
+        if value == self.dual_side:
+            raise BinanceError(-4059, "No need to change position side.")
+        has_position, has_orders = self._exposure()
+        if has_position:
+            raise BinanceError(-4068, "Position side cannot be changed if there exists position.")
+        if has_orders:
+            raise BinanceError(-4067, "Position side cannot be changed if there exists open orders.")
+        self.dual_side = value
+        return {"code": 200, "msg": "success"}
+
+    def get_multi_assets(self, p: Params) -> dict[str, bool]:
+        """``GET /fapi/v1/multiAssetsMargin``."""
+        return {"multiAssetsMargin": self.multi_assets}
+
+    def set_multi_assets(self, p: Params) -> dict[str, object]:
+        """``POST /fapi/v1/multiAssetsMargin`` with ``multiAssetsMargin=true|false``."""
+        self.multi_assets = _required_bool(p, "multiAssetsMargin")
+        return {"code": 200, "msg": "success"}
+
+    def check_order(self) -> None:
+        """Refuse a new order in hedge mode (-4061): the venue's orders are one-way (``BOTH``)."""
+        if self.dual_side:
+            raise BinanceError(-4061, "Order's position side does not match user's setting. "
+                                      "(The replay venue trades one-way positions only.)")  # fmt: skip
+
+
+class OrderCounts:
+    """Order placements in the last 10 s and 60 s of the wall clock, as Binance's order-rate headers."""
+
+    def __init__(self, wall_ms: Callable[[], int]) -> None:
+        self._wall_ms = wall_ms
+        self._times: deque[int] = deque()
+        self._lock = threading.Lock()
+
+    def add(self) -> dict[str, str]:
+        """Count one placement now; return the ``X-MBX-ORDER-COUNT-10S``/``-1M`` headers."""
+        now = self._wall_ms()
+        with self._lock:
+            self._times.append(now)
+            while self._times and self._times[0] <= now - 60_000:
+                self._times.popleft()
+            last_10s = sum(1 for t in self._times if t > now - 10_000)
+            return {"X-MBX-ORDER-COUNT-10S": str(last_10s), "X-MBX-ORDER-COUNT-1M": str(len(self._times))}
+
+
 # --- parameters ------------------------------------------------------------------------------------
 def required(p: Params, name: str) -> str:
     value = p.get(name)
@@ -157,6 +226,13 @@ def parse_int(name: str, value: str) -> int:
             -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
         )
     return int(value)
+
+
+def _required_bool(p: Params, name: str) -> bool:
+    value = required(p, name).lower()
+    if value not in ("true", "false"):
+        raise BinanceError(-1130, f"Data sent for parameter '{name}' is not valid.")
+    return value == "true"
 
 
 def int_param(p: Params, name: str, default: int | None = None) -> int:
