@@ -6,6 +6,12 @@ Each struct mirrors the fields of one event as Binance sends them (``kline``, ``
 A payload that does not parse raises ``core.errors.MalformedMessage`` naming the field and the
 problem, which the caller records as a data-quality event. Binance's field names appear only here
 and in ``exchange.binance.rest``.
+
+Signed REST answers (``exchange.binance.trading``) are parsed the same way: ``OrderResponse``
+(``/fapi/v1/order``, openOrders rows), ``AlgoOrderResponse`` (``/fapi/v1/algoOrder``, openAlgoOrders
+and allAlgoOrders rows), ``PositionRisk``, ``Balance`` and ``UserTrade``; quantities, prices and
+money are exact ``Decimal``s, ids accept numbers or digit strings. ``to_update()``/``to_fill()``
+convert them to ``core.messages`` types.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from core.errors import MalformedMessage
+from core.messages import FillNew, OrderSide, OrderUpdate, PositionUpdate
 from core.symbols import SymbolError, to_internal
 from core.time import INTERVAL_MS
 from exchange.updates import BookUpdate, KlineUpdate, MarkUpdate
@@ -230,3 +238,295 @@ def _symbol(data: Mapping[str, Any], payload: object) -> str:
         return to_internal(raw, "rest")  # type: ignore[arg-type]
     except SymbolError as e:
         raise MalformedMessage("bad_symbol", str(e), payload, raw if isinstance(raw, str) else None) from None
+
+
+# --- signed REST answers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OrderResponse:
+    """An order as ``/fapi/v1/order`` answers it (POST, GET, DELETE) and openOrders lists it."""
+
+    orderId: int
+    clientOrderId: str
+    symbol: str
+    status: str  # NEW, PARTIALLY_FILLED, FILLED, CANCELED, REJECTED, EXPIRED, …
+    side: OrderSide
+    type: str
+    origType: str
+    positionSide: str
+    reduceOnly: bool
+    closePosition: bool
+    origQty: Decimal
+    executedQty: Decimal
+    avgPrice: Decimal  # 0 before a fill
+    cumQuote: Decimal
+    stopPrice: Decimal
+    workingType: str
+    updateTime: int
+
+    def to_update(self) -> OrderUpdate:
+        """Return the order's state in our names."""
+        return OrderUpdate(
+            symbol=self.symbol, ts_ms=self.updateTime, client_order_id=self.clientOrderId,
+            order_id=str(self.orderId), side=self.side, order_type=self.origType, status=self.status,
+            qty=float(self.origQty), filled_qty=float(self.executedQty),
+            stop_price=float(self.stopPrice) if self.stopPrice else None,
+            avg_fill_price=float(self.avgPrice) if self.avgPrice else None,
+            reduce_only=self.reduceOnly or self.closePosition,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AlgoOrderResponse:
+    """A conditional order as ``/fapi/v1/algoOrder`` answers it and open/allAlgoOrders list it."""
+
+    algoId: int
+    clientAlgoId: str
+    algoType: str  # CONDITIONAL
+    orderType: str  # STOP_MARKET, TAKE_PROFIT_MARKET, … (``type`` in older documentation examples)
+    symbol: str
+    side: OrderSide
+    positionSide: str
+    quantity: Decimal  # 0 for closePosition
+    algoStatus: str  # NEW, TRIGGERING, TRIGGERED, FINISHED, CANCELED, REJECTED, EXPIRED
+    triggerPrice: Decimal
+    workingType: str
+    reduceOnly: bool
+    closePosition: bool  # False when absent
+    priceProtect: bool  # False when absent
+    actualOrderId: int | None  # the triggered child order; None before (Binance sends "")
+    createTime: int
+    updateTime: int
+
+    def to_update(self) -> OrderUpdate:
+        """Return the algo order's state in our names (``order_id`` is the algoId)."""
+        return OrderUpdate(
+            symbol=self.symbol, ts_ms=self.updateTime, client_order_id=self.clientAlgoId,
+            order_id=str(self.algoId), side=self.side, order_type=self.orderType, status=self.algoStatus,
+            qty=float(self.quantity), stop_price=float(self.triggerPrice),
+            reduce_only=self.reduceOnly or self.closePosition,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRisk:
+    """A row of ``GET /fapi/v2|v3/positionRisk``: one position (v3 omits ``leverage``, ``marginType``)."""
+
+    symbol: str
+    positionSide: str
+    positionAmt: Decimal  # signed, base asset
+    entryPrice: Decimal
+    markPrice: Decimal
+    unRealizedProfit: Decimal
+    liquidationPrice: Decimal
+    isolatedMargin: Decimal
+    notional: Decimal
+    leverage: int | None
+    marginType: str  # "" when absent (v3)
+    updateTime: int
+
+    def to_update(self, ts_ms: int | None = None) -> PositionUpdate:
+        """Return the position in our names, at ``ts_ms`` (default: its updateTime)."""
+        return PositionUpdate(
+            symbol=self.symbol, ts_ms=self.updateTime if ts_ms is None else ts_ms, qty=float(self.positionAmt),
+            entry_price=float(self.entryPrice), unrealized_pnl=float(self.unRealizedProfit),
+            mark_price=float(self.markPrice) or None, leverage=self.leverage,
+            liquidation_price=float(self.liquidationPrice) or None,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """A row of ``GET /fapi/v2|v3/balance``: one margin asset."""
+
+    asset: str
+    balance: Decimal  # wallet balance
+    availableBalance: Decimal
+    crossWalletBalance: Decimal
+    updateTime: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserTrade:
+    """A row of ``GET /fapi/v1/userTrades``: one fill of one of our orders."""
+
+    id: int  # trade id, unique per symbol
+    orderId: int
+    symbol: str
+    side: OrderSide
+    positionSide: str
+    price: Decimal
+    qty: Decimal
+    quoteQty: Decimal
+    commission: Decimal
+    commissionAsset: str
+    realizedPnl: Decimal
+    maker: bool
+    time: int
+
+    def to_fill(self, client_order_id: str | None = None) -> FillNew:
+        """Return the fill in our names (userTrades carries no client id: pass it when known)."""
+        return FillNew(
+            symbol=self.symbol, ts_ms=self.time, trade_id=str(self.id), order_id=str(self.orderId),
+            client_order_id=client_order_id, side=self.side, price=float(self.price), qty=float(self.qty),
+            fee=float(self.commission), fee_asset=self.commissionAsset, is_maker=self.maker,
+            realized_pnl=float(self.realizedPnl),
+        )  # fmt: skip
+
+
+def parse_order_response(data: Mapping[str, Any], payload: object = None) -> OrderResponse:
+    """Parse an order answer of ``/fapi/v1/order`` (ids as numbers or digit strings)."""
+    r = _Reader(data, "order", payload)
+    return OrderResponse(
+        orderId=r.identifier("orderId"), clientOrderId=r.text("clientOrderId"), symbol=r.symbol,
+        status=r.text("status"), side=r.side(), type=r.text("type"), origType=r.text("origType", r.text("type")),
+        positionSide=r.text("positionSide", "BOTH"), reduceOnly=r.flag("reduceOnly"),
+        closePosition=r.flag("closePosition", False), origQty=r.decimal("origQty"),
+        executedQty=r.decimal("executedQty"), avgPrice=r.decimal("avgPrice", Decimal(0)),
+        cumQuote=r.decimal("cumQuote", Decimal(0)), stopPrice=r.decimal("stopPrice", Decimal(0)),
+        workingType=r.text("workingType", "CONTRACT_PRICE"), updateTime=r.identifier("updateTime", r.get("time")),
+    )  # fmt: skip
+
+
+def parse_algo_order(data: Mapping[str, Any], payload: object = None) -> AlgoOrderResponse:
+    """Parse an algo order answer of ``/fapi/v1/algoOrder`` (``orderType``, or ``type`` in older examples)."""
+    r = _Reader(data, "algoOrder", payload)
+    actual = r.get("actualOrderId")
+    return AlgoOrderResponse(
+        algoId=r.identifier("algoId"), clientAlgoId=r.text("clientAlgoId"), algoType=r.text("algoType"),
+        orderType=r.text("orderType", r.get("type")), symbol=r.symbol, side=r.side(),
+        positionSide=r.text("positionSide", "BOTH"), quantity=r.decimal("quantity", Decimal(0)),
+        algoStatus=r.text("algoStatus"), triggerPrice=r.decimal("triggerPrice"),
+        workingType=r.text("workingType", "CONTRACT_PRICE"), reduceOnly=r.flag("reduceOnly", False),
+        closePosition=r.flag("closePosition", False), priceProtect=r.flag("priceProtect", False),
+        actualOrderId=None if actual in (None, "", 0, "0") else r.identifier("actualOrderId"),
+        createTime=r.identifier("createTime"), updateTime=r.identifier("updateTime", r.get("createTime")),
+    )  # fmt: skip
+
+
+def parse_position_risk(data: Mapping[str, Any], payload: object = None) -> PositionRisk:
+    """Parse a ``positionRisk`` row (v2 or v3)."""
+    r = _Reader(data, "positionRisk", payload)
+    leverage = r.get("leverage")
+    return PositionRisk(
+        symbol=r.symbol, positionSide=r.text("positionSide", "BOTH"),
+        positionAmt=r.decimal("positionAmt", signed=True), entryPrice=r.decimal("entryPrice"),
+        markPrice=r.decimal("markPrice"), unRealizedProfit=r.decimal("unRealizedProfit", signed=True),
+        liquidationPrice=r.decimal("liquidationPrice", Decimal(0)),
+        isolatedMargin=r.decimal("isolatedMargin", Decimal(0), signed=True),
+        notional=r.decimal("notional", Decimal(0), signed=True),
+        leverage=None if leverage is None else r.identifier("leverage"), marginType=r.text("marginType", ""),
+        updateTime=r.identifier("updateTime", 0),
+    )  # fmt: skip
+
+
+def parse_balance(data: Mapping[str, Any], payload: object = None) -> Balance:
+    """Parse a ``balance`` row."""
+    r = _Reader(data, "balance", payload, with_symbol=False)
+    return Balance(
+        asset=r.text("asset"), balance=r.decimal("balance", signed=True),
+        availableBalance=r.decimal("availableBalance", signed=True),
+        crossWalletBalance=r.decimal("crossWalletBalance", Decimal(0), signed=True),
+        updateTime=r.identifier("updateTime", 0),
+    )  # fmt: skip
+
+
+def parse_user_trade(data: Mapping[str, Any], payload: object = None) -> UserTrade:
+    """Parse a ``userTrades`` row."""
+    r = _Reader(data, "userTrade", payload)
+    return UserTrade(
+        id=r.identifier("id"), orderId=r.identifier("orderId"), symbol=r.symbol, side=r.side(),
+        positionSide=r.text("positionSide", "BOTH"), price=r.decimal("price"), qty=r.decimal("qty"),
+        quoteQty=r.decimal("quoteQty", Decimal(0)), commission=r.decimal("commission", signed=True),
+        commissionAsset=r.text("commissionAsset"), realizedPnl=r.decimal("realizedPnl", Decimal(0), signed=True),
+        maker=r.flag("maker", False), time=r.identifier("time"),
+    )  # fmt: skip
+
+
+_MISSING = object()
+
+
+class _Reader:
+    """Typed access to one REST object's fields; a bad or missing field raises MalformedMessage."""
+
+    def __init__(
+        self, data: Mapping[str, Any], what: str, payload: object, *, with_symbol: bool = True
+    ) -> None:
+        if not isinstance(data, Mapping):
+            raise MalformedMessage(
+                "bad_shape", f"{what}: expected an object, got {type(data).__name__}", payload
+            )
+        self.data, self.what = data, what
+        self.payload = data if payload is None else payload
+        self.symbol = self._symbol() if with_symbol else ""
+
+    def _symbol(self) -> str:
+        raw = self.data.get("symbol")
+        try:
+            if not isinstance(raw, str):
+                raise SymbolError(f"{self.what}: symbol={raw!r} is not a string")
+            return to_internal(raw, "rest")
+        except SymbolError as e:
+            raise MalformedMessage(
+                "bad_symbol", str(e), self.payload, raw if isinstance(raw, str) else None
+            ) from None
+
+    def get(self, name: str) -> Any:
+        return self.data.get(name)
+
+    def _value(self, name: str, default: object) -> Any:
+        value = self.data.get(name, _MISSING)
+        if value is _MISSING or (value is None and default is not _MISSING):
+            if default is _MISSING:
+                raise MalformedMessage("missing_field", f"{self.what}: field {name!r} missing", self.payload,
+                                       self.symbol or None)  # fmt: skip
+            return default
+        return value
+
+    def _bad(self, reason: str, name: str, value: object, expected: str) -> MalformedMessage:
+        return MalformedMessage(reason, f"{self.what}: {name}={value!r} is not {expected}", self.payload,
+                                self.symbol or None)  # fmt: skip
+
+    def text(self, name: str, default: object = _MISSING) -> str:
+        value = self._value(name, default)
+        if not isinstance(value, str) or (value == "" and default is _MISSING):
+            raise self._bad("bad_value", name, value, "a non-empty string")
+        return value
+
+    def side(self) -> OrderSide:
+        value = self.text("side")
+        if value not in ("BUY", "SELL"):
+            raise self._bad("bad_value", "side", value, "BUY or SELL")
+        return "BUY" if value == "BUY" else "SELL"
+
+    def flag(self, name: str, default: object = _MISSING) -> bool:
+        value = self._value(name, default)
+        if isinstance(value, str) and value in ("true", "false"):
+            return value == "true"
+        if not isinstance(value, bool):
+            raise self._bad("bad_value", name, value, "a boolean")
+        return value
+
+    def identifier(self, name: str, default: object = _MISSING) -> int:
+        value = self._value(name, default)
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self._bad("bad_number", name, value, "an int >= 0")
+        return value
+
+    def decimal(self, name: str, default: object = _MISSING, *, signed: bool = False) -> Decimal:
+        value = self._value(name, default)
+        if isinstance(value, Decimal):
+            number = value
+        else:
+            try:
+                if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                    raise TypeError
+                number = Decimal(str(value))
+            except (TypeError, ValueError, InvalidOperation):
+                raise self._bad("bad_number", name, value, "a number") from None
+        if not number.is_finite() or (number < 0 and not signed):
+            raise self._bad("bad_value", name, value, "finite" + ("" if signed else " and >= 0"))
+        return number
