@@ -1,4 +1,5 @@
-"""Database schema: every table of spec 001 §6 and §25.4, spec 004 §10 and the events log (spec 003 §7).
+"""Database schema: every table of spec 001 §6 and §25.4, spec 004 §10 and the events log (spec 003 §7),
+and the ledger's algo orders, sync cursors and income (issue 15).
 
 SQLAlchemy Core tables that work on SQLite (embedded default) and PostgreSQL (production).
 Timestamps are epoch ms in Python (storage.types.EpochMs: TIMESTAMPTZ on PostgreSQL).
@@ -11,6 +12,11 @@ Deliberate differences from the spec's DDL, each for a reason:
   seed 000 §5 does, keyed by (trade_group_id, symbol, ts, side).
 - ``risk_events`` has a surrogate id; the spec's key on COALESCE(symbol, '') is a unique index.
 - candles carry nullable quote_volume, trade_count, taker_buy_volume where the source has them.
+- algo (conditional) orders have their own table keyed by (symbol, algo_id): algoId and orderId are
+  separate counters at Binance, so they cannot share ``orders``' key. The order an algo order places
+  when it triggers is an ``orders`` row whose ``parent_algo_id`` names it.
+- ``orders.client_order_id`` is neither unique nor required: Binance keeps client ids unique only
+  among open orders, and a trade fetched over REST names its order but not the client id.
 """
 
 from __future__ import annotations
@@ -249,7 +255,11 @@ orders = sa.Table(
     metadata,
     _symbol_fk(),
     sa.Column("order_id", sa.BigInteger, nullable=False),
-    sa.Column("client_order_id", Text, nullable=False),
+    sa.Column(
+        "client_order_id",
+        Text,
+        comment="unique only among open orders at the venue; NULL for an order known only from a REST trade",
+    ),
     sa.Column("algo_id", sa.BigInteger, comment="conditional (algo) order id, when the order is one"),
     sa.Column(
         "parent_algo_id", sa.BigInteger, comment="ALGO_UPDATE 'ai': the algo order this child came from"
@@ -271,7 +281,7 @@ orders = sa.Table(
     sa.Column("updated_at", EpochMs, nullable=False),
     sa.Column("raw_json", Json),
     sa.PrimaryKeyConstraint("symbol", "order_id"),
-    sa.UniqueConstraint("client_order_id"),
+    sa.Index(None, "symbol", "client_order_id"),
     sa.Index(None, "symbol", "status"),
     sa.Index(None, "created_at", "symbol"),
 )
@@ -288,12 +298,76 @@ fills = sa.Table(
     sa.Column("fee", Float, nullable=False),
     sa.Column("fee_asset", Text),
     sa.Column("realized_pnl", Float),
+    sa.Column("is_maker", sa.Boolean),
     sa.Column("ts", EpochMs, nullable=False),
     sa.Column("raw_json", Json),
     sa.PrimaryKeyConstraint("symbol", "trade_id"),
     sa.ForeignKeyConstraint(["symbol", "order_id"], ["orders.symbol", "orders.order_id"]),
     sa.Index(None, "ts", "symbol"),
     sa.Index(None, "symbol", "order_id"),
+)
+
+algo_orders = sa.Table(
+    "algo_orders",
+    metadata,
+    _symbol_fk(),
+    sa.Column("algo_id", sa.BigInteger, nullable=False),
+    sa.Column("client_algo_id", Text, nullable=False),
+    sa.Column("algo_type", Text, nullable=False, server_default="CONDITIONAL"),
+    sa.Column("type", Text, nullable=False, comment="STOP_MARKET, TAKE_PROFIT_MARKET, …"),
+    sa.Column("side", Text, nullable=False),
+    sa.Column("status", Text, nullable=False, comment="NEW, TRIGGERING, TRIGGERED, FINISHED, CANCELED, …"),
+    sa.Column("qty", Float, nullable=False, comment="0 for closePosition"),
+    sa.Column("trigger_price", Float, nullable=False),
+    sa.Column("price", Float),
+    sa.Column("close_position", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("reduce_only", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("price_protect", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("working_type", Text),
+    sa.Column(
+        "child_order_id",
+        sa.BigInteger,
+        comment="orderId of the order placed at the trigger (ALGO_UPDATE 'ai')",
+    ),
+    sa.Column("executed_qty", Float, nullable=False, server_default="0"),
+    sa.Column("avg_price", Float),
+    sa.Column("reject_reason", Text),
+    sa.Column("trade_group_id", Text),
+    sa.Column("engine", Text),
+    sa.Column("created_at", EpochMs, nullable=False),
+    sa.Column("updated_at", EpochMs, nullable=False),
+    sa.Column("triggered_at", EpochMs),
+    sa.Column("raw_json", Json),
+    sa.PrimaryKeyConstraint("symbol", "algo_id"),
+    sa.Index(None, "symbol", "status"),
+    sa.Index(None, "symbol", "client_algo_id"),
+)
+
+#: Per symbol, how far the venue's trades are known to be complete in ``fills`` (REST backfill).
+sync_cursors = sa.Table(
+    "sync_cursors",
+    metadata,
+    sa.Column("symbol", Text, sa.ForeignKey("instruments.symbol"), primary_key=True),
+    sa.Column("last_trade_id", sa.BigInteger, nullable=False),
+    sa.Column("last_trade_ms", EpochMs, nullable=False),
+    sa.Column("updated_at", EpochMs, nullable=False),
+)
+
+#: ``/fapi/v1/income`` records (funding fees and the rest); ``symbol`` is '' for account records.
+income = sa.Table(
+    "income",
+    metadata,
+    sa.Column("income_type", Text, nullable=False, comment="FUNDING_FEE, REALIZED_PNL, COMMISSION, …"),
+    sa.Column("tran_id", sa.BigInteger, nullable=False),
+    sa.Column("asset", Text, nullable=False),
+    sa.Column("symbol", Text, nullable=False, server_default=""),
+    sa.Column("amount", Float, nullable=False),
+    sa.Column("ts", EpochMs, nullable=False),
+    sa.Column("trade_id", sa.BigInteger),
+    sa.Column("info", Text),
+    sa.Column("raw_json", Json),
+    sa.PrimaryKeyConstraint("income_type", "tran_id", "asset", "symbol"),
+    sa.Index(None, "symbol", "ts"),
 )
 
 risk_events = sa.Table(
@@ -374,8 +448,10 @@ engine_signals = sa.Table(
     sa.Column("engine", Text, nullable=False),
     sa.Column("reason", Text),
     sa.Column("trade_group_id", Text),
+    sa.Column("client_order_id", Text, comment="the order the signal led to (spec 004 §3 A maps it back)"),
     sa.Column("meta_json", Json),
     sa.Index(None, "ts", "symbol"),
+    sa.Index(None, "symbol", "client_order_id"),
 )
 
 cancels = sa.Table(
@@ -423,6 +499,9 @@ UPSERT_TABLES: dict[str, sa.Table] = {
         positions,
         orders,
         fills,
+        algo_orders,
+        sync_cursors,
+        income,
         drift_metrics,
     )
 }

@@ -38,6 +38,10 @@ SPEC_TABLES = {
     "engine_signals",
     "cancels",
     "events",
+    # the ledger (issue 15): algo orders, per-symbol trade sync cursors, income (funding)
+    "algo_orders",
+    "sync_cursors",
+    "income",
 }
 
 
