@@ -54,7 +54,7 @@ def research(
     from raytrade.quiet import library_output
     from raytrade.research import run_research
     from tune.fold_plans import FoldSizing
-    from tune.training_report import production_sentence
+    from tune.training_report import production_sentence, sweep_sentence
 
     settings = settings_or_exit()
     try:
@@ -82,7 +82,7 @@ def research(
     console.print(f"REAL DATA: {summary.selection.describe()}")
     console.print(f"walk-forward: {t.n_folds} folds")
     console.print(summary.fold_windows.to_string())
-    console.print(f"sweep: {configs} configuration(s) × {rounds} rounds; best {t.best_config}")
+    console.print(f"sweep: {configs} configuration(s) × {rounds} rounds; {sweep_sentence(t)}")
     print_report(t.gates)
     table = Table(title="last fold test window: model vs baselines (after costs)")
     table.add_column("strategy")

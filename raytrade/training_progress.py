@@ -94,7 +94,7 @@ class TrainingDisplay:
         """The callbacks of ``tune.flow.train_evaluate_register`` that drive this display."""
         from tune.flow import TrainingProgress
 
-        return TrainingProgress(loaded=self.loaded, fold=self.fold, stage=self.step)
+        return TrainingProgress(loaded=self.loaded, trial=self.trial, fold=self.fold, stage=self.step)
 
 
 @contextmanager

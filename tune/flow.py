@@ -35,6 +35,7 @@ from tune.dataset import TrainingSet, load_training_set
 from tune.gates import FoldMetrics, GateReport, GatesInput, PromotionConfig, StrategyResult, evaluate_gates
 from tune.promote import PromotionRefused, promote
 from tune.splits import Fold
+from tune.sweep_progress import TrialUpdate, sweep_progress_callback
 from tune.train import fit_multi_target
 from tune.trainable import EvalConfig, default_search_space, refit_fold, run_sweep, walk_forward_candidate
 
@@ -87,10 +88,12 @@ def _no_progress(*_args: object) -> None:
 
 @dataclass(frozen=True)
 class TrainingProgress:
-    """Callbacks of the flow: ``loaded(rows, folds)`` after loading, ``fold(k, n)`` after candidate fold k
-    (0-based) of n, ``stage(name)`` after each of ``FLOW_STAGES`` that runs."""
+    """Callbacks of the flow: ``loaded(rows, folds)`` after loading, ``trial(update)`` for every fold a
+    sweep trial reports and when it ends (``tune.sweep_progress.TrialUpdate``), ``fold(k, n)`` after
+    candidate fold k (0-based) of n, ``stage(name)`` after each of ``FLOW_STAGES`` that runs."""
 
     loaded: Callable[[int, int], None] = _no_progress
+    trial: Callable[[TrialUpdate], None] = _no_progress
     fold: Callable[[int, int], None] = _no_progress
     stage: Callable[[str], None] = _no_progress
 
@@ -167,7 +170,7 @@ def train_evaluate_register(
     eval_cfg = eval_config(env, request)
     params, sweep, trial_sharpes = dict(request.params), None, []
     if request.sweep is not None:
-        params, sweep = _sweep(env, request.sweep, data, folds, eval_cfg, request.seed)
+        params, sweep = _sweep(env, request.sweep, data, folds, eval_cfg, request.seed, progress.trial)
         trial_sharpes = sweep["mean_sharpe"].tolist() if "mean_sharpe" in sweep else []
         progress.stage("sweep")
     candidate, model_rows = walk_forward_candidate(
@@ -234,6 +237,7 @@ def _sweep(
     folds: list[Fold],
     eval_cfg: EvalConfig,
     seed: int,
+    on_trial: Callable[[TrialUpdate], None],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     if env.tune_storage is None:
         raise ConfigError("a sweep needs a tune_storage folder in the training environment")
@@ -242,6 +246,7 @@ def _sweep(
         data, folds, default_search_space(), num_samples=plan.num_samples, scheduler="fifo",
         storage_path=env.tune_storage, mlflow_tracking_uri=env.registry.tracking_uri, experiment=plan.experiment,
         eval_config=eval_cfg, seed=seed, name=plan.name, mlflow_artifact_location=artifacts / plan.experiment,
+        callbacks=[sweep_progress_callback(on_trial)],
     )  # fmt: skip
 
 

@@ -451,6 +451,7 @@ def run_sweep(
     name: str = "walk_forward_sweep",
     mlflow_artifact_location: Path | None = None,
     min_trades: int = MIN_RANKED_TRADES,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Sweep LightGBM hyperparameters with Ray Tune over walk-forward folds; return the chosen configuration
     and one row per trial (``trial_index``, the hyperparameters, ``score``, ``folds_done``, each fold's
@@ -506,7 +507,7 @@ def run_sweep(
             search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent_trials or 0),
             reuse_actors=True,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0, callbacks=list(callbacks)),
     )  # fmt: skip
     grid = tuner.fit()
     try:

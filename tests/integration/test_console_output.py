@@ -100,6 +100,7 @@ def test_research_shows_its_stages_and_folds_and_none_of_the_libraries_chatter(
         assert line in console, console
     assert list(data_dir.glob("tune/research_sweep/*/result.json"))  # Tune's own result files stay
     assert not list(data_dir.glob("tune/research_sweep/*/events.out.tfevents*"))  # no TensorBoard files
+    assert console.count("sweep: trial ") == 2 and "(2/2)" in console, console  # one line per finished trial
 
 
 def _demo(data_dir: Path, *args: str) -> str:
