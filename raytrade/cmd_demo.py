@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import typer
@@ -9,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.time import DAY_MS, MINUTE_MS, parse_utc
-from raytrade.defaults import SHADOW_MINUTES
+from raytrade.defaults import DEMO_DAYS, DEMO_ROUNDS, DEMO_SYMBOLS, SHADOW_MINUTES
 from raytrade.options import settings_or_exit
 
 if TYPE_CHECKING:
@@ -17,13 +18,13 @@ if TYPE_CHECKING:
 
 
 def demo(
-    days: float = typer.Option(10.0, "--days", min=0.5, max=400, help="days of synthetic 1m history"),
+    days: float = typer.Option(DEMO_DAYS, "--days", min=0.5, max=400, help="days of synthetic 1m history"),
     seed: int = typer.Option(7, "--seed", help="seed of the synthetic market, the sweep and LightGBM"),
-    symbols: int | None = typer.Option(
-        None, "--symbols", min=1, help="use only the first N symbols of the universe (default: all)"
+    symbols: int = typer.Option(
+        DEMO_SYMBOLS, "--symbols", min=0, help="use the first N symbols of the universe (0: all of them)"
     ),
     configs: int = typer.Option(4, "--configs", min=1, help="configurations tried by the Tune sweep"),
-    rounds: int = typer.Option(30, "--rounds", min=1, help="LightGBM boosting rounds per output"),
+    rounds: int = typer.Option(DEMO_ROUNDS, "--rounds", min=1, help="LightGBM boosting rounds per output"),
     train: bool = typer.Option(True, "--train/--no-train", help="run the training half (sweep … report)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
     null_market: bool = typer.Option(
@@ -45,7 +46,7 @@ def demo(
     from tune.training_report import evidence_sentence, production_sentence
 
     settings = settings_or_exit()
-    if symbols is not None:
+    if symbols:
         settings = settings.model_copy(update={"universe": settings.universe[:symbols]})
     console = Console()
     with library_output(verbose):
@@ -104,10 +105,11 @@ def _print_shadow(console: Console, summary: DemoSummary) -> None:
     table = Table(
         title=f"shadow replay vs backtest ({len(trades)} of {len(replay.parity.table)} trades; all in the report)"
     )
-    for name in trades.columns:
-        table.add_column(name)
-    for row in trades.itertuples(index=False):
-        table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+    columns = [c for c in _SHADOW_COLUMNS if c in trades.columns]  # prices are in the report
+    for name in columns:
+        table.add_column(name, justify="right" if "bps" in name else "left")
+    for row in trades[columns].itertuples(index=False):
+        table.add_row(*(f"{v:.2f}" if isinstance(v, float) else _short_time(str(v)) for v in row))
     if len(trades):
         console.print(table)
     sentence = f"{shadow_sentence(replay)} ({replay.wall_s:.0f} s)"
@@ -115,6 +117,16 @@ def _print_shadow(console: Console, summary: DemoSummary) -> None:
         console.print(f"[green]{sentence}[/green]")
     else:
         console.print(f"[bold red]FAILED: {sentence}[/bold red]")
+
+
+#: The columns of the console's shadow-vs-backtest table (the report has every column, prices included).
+_SHADOW_COLUMNS = ("symbol", "side", "entry bar (UTC)", "shadow exit", "backtest exit", "entry Δ bps", "exit Δ bps",
+                   "verdict")  # fmt: skip
+
+
+def _short_time(text: str) -> str:
+    """'2025-01-29 00:03:00' → '01-29 00:03' (and 'TP @ 2025-01-29 00:07:00' alike): the console is narrow."""
+    return re.sub(r"\b\d{4}-(\d{2}-\d{2}) (\d{2}:\d{2})(?::\d{2})?", r"\1 \2", text)
 
 
 def synth(

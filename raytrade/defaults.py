@@ -11,3 +11,15 @@ from __future__ import annotations
 MODEL_NAME = "raytrade-lgbm"
 #: Minutes the demo replays in shadow after a promotion.
 SHADOW_MINUTES = 1440
+
+# The demo's size. The planted edge is a lead-lag from BTC, so the label noise it must be found in is
+# mostly BTC's own future path, common to every symbol: days of history buy evidence, symbols barely do.
+# 12 symbols × 10 days (history-sized folds of 3.75 / 1.25 / 1.25 days) lost on its last test window and
+# failed the fold-stability gates; 6 symbols × 24 days (9 / 3 / 3 days) passed every gate and costs about
+# the same (207,360 training rows). bench/RESULTS.md, "make demo".
+#: Symbols of the demo: the first N of the universe (BTCUSDT, the edge's leader, comes first).
+DEMO_SYMBOLS = 6
+#: Days of synthetic 1m history of the demo.
+DEMO_DAYS = 24.0
+#: LightGBM boosting rounds per output of the demo's sweep (the controls' size, tune.controls.ControlSize).
+DEMO_ROUNDS = 60

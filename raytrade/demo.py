@@ -27,6 +27,7 @@ from core.time import DAY_MS, MINUTE_MS
 from pipelines.dbsink import DatabaseSink
 from pipelines.market import write_synthetic_market
 from pipelines.shadow_parity import ShadowReplay
+from raytrade.defaults import DEMO_ROUNDS
 from raytrade.demo_shadow import SHADOW_MINUTES, run_shadow_replay
 from raytrade.demo_train import TRAINING_STAGES, last_fold_backtests, train_and_promote
 from raytrade.selftest import Check, run_selftest
@@ -121,7 +122,7 @@ def run_demo(
     progress: bool = True,
     train: bool = False,
     num_samples: int = 4,
-    num_boost_round: int = 30,
+    num_boost_round: int = DEMO_ROUNDS,
     null_market: bool = False,
     shadow_minutes: int = SHADOW_MINUTES,
 ) -> DemoSummary:

@@ -19,14 +19,13 @@ from pipelines.backtest import load_panel
 from pipelines.model_backtest import backtest_model, rows_in
 from pipelines.shadow_parity import ShadowReplay, compare_trades, load_shadow_trades
 from raytrade.cmd_backtest import sim_config
+from raytrade.defaults import SHADOW_MINUTES  # re-exported: minutes of the shadow replay (the last day)
 from raytrade.realtime import ShadowOptions, ShadowSession, default_replay_window
 from raytrade.settings import Settings
 from storage import db
 from storage.lake import Lake
 from tune.dataset import TrainingSet
 
-#: Minutes of the demo's shadow replay: the market's last day.
-SHADOW_MINUTES = 1440
 #: markPrice and bookTicker updates per symbol-minute in the demo's replay (SL/TP ticks inside a bar).
 SHADOW_MARK_TICKS = 6
 

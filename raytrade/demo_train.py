@@ -16,6 +16,7 @@ from pipelines.features import compute_universe_features
 from pipelines.labels import label_universe
 from pipelines.model_backtest import model_and_baselines
 from raytrade.cmd_backtest import sim_config
+from raytrade.defaults import MODEL_NAME  # re-exported: one copy of the model name
 from raytrade.rayinit import start_ray
 from raytrade.settings import Settings
 from storage import db
@@ -37,7 +38,6 @@ from tune.splits import Fold
 from tune.trainable import EvalConfig
 from tune.training_report import TrainSummary
 
-MODEL_NAME = "raytrade-lgbm"
 SWEEP_EXPERIMENT = "raytrade-demo-sweeps"
 MODEL_EXPERIMENT = "raytrade-demo"
 ACTOR = "raytrade-demo"

@@ -41,7 +41,7 @@ QUIET_ENVIRONMENT: Mapping[str, str] = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 #: Loggers whose INFO lines are progress chatter: WARNING and above only, in a quiet run.
-CHATTY_LOGGERS = ("mlflow", "alembic", "ray.data")
+CHATTY_LOGGERS = ("mlflow", "alembic", "ray.data", "ray.serve")
 #: Warnings dropped in a quiet run: (logger, start of the message).
 IDLE_WARNINGS = (
     ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),

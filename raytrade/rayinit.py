@@ -30,6 +30,9 @@ from raytrade.proctree import is_loopback, process_tree, start_reaper
 from raytrade.settings import Settings
 
 LOOPBACK = "127.0.0.1"
+#: Ray namespace of every raytrade driver: named and detached actors (the Serve app, the execution actor) are
+#: found by name from any raytrade process, and Ray does not warn about an anonymous namespace.
+RAY_NAMESPACE = "raytrade"
 
 
 def start_ray(settings: Settings, *, progress: bool = True) -> None:
@@ -40,7 +43,12 @@ def start_ray(settings: Settings, *, progress: bool = True) -> None:
     if ray.is_initialized():
         return
     if settings.ray_address:
-        ray.init(address=settings.ray_address, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(
+            address=settings.ray_address,
+            namespace=RAY_NAMESPACE,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
     else:
         before = process_tree(os.getpid())
         _loopback_only()
@@ -51,6 +59,7 @@ def start_ray(settings: Settings, *, progress: bool = True) -> None:
             dashboard_host=LOOPBACK,
             _node_ip_address=LOOPBACK,
             runtime_env={"worker_process_setup_hook": "raytrade.rayinit.loopback_worker_setup"},
+            namespace=RAY_NAMESPACE,
             log_to_driver=False,
             logging_level=logging.WARNING,
         )
