@@ -14,7 +14,7 @@ from rich.table import Table
 from core.errors import ConfigError
 from core.symbols import SymbolError, parse_universe
 from pipelines.selection import MIN_DAYS
-from raytrade.defaults import MODEL_NAME
+from raytrade.defaults import DEMO_ROUNDS, MODEL_NAME
 from raytrade.options import settings_or_exit, time_option_ms
 
 #: Headline metrics printed per strategy after the run (``core.metrics.summarize`` keys).
@@ -39,7 +39,7 @@ def research(
     val: float | None = typer.Option(None, "--val", help="validation window (default: sized to the history)"),
     test: float | None = typer.Option(None, "--test", help="test window (default: sized to the history)"),
     configs: int = typer.Option(4, "--configs", min=1, help="configurations tried by the Tune sweep"),
-    rounds: int = typer.Option(30, "--rounds", min=1, help="LightGBM boosting rounds per output"),
+    rounds: int = typer.Option(DEMO_ROUNDS, "--rounds", min=1, help="LightGBM boosting rounds per output"),
     seed: int = typer.Option(7, "--seed", help="seed of the sweep and LightGBM"),
     override: str | None = typer.Option(
         None, "--override", help="promote even though gates fail, for this reason (recorded)"

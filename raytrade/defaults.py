@@ -21,5 +21,6 @@ SHADOW_MINUTES = 1440
 DEMO_SYMBOLS = 6
 #: Days of synthetic 1m history of the demo.
 DEMO_DAYS = 24.0
-#: LightGBM boosting rounds per output of the demo's sweep (the controls' size, tune.controls.ControlSize).
+#: LightGBM boosting rounds per output of the demo's and research's sweeps (the controls' size,
+#: tune.controls.ControlSize): with default_search_space's learning rates of 0.03-0.1.
 DEMO_ROUNDS = 60

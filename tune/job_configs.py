@@ -103,7 +103,7 @@ class TrainJobConfig(_Period):
 
     folds: FoldsConfig
     params: dict[str, Any] = Field(default_factory=dict, description="LightGBM overrides of BASE_PARAMS")
-    num_boost_round: int = Field(30, ge=1, le=10_000)
+    num_boost_round: int = Field(60, ge=1, le=10_000)  # learning rates 0.03-0.1 (default_search_space)
     seed: int = 0
     model_name: str = Field(DEFAULT_MODEL_NAME, min_length=1, description="registered model name")
     experiment: str = Field(DEFAULT_EXPERIMENT, min_length=1, description="MLflow experiment of the run")
