@@ -17,8 +17,8 @@ convert them to ``core.messages`` types.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -530,3 +530,460 @@ class _Reader:
         if not number.is_finite() or (number < 0 and not signed):
             raise self._bad("bad_value", name, value, "finite" + ("" if signed else " and >= 0"))
         return number
+
+
+# --- user data stream events ------------------------------------------------------------------------
+# ORDER_TRADE_UPDATE, ALGO_UPDATE, ACCOUNT_UPDATE, MARGIN_CALL, TRADE_LITE and listenKeyExpired
+# (``exchange.binance.user_stream``), as recorded in ../shared/data/payloads/fixtures/user_data_json.
+# Quantities, prices and money are exact Decimals; times and ids accept numbers or digit strings.
+
+
+@dataclass(frozen=True, slots=True)
+class OrderTradeUpdateOrder:
+    """The ``o`` object of ORDER_TRADE_UPDATE: one order's state after one execution."""
+
+    s: str  # symbol
+    c: str  # client order id (the clientAlgoId for a triggered algo order's child)
+    S: OrderSide
+    o: str  # order type (MARKET, LIMIT, …)
+    f: str  # time in force
+    q: Decimal  # original quantity
+    p: Decimal  # price
+    ap: Decimal  # average fill price (0 before a fill)
+    sp: Decimal  # stop price
+    x: str  # execution type: NEW, TRADE, CANCELED, EXPIRED, CALCULATED (liquidation, ADL), AMENDMENT
+    X: str  # order status: NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED, NEW_INSURANCE, NEW_ADL, …
+    i: int  # order id
+    l: Decimal  # noqa: E741 - Binance's name: quantity of this execution (last filled)
+    z: Decimal  # cumulative filled quantity
+    L: Decimal  # price of this execution
+    N: str  # commission asset ("" when the event carries none)
+    n: Decimal  # commission of this execution (negative: a rebate)
+    T: int  # trade time
+    t: int  # trade id (0 when the execution is no fill)
+    m: bool  # maker side
+    R: bool  # reduce only
+    wt: str  # working type
+    ot: str  # original order type (STOP_MARKET, … for a triggered algo order's child)
+    ps: str  # position side
+    cp: bool  # close position
+    rp: Decimal  # realized profit of this execution
+
+    @property
+    def is_fill(self) -> bool:
+        """Whether this execution is a fill: TRADE, or CALCULATED (liquidation, ADL) with a trade."""
+        return self.x in ("TRADE", "CALCULATED") and self.t > 0 and self.l > 0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderTradeUpdateEvent:
+    """``{"e": "ORDER_TRADE_UPDATE", "E": event ms, "T": transaction ms, "o": {…}}``."""
+
+    E: int
+    T: int
+    o: OrderTradeUpdateOrder
+
+    def to_update(self) -> OrderUpdate:
+        """Return the order's state in our names."""
+        o = self.o
+        return OrderUpdate(
+            symbol=o.s, ts_ms=self.T, client_order_id=o.c, order_id=str(o.i), side=o.S, order_type=o.ot,
+            status=o.X, qty=float(o.q), filled_qty=float(o.z), price=float(o.p) or None,
+            stop_price=float(o.sp) or None, avg_fill_price=float(o.ap) or None, reduce_only=o.R or o.cp,
+            reason=None if o.x in ("NEW", "TRADE") else o.x,
+        )  # fmt: skip
+
+    def to_fill(self) -> FillNew | None:
+        """Return this execution's fill in our names, None when it is no fill (``o.is_fill``)."""
+        o = self.o
+        if not o.is_fill:
+            return None
+        return FillNew(
+            symbol=o.s, ts_ms=o.T, trade_id=str(o.t), order_id=str(o.i), client_order_id=o.c, side=o.S,
+            price=float(o.L), qty=float(o.l), fee=float(o.n), fee_asset=o.N, is_maker=o.m,
+            realized_pnl=float(o.rp),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AlgoUpdateOrder:
+    """The ``o`` object of ALGO_UPDATE: one conditional order's state."""
+
+    caid: str  # clientAlgoId
+    aid: int  # algoId
+    at: str  # algo type: CONDITIONAL
+    o: str  # order type: STOP_MARKET, TAKE_PROFIT_MARKET, …
+    s: str
+    S: OrderSide
+    ps: str
+    f: str
+    q: Decimal  # quantity (0 for closePosition)
+    X: str  # NEW, CANCELED, TRIGGERING, TRIGGERED, FINISHED, REJECTED, EXPIRED
+    ai: int | None  # the triggered child's order id; None for "" (before the trigger, and at times after)
+    ap: Decimal  # average fill price of the child
+    aq: Decimal  # executed quantity of the child
+    tp: Decimal  # trigger price
+    p: Decimal  # price
+    wt: str  # working type
+    cp: bool  # close position
+    pP: bool  # price protect
+    R: bool  # reduce only
+    tt: int  # trigger time (0 before)
+    rm: str  # reason of a rejection or cancel ("" when none)
+
+    def to_update(self, ts_ms: int) -> OrderUpdate:
+        """Return the algo order's state in our names at ``ts_ms`` (``order_id`` is the algoId)."""
+        return OrderUpdate(
+            symbol=self.s, ts_ms=ts_ms, client_order_id=self.caid, order_id=str(self.aid), side=self.S,
+            order_type=self.o, status=self.X, qty=float(self.q), filled_qty=float(self.aq),
+            price=float(self.p) or None, stop_price=float(self.tp),
+            avg_fill_price=float(self.ap) or None, reduce_only=self.R or self.cp, reason=self.rm or None,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AlgoUpdateEvent:
+    """``{"e": "ALGO_UPDATE", "E", "T", "o": {…}}``."""
+
+    E: int
+    T: int
+    o: AlgoUpdateOrder
+
+    def to_update(self) -> OrderUpdate:
+        """Return the algo order's state in our names."""
+        return self.o.to_update(self.T)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBalance:
+    """A row of ACCOUNT_UPDATE's ``B``: one margin asset."""
+
+    a: str  # asset
+    wb: Decimal  # wallet balance
+    cw: Decimal  # cross wallet balance
+    bc: Decimal  # balance change except PnL and commission
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPosition:
+    """A row of ACCOUNT_UPDATE's ``P``: one position."""
+
+    s: str
+    pa: Decimal  # position amount, signed
+    ep: Decimal  # entry price
+    bep: Decimal  # break-even price
+    cr: Decimal  # accumulated realized PnL (pre-fee)
+    up: Decimal  # unrealized PnL
+    mt: str  # margin type: isolated or cross
+    iw: Decimal  # isolated wallet
+    ps: str  # position side
+
+    def to_update(self, ts_ms: int) -> PositionUpdate:
+        """Return the position in our names at ``ts_ms``."""
+        return PositionUpdate(
+            symbol=self.s, ts_ms=ts_ms, qty=float(self.pa), entry_price=float(self.ep),
+            unrealized_pnl=float(self.up),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUpdateData:
+    """ACCOUNT_UPDATE's ``a``: the reason (``m``) and the changed balances and positions."""
+
+    m: str  # ORDER, FUNDING_FEE, DEPOSIT, WITHDRAW, ADJUSTMENT, MARGIN_TRANSFER, INSURANCE_CLEAR, …
+    B: tuple[AccountBalance, ...]
+    P: tuple[AccountPosition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUpdateEvent:
+    """``{"e": "ACCOUNT_UPDATE", "E", "T", "a": {"m", "B": […], "P": […]}}``."""
+
+    E: int
+    T: int
+    a: AccountUpdateData
+
+    def to_updates(self) -> list[PositionUpdate]:
+        """Return the changed positions in our names."""
+        return [p.to_update(self.T) for p in self.a.P]
+
+
+@dataclass(frozen=True, slots=True)
+class MarginCallPosition:
+    """A row of MARGIN_CALL's ``p``."""
+
+    s: str
+    ps: str
+    pa: Decimal  # position amount, signed
+    mt: str  # margin type
+    iw: Decimal  # isolated wallet
+    mp: Decimal  # mark price
+    up: Decimal  # unrealized PnL
+    mm: Decimal  # maintenance margin required
+
+
+@dataclass(frozen=True, slots=True)
+class MarginCallEvent:
+    """``{"e": "MARGIN_CALL", "E", "cw": cross wallet (crossed margin calls only), "p": […]}``."""
+
+    E: int
+    cw: Decimal | None
+    p: tuple[MarginCallPosition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TradeLiteEvent:
+    """``{"e": "TRADE_LITE", …}``: a fill announced early, without commission or realized PnL."""
+
+    E: int
+    T: int
+    s: str
+    c: str
+    S: OrderSide
+    q: Decimal  # original quantity
+    p: Decimal  # original price
+    i: int  # order id
+    l: Decimal  # noqa: E741 - Binance's name: last filled quantity
+    L: Decimal  # last filled price
+    t: int  # trade id
+    m: bool  # maker side
+
+
+@dataclass(frozen=True, slots=True)
+class ListenKeyExpiredEvent:
+    """``{"e": "listenKeyExpired", "E", "listenKey"}``: the stream's key expired; nothing more comes on it.
+
+    The key is a credential: it is kept out of ``repr``.
+    """
+
+    E: int
+    listenKey: str = field(repr=False)  # "" when the event names none
+
+
+UserEvent = (
+    OrderTradeUpdateEvent
+    | AlgoUpdateEvent
+    | AccountUpdateEvent
+    | MarginCallEvent
+    | TradeLiteEvent
+    | ListenKeyExpiredEvent
+)
+
+
+class _EventReader(_Reader):
+    """``_Reader`` for stream events, whose symbol is ``s``."""
+
+    def __init__(self, data: Mapping[str, Any], what: str, payload: object) -> None:
+        super().__init__(data, what, payload, with_symbol=False)
+
+    def event_symbol(self) -> str:
+        raw = self.data.get("s")
+        try:
+            if not isinstance(raw, str):
+                raise SymbolError(f"{self.what}: s={raw!r} is not a string")
+            self.symbol = to_internal(raw, "rest")
+        except SymbolError as e:
+            raise MalformedMessage(
+                "bad_symbol", str(e), self.payload, raw if isinstance(raw, str) else None
+            ) from None
+        return self.symbol
+
+    def side_of(self, name: str) -> OrderSide:
+        value = self.text(name)
+        if value not in ("BUY", "SELL"):
+            raise self._bad("bad_value", name, value, "BUY or SELL")
+        return "BUY" if value == "BUY" else "SELL"
+
+    def obj(self, name: str) -> Mapping[str, Any]:
+        value = self._value(name, _MISSING)
+        if not isinstance(value, Mapping):
+            raise self._bad("bad_shape", name, value, "an object")
+        return value
+
+    def rows(self, name: str, default: object = _MISSING) -> list[Mapping[str, Any]]:
+        value = self._value(name, default)
+        if not isinstance(value, list) or not all(isinstance(row, Mapping) for row in value):
+            raise self._bad("bad_shape", name, value, "a list of objects")
+        return value
+
+    def times(self) -> tuple[int, int]:
+        """(E, T); T defaults to E."""
+        event_ms = self.identifier("E")
+        return event_ms, self.identifier("T", event_ms)
+
+
+def parse_order_trade_update(data: Mapping[str, Any], payload: object = None) -> OrderTradeUpdateEvent:
+    """Parse an ORDER_TRADE_UPDATE event."""
+    payload = data if payload is None else payload
+    event = _EventReader(data, "ORDER_TRADE_UPDATE", payload)
+    event_ms, transaction_ms = event.times()
+    r = _EventReader(event.obj("o"), "ORDER_TRADE_UPDATE", payload)
+    order_type = r.text("o")
+    return OrderTradeUpdateEvent(
+        E=event_ms, T=transaction_ms,
+        o=OrderTradeUpdateOrder(
+            s=r.event_symbol(), c=r.text("c"), S=r.side_of("S"), o=order_type, f=r.text("f", ""),
+            q=r.decimal("q"), p=r.decimal("p", Decimal(0)), ap=r.decimal("ap", Decimal(0)),
+            sp=r.decimal("sp", Decimal(0)), x=r.text("x"), X=r.text("X"), i=r.identifier("i"),
+            l=r.decimal("l", Decimal(0)), z=r.decimal("z", Decimal(0)), L=r.decimal("L", Decimal(0)),
+            N=r.text("N", ""), n=r.decimal("n", Decimal(0), signed=True), T=r.identifier("T", transaction_ms),
+            t=r.identifier("t", 0), m=r.flag("m", False), R=r.flag("R", False),
+            wt=r.text("wt", "CONTRACT_PRICE"), ot=r.text("ot", order_type), ps=r.text("ps", "BOTH"),
+            cp=r.flag("cp", False), rp=r.decimal("rp", Decimal(0), signed=True),
+        ),
+    )  # fmt: skip
+
+
+def parse_algo_update(data: Mapping[str, Any], payload: object = None) -> AlgoUpdateEvent:
+    """Parse an ALGO_UPDATE event; ``ai`` "" (no child order yet, or none shown) becomes None."""
+    payload = data if payload is None else payload
+    event = _EventReader(data, "ALGO_UPDATE", payload)
+    event_ms, transaction_ms = event.times()
+    r = _EventReader(event.obj("o"), "ALGO_UPDATE", payload)
+    child = r.get("ai")
+    return AlgoUpdateEvent(
+        E=event_ms, T=transaction_ms,
+        o=AlgoUpdateOrder(
+            caid=r.text("caid"), aid=r.identifier("aid"), at=r.text("at", "CONDITIONAL"), o=r.text("o"),
+            s=r.event_symbol(), S=r.side_of("S"), ps=r.text("ps", "BOTH"), f=r.text("f", ""),
+            q=r.decimal("q", Decimal(0)), X=r.text("X"),
+            ai=None if child in (None, "", 0, "0") else r.identifier("ai"),
+            ap=r.decimal("ap", Decimal(0)), aq=r.decimal("aq", Decimal(0)), tp=r.decimal("tp", Decimal(0)),
+            p=r.decimal("p", Decimal(0)), wt=r.text("wt", "CONTRACT_PRICE"), cp=r.flag("cp", False),
+            pP=r.flag("pP", False), R=r.flag("R", False), tt=r.identifier("tt", 0), rm=r.text("rm", ""),
+        ),
+    )  # fmt: skip
+
+
+def parse_account_update(data: Mapping[str, Any], payload: object = None) -> AccountUpdateEvent:
+    """Parse an ACCOUNT_UPDATE event (balances and positions that changed, and why)."""
+    payload = data if payload is None else payload
+    event = _EventReader(data, "ACCOUNT_UPDATE", payload)
+    event_ms, transaction_ms = event.times()
+    a = _EventReader(event.obj("a"), "ACCOUNT_UPDATE", payload)
+    balances = []
+    for row in a.rows("B", []):
+        b = _EventReader(row, "ACCOUNT_UPDATE", payload)
+        balances.append(AccountBalance(
+            a=b.text("a"), wb=b.decimal("wb", signed=True), cw=b.decimal("cw", Decimal(0), signed=True),
+            bc=b.decimal("bc", Decimal(0), signed=True),
+        ))  # fmt: skip
+    positions = []
+    for row in a.rows("P", []):
+        p = _EventReader(row, "ACCOUNT_UPDATE", payload)
+        positions.append(AccountPosition(
+            s=p.event_symbol(), pa=p.decimal("pa", signed=True), ep=p.decimal("ep", Decimal(0)),
+            bep=p.decimal("bep", Decimal(0)), cr=p.decimal("cr", Decimal(0), signed=True),
+            up=p.decimal("up", Decimal(0), signed=True), mt=p.text("mt", ""),
+            iw=p.decimal("iw", Decimal(0), signed=True), ps=p.text("ps", "BOTH"),
+        ))  # fmt: skip
+    return AccountUpdateEvent(
+        E=event_ms, T=transaction_ms, a=AccountUpdateData(a.text("m"), tuple(balances), tuple(positions))
+    )
+
+
+def parse_margin_call(data: Mapping[str, Any], payload: object = None) -> MarginCallEvent:
+    """Parse a MARGIN_CALL event."""
+    payload = data if payload is None else payload
+    r = _EventReader(data, "MARGIN_CALL", payload)
+    cross = r.get("cw")
+    positions = []
+    for row in r.rows("p"):
+        p = _EventReader(row, "MARGIN_CALL", payload)
+        positions.append(MarginCallPosition(
+            s=p.event_symbol(), ps=p.text("ps", "BOTH"), pa=p.decimal("pa", signed=True), mt=p.text("mt", ""),
+            iw=p.decimal("iw", Decimal(0), signed=True), mp=p.decimal("mp"), up=p.decimal("up", signed=True),
+            mm=p.decimal("mm", Decimal(0)),
+        ))  # fmt: skip
+    return MarginCallEvent(
+        E=r.identifier("E"),
+        cw=None if cross in (None, "") else r.decimal("cw", signed=True),
+        p=tuple(positions),
+    )
+
+
+def parse_trade_lite(data: Mapping[str, Any], payload: object = None) -> TradeLiteEvent:
+    """Parse a TRADE_LITE event."""
+    payload = data if payload is None else payload
+    r = _EventReader(data, "TRADE_LITE", payload)
+    event_ms, transaction_ms = r.times()
+    return TradeLiteEvent(
+        E=event_ms, T=transaction_ms, s=r.event_symbol(), c=r.text("c"), S=r.side_of("S"),
+        q=r.decimal("q"), p=r.decimal("p", Decimal(0)), i=r.identifier("i"), l=r.decimal("l"),
+        L=r.decimal("L"), t=r.identifier("t"), m=r.flag("m", False),
+    )  # fmt: skip
+
+
+def parse_listen_key_expired(data: Mapping[str, Any], payload: object = None) -> ListenKeyExpiredEvent:
+    """Parse a listenKeyExpired event (``E`` may be a digit string; ``listenKey`` may be absent)."""
+    r = _EventReader(data, "listenKeyExpired", data if payload is None else payload)
+    return ListenKeyExpiredEvent(E=r.identifier("E"), listenKey=r.text("listenKey", ""))
+
+
+#: The parser of each user data event type (``e``).
+USER_EVENT_PARSERS: dict[str, Callable[[Mapping[str, Any], object], UserEvent]] = {
+    "ORDER_TRADE_UPDATE": parse_order_trade_update,
+    "ALGO_UPDATE": parse_algo_update,
+    "ACCOUNT_UPDATE": parse_account_update,
+    "MARGIN_CALL": parse_margin_call,
+    "TRADE_LITE": parse_trade_lite,
+    "listenKeyExpired": parse_listen_key_expired,
+}
+
+
+def parse_user_event(data: Mapping[str, Any], payload: object = None) -> UserEvent:
+    """Parse one user data event by its type ``e``; an unknown type raises MalformedMessage (unknown_event)."""
+    payload = data if payload is None else payload
+    if not isinstance(data, Mapping):
+        raise MalformedMessage("bad_shape", f"user event is a {type(data).__name__}, not an object", payload)
+    parse = USER_EVENT_PARSERS.get(data.get("e"))  # type: ignore[arg-type]
+    if parse is None:
+        raise MalformedMessage("unknown_event", f"user event type {data.get('e')!r} is not known", payload)
+    return parse(data, payload)
+
+
+@dataclass(frozen=True, slots=True)
+class UserFill:
+    """One fill of ours in our names with exact Decimals, from the stream or from ``userTrades``.
+
+    ``(symbol, trade_id)`` identifies it. ``source`` is ``stream`` (ORDER_TRADE_UPDATE) or ``backfill``
+    (userTrades after a gap, which carries no client id: ``client_order_id`` is None unless known).
+    """
+
+    symbol: str
+    trade_id: int
+    order_id: int
+    client_order_id: str | None
+    side: OrderSide
+    price: Decimal
+    qty: Decimal
+    fee: Decimal  # commission in fee_asset; negative for a rebate
+    fee_asset: str
+    realized_pnl: Decimal
+    is_maker: bool
+    ts_ms: int
+    source: str
+
+    def to_fill(self) -> FillNew:
+        """Return the fill as the bus carries it (``core.messages.FillNew``)."""
+        return FillNew(
+            symbol=self.symbol, ts_ms=self.ts_ms, trade_id=str(self.trade_id), order_id=str(self.order_id),
+            client_order_id=self.client_order_id, side=self.side, price=float(self.price), qty=float(self.qty),
+            fee=float(self.fee), fee_asset=self.fee_asset, is_maker=self.is_maker,
+            realized_pnl=float(self.realized_pnl),
+        )  # fmt: skip
+
+
+def user_fill_of_update(event: OrderTradeUpdateEvent) -> UserFill | None:
+    """Return the fill an ORDER_TRADE_UPDATE reports (``o.is_fill``), None when it reports none."""
+    o = event.o
+    if not o.is_fill:
+        return None
+    return UserFill(o.s, o.t, o.i, o.c, o.S, o.L, o.l, o.n, o.N, o.rp, o.m, o.T, "stream")
+
+
+def user_fill_of_trade(trade: UserTrade, client_order_id: str | None = None) -> UserFill:
+    """Return a ``userTrades`` row as a backfilled fill."""
+    t = trade
+    return UserFill(t.symbol, t.id, t.orderId, client_order_id, t.side, t.price, t.qty, t.commission,
+                    t.commissionAsset, t.realizedPnl, t.maker, t.time, "backfill")  # fmt: skip
