@@ -2,8 +2,11 @@
 
 Per WebSocket channel (``market``, ``public``, ``private``): drop the next N messages or each one
 with a probability (seeded), delay messages by D seconds, duplicate the next N, swap the next N
-pairs, close every connection now, or go silent for S seconds (connections stay open, the messages
-of that time are lost). Faults count per delivery: one message to one connection. Per REST path
+pairs, close every connection now, go silent for S seconds (connections stay open, the messages
+of that time are lost), or hang the connections open now for S seconds (``stall``: silent too, and
+no pong answers a ping, as a half-open connection). ``expire_listen_keys`` ends every live listenKey
+as Binance's expiry does: listenKeyExpired on its connections, then nothing more, and -1125 to a
+keepalive. Faults count per delivery: one message to one connection. Per REST path
 prefix: answer the next N requests with a 5xx in Binance's shape (not carried out, unless
 ``apply=True``: the order is placed and the answer is still the 5xx), hold them past the client's
 timeout (carried out unless ``apply=False``), or reset the connection without an answer (carried
@@ -39,6 +42,7 @@ CHANNEL_COUNTERS = (
     "disconnects",
     "slow_disconnects",
     "refused",
+    "stalled",
 )
 UNKNOWN_ERROR_CODE = -1000
 UNKNOWN_ERROR_MSG = "An unknown error occured while processing the request."
@@ -97,19 +101,28 @@ class Faults:
         self._rest_counters = dict.fromkeys(_REST_COUNTERS.values(), 0)
         self._disconnect: Callable[[str], None] | None = None
         self._reject: Callable[[int, str, int], None] | None = None
+        self._stall: Callable[[str, float], None] | None = None
+        self._expire: Callable[[], list[str]] | None = None
 
     # Wiring (the venue sets these) -----------------------------------------------------------
     def attach(
         self,
         disconnect: Callable[[str], None] | None = None,
         reject_next: Callable[[int, str, int], None] | None = None,
+        stall: Callable[[str, float], None] | None = None,
+        expire_listen_keys: Callable[[], list[str]] | None = None,
     ) -> None:
-        """Connect the hooks that act elsewhere: closing a channel's connections, the broker's rejections."""
+        """Connect the hooks that act elsewhere: closing or hanging a channel's connections (the stream
+        hub), the broker's rejections and listenKey expiry."""
         with self._lock:
             if disconnect is not None:
                 self._disconnect = disconnect
             if reject_next is not None:
                 self._reject = reject_next
+            if stall is not None:
+                self._stall = stall
+            if expire_listen_keys is not None:
+                self._expire = expire_listen_keys
 
     # WebSocket faults ------------------------------------------------------------------------
     def drop(self, channel: str, n: int = 1) -> None:
@@ -160,6 +173,27 @@ class Faults:
         if hook is None:
             raise RuntimeError("no stream hub is attached to these faults: the venue is not running")
         hook(channel)
+
+    def stall(self, channel: str, seconds: float) -> None:
+        """Hang every connection open on ``channel`` now for ``seconds``: it stays open but sends nothing,
+        not even a pong to a client's ping (a half-open TCP connection), and its messages of that time
+        are lost. Connections opened later are not affected."""
+        if seconds <= 0:
+            raise ValueError(f"stall must be > 0 s, got {seconds}")
+        self._state(channel)
+        with self._lock:
+            hook = self._stall
+        if hook is None:
+            raise RuntimeError("no stream hub is attached to these faults: the venue is not running")
+        hook(channel, float(seconds))
+
+    def expire_listen_keys(self) -> list[str]:
+        """Expire every live listenKey now (the broker's ``expire_listen_keys``); return them."""
+        with self._lock:
+            hook = self._expire
+        if hook is None:
+            raise RuntimeError("the venue has no paper broker (start it with api_key and api_secret)")
+        return hook()
 
     # REST faults -----------------------------------------------------------------------------
     def rest_error(
@@ -361,6 +395,8 @@ _CHANNEL_ACTIONS: dict[str, Callable[[Faults, dict[str, Any]], None]] = {
     "reorder": lambda f, b: f.reorder(b["channel"], b.get("pairs", b.get("n", 1))),
     "silence": lambda f, b: f.silence(b["channel"], b["seconds"]),
     "disconnect": lambda f, b: f.disconnect(b["channel"]),
+    "stall": lambda f, b: f.stall(b["channel"], b["seconds"]),
+    "expire_listen_keys": lambda f, b: _expire_listen_keys(f),
     "rest_error": lambda f, b: f.rest_error(
         b["prefix"],
         b.get("n", 1),
@@ -378,6 +414,10 @@ _CHANNEL_ACTIONS: dict[str, Callable[[Faults, dict[str, Any]], None]] = {
     ),
     "clear": lambda f, b: f.clear(),
 }
+
+
+def _expire_listen_keys(faults: Faults) -> None:
+    faults.expire_listen_keys()  # the keys are credentials: the admin route does not answer them
 
 
 async def _admin_faults(request: web.Request) -> web.Response:

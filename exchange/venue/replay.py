@@ -752,7 +752,9 @@ class ReplayVenue:
                 api_key=api_key or "", api_secret=api_secret or "", initial_usdt=initial_usdt, sim_config=sim_config,
             )  # fmt: skip
             self.hub.listen_key_valid = self.broker.listen_key_valid
-            self.faults.attach(reject_next=self.broker.reject_next)
+            self.faults.attach(
+                reject_next=self.broker.reject_next, expire_listen_keys=self.broker.expire_listen_keys
+            )
         else:
             self.hub = StreamHub(self.faults, send_queue_size=cfg.send_queue_size)
         self.driver = ReplayDriver(

@@ -12,11 +12,14 @@ Endpoints, as on fstream.binance.com since the URL split:
   malformed requests answer ``{"error": {"code": c, "msg": m}, "id": n}``.
 - ``/private?listenKey=K``, ``/private/ws?listenKey=K`` (python-binance's ``futures_user_socket``)
   and ``/private/ws/K``: user data of the paper broker; an unknown key is refused (closed with 1008).
+  Once a key expires its connections stay open but hear nothing more, except the ``listenKeyExpired``
+  event addressed to that key, as on Binance.
 
 Every connection has its own bounded send queue drained by its own task, so a slow client never
 blocks the replay driver or other clients; a client whose queue fills is disconnected and counted
 (``slow_disconnects``), as Binance drops clients that cannot keep up. Fault hooks
-(``exchange.venue.faults``) decide the fate of each message to each connection.
+(``exchange.venue.faults``) decide the fate of each message to each connection. Pings are answered
+here rather than by aiohttp, so that a stalled connection (``Faults.stall``) can leave them unanswered.
 """
 
 from __future__ import annotations
@@ -179,6 +182,11 @@ class _Connection:
     queue: asyncio.Queue[tuple[float, str, bool]] = field(default_factory=asyncio.Queue)
     held: list[str] | None = None
     closing: bool = False
+    stalled_until_s: float = 0.0  # time.monotonic() until which the connection hangs (Faults.stall)
+
+    @property
+    def stalled(self) -> bool:
+        return self.stalled_until_s > time.monotonic()
 
 
 class StreamHub:
@@ -203,7 +211,7 @@ class StreamHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        faults.attach(disconnect=self.disconnect)
+        faults.attach(disconnect=self.disconnect, stall=self.stall)
 
     def add_routes(self, app: web.Application) -> None:
         """Add the WebSocket endpoints and close every connection when the app shuts down."""
@@ -247,10 +255,18 @@ class StreamHub:
             self._loop.call_soon_threadsafe(self.publish_user, payload)
             return
         raw = json.dumps(payload, separators=(",", ":"))
+        # listenKeyExpired goes to its key's connections; nothing more reaches a key that is not live
+        expired = payload.get("listenKey") if payload.get("e") == "listenKeyExpired" else None
+        live = self.listen_key_valid
         for conn in list(self._connections):
-            if conn.channel == "private" and not conn.closing:
-                text = f'{{"stream":"{conn.listen_key}","data":{raw}}}' if conn.combined else raw
-                self._deliver(conn, text)
+            if conn.channel != "private" or conn.closing:
+                continue
+            if (expired is not None and conn.listen_key != expired) or (
+                expired is None and live is not None and not live(conn.listen_key or "")
+            ):
+                continue
+            text = f'{{"stream":"{conn.listen_key}","data":{raw}}}' if conn.combined else raw
+            self._deliver(conn, text)
 
     def disconnect(self, channel: str) -> None:
         """Close every connection on ``channel`` now (thread-safe); clients see a normal close and may reconnect."""
@@ -264,11 +280,27 @@ class StreamHub:
                 self.faults.count(channel, "disconnects")
                 self._close(conn, _CLOSE_GOING_AWAY, b"disconnected by the venue")
 
+    def stall(self, channel: str, seconds: float) -> None:
+        """Hang every open connection on ``channel`` for ``seconds`` (thread-safe; see ``Faults.stall``)."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        if threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self.stall, channel, seconds)
+            return
+        until = time.monotonic() + seconds
+        for conn in list(self._connections):
+            if conn.channel == channel and not conn.closing:
+                self.faults.count(channel, "stalled")
+                conn.stalled_until_s = until
+
     def connection_count(self, channel: str | None = None) -> int:
         """Return the number of open connections (on ``channel``, or all)."""
         return sum(1 for c in self._connections if channel is None or c.channel == channel)
 
     def _deliver(self, conn: _Connection, text: str) -> None:
+        if conn.stalled:
+            self.faults.count(conn.channel, "dropped")
+            return
         delivery = self.faults.delivery(conn.channel, can_hold=conn.held is None)
         if delivery.copies == 0:
             return
@@ -305,7 +337,7 @@ class StreamHub:
         async def handler(request: web.Request) -> web.WebSocketResponse:
             names = request.query.get("streams", "") if combined else request.match_info.get("streams", "")
             streams = [s for s in names.split("/") if s]
-            ws = web.WebSocketResponse(heartbeat=None, autoping=True)
+            ws = web.WebSocketResponse(heartbeat=None, autoping=False)
             await ws.prepare(request)
             if len(streams) > MAX_STREAMS_PER_CONNECTION:
                 await ws.close(code=_CLOSE_POLICY, message=b"too many streams")
@@ -318,7 +350,7 @@ class StreamHub:
 
     async def _private(self, request: web.Request) -> web.WebSocketResponse:
         key = request.match_info.get("key") or request.query.get("listenKey", "")
-        ws = web.WebSocketResponse(heartbeat=None, autoping=True)
+        ws = web.WebSocketResponse(heartbeat=None, autoping=False)
         await ws.prepare(request)
         if not key or self.listen_key_valid is None or not self.listen_key_valid(key):
             self.faults.count("private", "refused")
@@ -337,6 +369,9 @@ class StreamHub:
                     reply = self._method(conn, msg.data)
                     if reply is not None and not conn.closing:
                         conn.queue.put_nowait((0.0, json.dumps(reply, separators=(",", ":")), False))
+                elif msg.type == WSMsgType.PING:
+                    if not conn.stalled:
+                        await conn.ws.pong(msg.data)
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:
@@ -354,6 +389,9 @@ class StreamHub:
                 wait_s = not_before - time.monotonic()
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
+                if conn.stalled:  # queued before the stall: lost with the rest
+                    self.faults.count(conn.channel, "dropped")
+                    continue
                 await conn.ws.send_str(text)
                 if counted:
                     self.faults.count(conn.channel, "sent")

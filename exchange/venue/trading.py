@@ -165,6 +165,14 @@ class PaperBroker:
         """Whether ``key`` is a live listenKey (created, not closed, kept alive within 60 minutes)."""
         return self._listen_keys.valid(key)
 
+    def expire_listen_keys(self) -> list[str]:
+        """Expire every live listenKey now (thread-safe): each key's connections get ``listenKeyExpired``
+        (``E`` a digit string, as Binance documents it) and nothing more; a keepalive answers -1125."""
+        keys = self._listen_keys.expire_all()
+        for key in keys:
+            self.publish_user({"e": "listenKeyExpired", "E": str(int(self.now_ms())), "listenKey": key})
+        return keys
+
     def reject_next(self, code: int, msg: str, n: int = 1) -> None:
         """Answer the next ``n`` new orders (order and algoOrder) with Binance error ``code``/``msg``.
 

@@ -85,42 +85,59 @@ class RequestAuth:
 
 
 class ListenKeys:
-    """The user-data stream's listenKeys, each alive 60 minutes of the wall clock after its last PUT."""
+    """The user-data stream's listenKeys, each alive 60 minutes of the wall clock after its last PUT.
+
+    Thread-safe: ``expire_all`` comes from a test's thread while the venue's loop serves requests.
+    """
 
     def __init__(self, wall_ms: Callable[[], int]) -> None:
         self._wall_ms = wall_ms
         self._expiry_ms: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def valid(self, key: str) -> bool:
         """Whether ``key`` is live (created, not closed, kept alive within 60 minutes)."""
-        expiry = self._expiry_ms.get(key)
+        with self._lock:
+            expiry = self._expiry_ms.get(key)
         return expiry is not None and expiry > self._wall_ms()
 
     def new(self, p: Params) -> dict[str, str]:
         """``POST /fapi/v1/listenKey``: the live key, extended, or a new one."""
         now = self._wall_ms()
-        live = [k for k, expiry in self._expiry_ms.items() if expiry > now]
-        key = live[0] if live else secrets.token_hex(32)  # Binance answers the live key, extended
-        self._expiry_ms[key] = now + LISTEN_KEY_LIFE_MS
+        with self._lock:
+            live = [k for k, expiry in self._expiry_ms.items() if expiry > now]
+            key = live[0] if live else secrets.token_hex(32)  # Binance answers the live key, extended
+            self._expiry_ms[key] = now + LISTEN_KEY_LIFE_MS
         return {"listenKey": key}
 
     def keepalive(self, p: Params) -> dict[str, str]:
         """``PUT /fapi/v1/listenKey``: extend the given (or the live) key; -1125 when there is none."""
         now = self._wall_ms()
-        key = p.get("listenKey") or next((k for k, e in self._expiry_ms.items() if e > now), "")
-        if not self.valid(key):
-            raise BinanceError(-1125, "This listenKey does not exist.")
-        self._expiry_ms[key] = now + LISTEN_KEY_LIFE_MS
+        with self._lock:
+            key = p.get("listenKey") or next((k for k, e in self._expiry_ms.items() if e > now), "")
+            if self._expiry_ms.get(key, 0) <= now:
+                raise BinanceError(-1125, "This listenKey does not exist.")
+            self._expiry_ms[key] = now + LISTEN_KEY_LIFE_MS
         return {"listenKey": key}
 
     def close(self, p: Params) -> dict[str, str]:
         """``DELETE /fapi/v1/listenKey``: forget the given key, or all of them."""
         key = p.get("listenKey")
-        if key:
-            self._expiry_ms.pop(key, None)
-        else:
-            self._expiry_ms.clear()
+        with self._lock:
+            if key:
+                self._expiry_ms.pop(key, None)
+            else:
+                self._expiry_ms.clear()
         return {}
+
+    def expire_all(self) -> list[str]:
+        """Forget every live key now, as if its 60 minutes had passed; return them."""
+        now = self._wall_ms()
+        with self._lock:
+            live = [k for k, expiry in self._expiry_ms.items() if expiry > now]
+            for key in live:
+                del self._expiry_ms[key]
+        return live
 
 
 class Rejections:
