@@ -12,4 +12,6 @@
   queries, resolution of unknown outcomes by client id), on ``signed`` (HMAC signing, clock offset,
   rate limits, unknown-outcome vs rejection) and ``orders`` (client ids, rounding to the filters,
   Decimal wire values); it uses ``requests`` directly, not python-binance.
+- ``user_stream``: the user data stream (listenKey lifecycle, 24 h rollover, ping watchdog, typed
+  events, a ``Gap`` after every loss and the fills of the gap backfilled over REST exactly once).
 """
