@@ -8,8 +8,6 @@ as on Binance; BTCUSDT has its real 2025-12 filters (tick 0.1, step 0.001, MIN_N
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import pickle
 import re
@@ -22,7 +20,8 @@ from typing import Any
 
 import pytest
 import requests
-from pydantic import SecretStr
+from venue_fixtures import BTC, MARK, Clock, WallClockVenue, serve_venue, signed_client, started
+from venue_fixtures import exchange_info as exchange_info
 
 from core.errors import RejectedError, UnreachableError
 from exchange.binance.payloads import AlgoOrderResponse
@@ -34,55 +33,19 @@ from exchange.binance.trading import (
     Found,
     OrderOutcomeUnknown,
     RateLimitedError,
-    TradingConfig,
     client_id,
 )
-from exchange.venue import BackgroundServer, Faults, create_app
-from exchange.venue.exchange_info import add_routes as add_info_routes
-from exchange.venue.exchange_info import filter_exchange_info
+from exchange.venue import BackgroundServer, Faults
 from exchange.venue.state import STATE
-from exchange.venue.trading import PaperBroker
-from storage.lake import Lake
 
 KEY = "trading-test-key"
 SECRET = "trading-test-secret-b7f3c9"
-BTC = "BTCUSDT"
-BID, ASK, MARK = 60_000.0, 60_000.1, 60_000.0
-
-
-class Clock:
-    """The wall clock shifted by ``shift_ms``, epoch ms."""
-
-    def __init__(self, shift_ms: int = 0) -> None:
-        self.shift_ms = shift_ms
-
-    def __call__(self) -> int:
-        return int(time.time() * 1000) + self.shift_ms
 
 
 @dataclass
-class Venue:
-    url: str
-    server: BackgroundServer
-    broker: PaperBroker
-    faults: Faults
-    wall: Clock
+class Venue(WallClockVenue):
     rate: Clock
     events: list[dict[str, Any]] = field(default_factory=list)
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call ``fn(*args)`` on the venue's event loop, as the replay driver does."""
-
-        async def call() -> Any:
-            return fn(*args)
-
-        assert self.server._loop is not None
-        return asyncio.run_coroutine_threadsafe(call(), self.server._loop).result(10)
-
-    def quote(self, bid: float = BID, ask: float = ASK, mark: float = MARK) -> None:
-        ts = self.wall()
-        self.run(self.broker.on_book, BTC, ts, bid, ask)
-        self.run(self.broker.on_mark, BTC, ts, mark, mark)
 
     def requests(self, path: str) -> int:
         return int(self.server.app[STATE].requests.get(path, 0))
@@ -94,12 +57,6 @@ class Venue:
         return [a for a in self.broker.algos.values() if a.client_algo_id == client_algo_id]
 
 
-@pytest.fixture(scope="module")
-def exchange_info(shared_data: Path) -> dict[str, Any]:
-    info = json.loads((shared_data / "payloads" / "rest" / "exchange_info_2025-12.json").read_text())
-    return filter_exchange_info(info, [BTC])
-
-
 @pytest.fixture
 def make_venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[Callable[..., Venue]]:
     servers: list[BackgroundServer] = []
@@ -107,15 +64,9 @@ def make_venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[Callab
     def make(weight_limit_1m: int | None = None) -> Venue:
         wall, rate, faults = Clock(), Clock(), Faults()
         events: list[dict[str, Any]] = []
-        broker = PaperBroker(exchange_info, wall, events.append, api_key=KEY, api_secret=SECRET, wall_ms=wall)
-        app = create_app(Lake(tmp_path / "lake"), wall, weight_limit_1m=weight_limit_1m, rate_clock_ms=rate,
-                         faults=faults)  # fmt: skip
-        broker.add_routes(app)
-        add_info_routes(
-            app, exchange_info, lambda s: {"symbol": s, "markPrice": str(broker.mark_price(s))}, [BTC]
-        )
-        faults.attach(reject_next=broker.reject_next)
-        server = BackgroundServer(app)
+        server, broker = serve_venue(exchange_info, tmp_path / "lake", wall, events.append, key=KEY,
+                                     secret=SECRET, faults=faults, weight_limit_1m=weight_limit_1m,
+                                     rate_clock_ms=rate)  # fmt: skip
         servers.append(server)
         venue = Venue(server.start(), server, broker, faults, wall, rate, events)
         venue.quote()
@@ -136,18 +87,12 @@ def _client(
     wall_clock_ms: Callable[[], int] | None = None, **overrides: Any,
 ) -> BinanceTrading:  # fmt: skip
     settings: dict[str, Any] = {"recv_window_ms": 1_000, "timeout_s": 0.5, "backoff_s": 0.0} | overrides
-    config = TradingConfig(
-        base_url=venue.url, api_key=SecretStr(KEY), api_secret=SecretStr(secret), **settings
-    )
-    return BinanceTrading(config, sleep=sleep, wall_clock_ms=wall_clock_ms)
+    return signed_client(venue.url, KEY, secret, sleep=sleep, wall_clock_ms=wall_clock_ms, **settings)
 
 
 @pytest.fixture
 def client(venue: Venue) -> Iterator[BinanceTrading]:
-    trading = _client(venue)
-    trading.start()
-    yield trading
-    trading.close()
+    yield from started(_client(venue))
 
 
 # Signing, start-up ---------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ watchdog are configurable in seconds.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -22,6 +21,8 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from venue_fixtures import BTC, MARK, Clock, WallClockVenue, serve_venue, signed_client, started
+from venue_fixtures import exchange_info as exchange_info
 
 from core.messages import OrderSide
 from exchange.binance.payloads import (
@@ -33,49 +34,21 @@ from exchange.binance.payloads import (
 )
 from exchange.binance.trading import BinanceRejection, BinanceTrading, TradingConfig
 from exchange.binance.user_stream import Gap, MalformedEvent, StreamEvent, UserStream, UserStreamConfig
-from exchange.venue import BackgroundServer, Faults, create_app
-from exchange.venue.exchange_info import add_routes as add_info_routes
-from exchange.venue.exchange_info import filter_exchange_info
+from exchange.venue import Faults
 from exchange.venue.streams import StreamHub
-from exchange.venue.trading import PaperBroker
-from storage.lake import Lake
 
 KEY = "user-stream-test-key"
 SECRET = "user-stream-test-secret-5d1e"
-BTC = "BTCUSDT"
-BID, ASK, MARK = 60_000.0, 60_000.1, 60_000.0
 LISTEN_KEY_PATH = "/fapi/v1/listenKey"
 
 
-def _wall() -> int:
-    return int(time.time() * 1000)
-
-
 @dataclass
-class Venue:
-    url: str
-    server: BackgroundServer
-    broker: PaperBroker
+class Venue(WallClockVenue):
     hub: StreamHub
-    faults: Faults
 
     @property
     def ws_url(self) -> str:
         return "ws" + self.url.removeprefix("http") + "/"
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call ``fn(*args)`` on the venue's event loop, as the replay driver does."""
-
-        async def call() -> Any:
-            return fn(*args)
-
-        assert self.server._loop is not None
-        return asyncio.run_coroutine_threadsafe(call(), self.server._loop).result(10)
-
-    def quote(self, bid: float = BID, ask: float = ASK, mark: float = MARK) -> None:
-        ts = _wall()
-        self.run(self.broker.on_book, BTC, ts, bid, ask)
-        self.run(self.broker.on_mark, BTC, ts, mark, mark)
 
     def publish(self, payload: dict[str, Any]) -> None:
         """Publish a user event now, on the venue's loop (faults switched on before apply to it)."""
@@ -85,29 +58,13 @@ class Venue:
         return self.hub.connection_count("private")
 
 
-@pytest.fixture(scope="module")
-def exchange_info(shared_data: Path) -> dict[str, Any]:
-    info = json.loads((shared_data / "payloads" / "rest" / "exchange_info_2025-12.json").read_text())
-    return filter_exchange_info(info, [BTC])
-
-
 @pytest.fixture
 def venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[Venue]:
-    faults = Faults()
+    wall, faults = Clock(), Faults()
     hub = StreamHub(faults)
-    broker = PaperBroker(
-        exchange_info, _wall, hub.publish_user, api_key=KEY, api_secret=SECRET, wall_ms=_wall
-    )
-    hub.listen_key_valid = broker.listen_key_valid
-    app = create_app(Lake(tmp_path / "lake"), _wall, weight_limit_1m=None, faults=faults)
-    hub.add_routes(app)
-    broker.add_routes(app)
-    add_info_routes(
-        app, exchange_info, lambda s: {"symbol": s, "markPrice": str(broker.mark_price(s))}, [BTC]
-    )
-    faults.attach(reject_next=broker.reject_next, expire_listen_keys=broker.expire_listen_keys)
-    server = BackgroundServer(app)
-    venue = Venue(server.start(), server, broker, hub, faults)
+    server, broker = serve_venue(exchange_info, tmp_path / "lake", wall, hub.publish_user, key=KEY,
+                                 secret=SECRET, faults=faults, hub=hub)  # fmt: skip
+    venue = Venue(server.start(), server, broker, faults, wall, hub)
     venue.quote()
     yield venue
     server.stop()
@@ -115,17 +72,12 @@ def venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[Venue]:
 
 def _client(venue: Venue, **overrides: Any) -> BinanceTrading:
     settings: dict[str, Any] = {"recv_window_ms": 2_000, "timeout_s": 2.0, "backoff_s": 0.0} | overrides
-    return BinanceTrading(
-        TradingConfig(base_url=venue.url, api_key=SecretStr(KEY), api_secret=SecretStr(SECRET), **settings)
-    )
+    return signed_client(venue.url, KEY, SECRET, **settings)
 
 
 @pytest.fixture
 def trading(venue: Venue) -> Iterator[BinanceTrading]:
-    client = _client(venue)
-    client.start()
-    yield client
-    client.close()
+    yield from started(_client(venue))
 
 
 class Running:
@@ -273,7 +225,7 @@ def test_empty_ai_duplicates_reordering_unknown_and_malformed_events_pass_throug
     venue: Venue, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="exchange.binance.user_stream")
-    t = _wall()
+    t = venue.wall()
     with Running(venue) as running:
         venue.faults.reorder("private", 1)  # TRIGGERED (empty ai) and the child's fill arrive swapped
         venue.publish(_algo_event("TRIGGERED", "", t))

@@ -7,7 +7,6 @@ and realized PnL are compared with ``core.sim.FillSimulator`` for the same price
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import pytest
 import requests
 from binance.client import Client
 from binance.exceptions import BinanceAPIException
+from venue_fixtures import LoopbackVenue, load_exchange_info
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -50,22 +50,10 @@ class Clock:
 
 
 @dataclass
-class Venue:
-    url: str
-    server: BackgroundServer
-    broker: PaperBroker
+class Venue(LoopbackVenue):
     clock: Clock
     wall: Clock
     events: list[dict[str, Any]] = field(default_factory=list)
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call ``fn(*args)`` on the venue's event loop, as the replay driver does, and wait for it."""
-
-        async def call() -> Any:
-            return fn(*args)
-
-        assert self.server._loop is not None
-        return asyncio.run_coroutine_threadsafe(call(), self.server._loop).result(10)
 
     def book(
         self, symbol: str, bid: float, ask: float, mark: float | None = None, last: float | None = None
@@ -82,7 +70,7 @@ class Venue:
 
 @pytest.fixture(scope="module")
 def exchange_info(shared_data: Path) -> dict[str, Any]:
-    return json.loads((shared_data / "payloads" / "rest" / "exchange_info_2025-12.json").read_text())
+    return load_exchange_info(shared_data)
 
 
 @pytest.fixture(scope="module")
