@@ -86,7 +86,7 @@ def _client(
     venue: Venue, secret: str = SECRET, *, sleep: Callable[[float], None] | None = None,
     wall_clock_ms: Callable[[], int] | None = None, **overrides: Any,
 ) -> BinanceTrading:  # fmt: skip
-    settings: dict[str, Any] = {"recv_window_ms": 1_000, "timeout_s": 0.5, "backoff_s": 0.0} | overrides
+    settings: dict[str, Any] = {"recv_window_ms": 1_000, "timeout_s": 2.0, "backoff_s": 0.0} | overrides
     return signed_client(venue.url, KEY, secret, sleep=sleep, wall_clock_ms=wall_clock_ms, **settings)
 
 
@@ -201,7 +201,7 @@ def test_placing_the_same_client_ids_again_returns_the_orders_without_duplicates
 
 
 def _timeout(applied: bool) -> Callable[[Venue], None]:
-    return lambda v: v.faults.rest_timeout("/fapi/v1/order", sleep_s=3, apply=applied)
+    return lambda v: v.faults.rest_timeout("/fapi/v1/order", sleep_s=4, apply=applied)
 
 
 def _error(applied: bool, status: int = 500, code: int = -1000) -> Callable[[Venue], None]:
