@@ -1,10 +1,9 @@
 """Recorded Binance user-data and REST payloads → ``core.ledger`` / ``core.reconcile`` types, for tests.
 
-``exchange.binance.payloads`` has no ORDER_TRADE_UPDATE / ALGO_UPDATE parser yet, and its REST
-parsers (being written with the trading client) convert to the bus messages of ``core.messages``
-(floats), not to the ledger's Decimal records. Until the client converts to the ledger's types, the
-ledger's tests read the recorded payloads through these small conversions, which keep Binance's
-field names here, in tests, and nowhere in ``core`` or ``storage``.
+User events, algo orders and positions go through the client's own parsers (``exchange.binance.
+payloads``) and ``exchange.binance.ledger_records``. REST orders and userTrades rows are converted here:
+``payloads.OrderResponse`` keeps no price or creation time, and the ledger's tests read ccxt-wrapped
+order rows (``info``) too.
 """
 
 from __future__ import annotations
@@ -17,6 +16,13 @@ from typing import Any
 
 from core.ledger import AlgoOrderState, Fill, OrderState
 from core.reconcile import ExchangePosition
+from exchange.binance.ledger_records import algo_of_response, algo_of_update, order_of_update, position_of
+from exchange.binance.payloads import (
+    parse_algo_order,
+    parse_algo_update,
+    parse_order_trade_update,
+    parse_position_risk,
+)
 
 FIXTURES = ("payloads", "fixtures")
 
@@ -39,34 +45,12 @@ def _dec(value: Any) -> Decimal:
 
 def order_trade_update(data: Mapping[str, Any]) -> tuple[OrderState, Fill | None]:
     """An ORDER_TRADE_UPDATE: the order's state, and its fill when the event carries one."""
-    o = data["o"]
-    order = OrderState(
-        symbol=o["s"], order_id=int(o["i"]), client_order_id=o["c"] or None, side=o["S"],
-        order_type=o.get("ot") or o["o"], status=o["X"], qty=_dec(o["q"]), filled_qty=_dec(o["z"]),
-        update_ms=int(o["T"]), price=_dec(o["p"]), stop_price=_dec(o["sp"]), avg_price=_dec(o["ap"]),
-        reduce_only=bool(o["R"]), close_position=bool(o.get("cp", False)), working_type=o.get("wt"), raw=data,
-    )  # fmt: skip
-    fill = None
-    if int(o.get("t") or 0) and _dec(o["l"]) > 0:
-        fill = Fill(
-            symbol=o["s"], trade_id=int(o["t"]), order_id=int(o["i"]), side=o["S"], price=_dec(o["L"]),
-            qty=_dec(o["l"]), commission=_dec(o.get("n")), commission_asset=o.get("N"), time_ms=int(o["T"]),
-            client_order_id=o["c"] or None, realized_pnl=_dec(o.get("rp")), is_maker=bool(o["m"]), raw=data,
-        )  # fmt: skip
-    return order, fill
+    return order_of_update(parse_order_trade_update(data), raw=data)
 
 
 def algo_update(data: Mapping[str, Any]) -> AlgoOrderState:
     """An ALGO_UPDATE (``ai`` empty → no child yet)."""
-    o = data["o"]
-    return AlgoOrderState(
-        symbol=o["s"], algo_id=int(o["aid"]), client_algo_id=o["caid"], side=o["S"], order_type=o["o"],
-        status=o["X"], qty=_dec(o["q"]), trigger_price=_dec(o["tp"]), update_ms=int(data["T"]),
-        close_position=bool(o["cp"]), reduce_only=bool(o["R"]), price_protect=bool(o["pP"]),
-        working_type=o["wt"], price=_dec(o["p"]), child_order_id=_id(o["ai"]), executed_qty=_dec(o["aq"]),
-        avg_price=_dec(o["ap"]), triggered_ms=_id(o.get("tt")), reject_reason=o.get("rm", ""),
-        algo_type=o["at"], raw=data,
-    )  # fmt: skip
+    return algo_of_update(parse_algo_update(data), raw=data)
 
 
 def rest_order(row: Mapping[str, Any]) -> OrderState:
@@ -84,15 +68,7 @@ def rest_order(row: Mapping[str, Any]) -> OrderState:
 
 def rest_algo_order(row: Mapping[str, Any]) -> AlgoOrderState:
     """A ``/fapi/v1/algoOrder`` answer or openAlgoOrders row (``type`` in older examples)."""
-    return AlgoOrderState(
-        symbol=row["symbol"], algo_id=int(row["algoId"]), client_algo_id=row["clientAlgoId"], side=row["side"],
-        order_type=row.get("orderType") or row["type"], status=row["algoStatus"], qty=_dec(row.get("quantity")),
-        trigger_price=_dec(row["triggerPrice"]), update_ms=int(row.get("updateTime") or row["createTime"]),
-        close_position=bool(row.get("closePosition", False)), reduce_only=bool(row.get("reduceOnly", False)),
-        price_protect=bool(row.get("priceProtect", False)), working_type=row.get("workingType"),
-        child_order_id=_id(row.get("actualOrderId")), created_ms=int(row["createTime"]),
-        algo_type=row.get("algoType", "CONDITIONAL"), raw=row,
-    )  # fmt: skip
+    return algo_of_response(parse_algo_order(row), raw=row)
 
 
 def user_trade(row: Mapping[str, Any]) -> Fill:
@@ -106,11 +82,5 @@ def user_trade(row: Mapping[str, Any]) -> Fill:
 
 
 def position_risk(row: Mapping[str, Any]) -> ExchangePosition:
-    """A one-way ``positionRisk`` row; a hedge-mode row (LONG/SHORT) is refused, as the client refuses
-    a hedge-mode account."""
-    if row.get("positionSide", "BOTH") != "BOTH":
-        raise ValueError(f"hedge-mode position row ({row['positionSide']}): the ledger is one-way only")
-    return ExchangePosition(
-        symbol=row["symbol"], qty=_dec(row["positionAmt"]), entry_price=_dec(row["entryPrice"]),
-        update_ms=int(row["updateTime"]),
-    )  # fmt: skip
+    """A one-way ``positionRisk`` row; a hedge-mode row (LONG/SHORT) is refused."""
+    return position_of(parse_position_risk(row))
