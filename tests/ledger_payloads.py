@@ -1,7 +1,7 @@
 """Recorded Binance user-data and REST payloads → ``core.ledger`` / ``core.reconcile`` types, for tests.
 
 User events, algo orders and positions go through the client's own parsers (``exchange.binance.
-payloads``) and ``exchange.binance.ledger_records``. REST orders and userTrades rows are converted here:
+payloads``) and ``exchange.binance.ledger_records``. REST orders are converted here:
 ``payloads.OrderResponse`` keeps no price or creation time, and the ledger's tests read ccxt-wrapped
 order rows (``info``) too.
 """
@@ -69,16 +69,6 @@ def rest_order(row: Mapping[str, Any]) -> OrderState:
 def rest_algo_order(row: Mapping[str, Any]) -> AlgoOrderState:
     """A ``/fapi/v1/algoOrder`` answer or openAlgoOrders row (``type`` in older examples)."""
     return algo_of_response(parse_algo_order(row), raw=row)
-
-
-def user_trade(row: Mapping[str, Any]) -> Fill:
-    """A ``/fapi/v1/userTrades`` row (no client order id)."""
-    return Fill(
-        symbol=row["symbol"], trade_id=int(row["id"]), order_id=int(row["orderId"]), side=row["side"],
-        price=_dec(row["price"]), qty=_dec(row["qty"]), commission=_dec(row["commission"]),
-        commission_asset=row["commissionAsset"], time_ms=int(row["time"]), realized_pnl=_dec(row["realizedPnl"]),
-        is_maker=bool(row["maker"]), raw=row,
-    )  # fmt: skip
 
 
 def position_risk(row: Mapping[str, Any]) -> ExchangePosition:
