@@ -20,7 +20,7 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -28,10 +28,14 @@ from pydantic import SecretStr
 
 from core.errors import FatalError
 
+if TYPE_CHECKING:
+    from raytrade.settings import Settings
+
 __all__ = [
     "PASSPHRASE_ENV",
     "KeystoreError",
     "encrypt_keys",
+    "keys_path",
     "load_keys",
     "read_passphrase",
 ]
@@ -184,3 +188,8 @@ def read_passphrase(
     if not value:
         raise KeystoreError("empty passphrase")
     return value
+
+
+def keys_path(settings: Settings) -> Path:
+    """Return where the encrypted keys live: ``<data_dir>/keys.enc``."""
+    return settings.data_dir / "keys.enc"

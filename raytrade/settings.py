@@ -283,8 +283,9 @@ def format_validation_error(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-#: Prefixes of variables that are ours but not settings (test and benchmark service URLs).
-_NOT_SETTINGS = (f"{ENV_PREFIX}TEST_", f"{ENV_PREFIX}BENCH_")
+#: Prefixes of variables that are ours but not settings (test and benchmark service URLs, and the
+#: passphrase of the encrypted keys, read by raytrade.keystore only and never kept in Settings).
+_NOT_SETTINGS = (f"{ENV_PREFIX}TEST_", f"{ENV_PREFIX}BENCH_", f"{ENV_PREFIX}KEYS_PASSPHRASE")
 
 
 def unknown_env_keys(environ: Mapping[str, str]) -> list[str]:
