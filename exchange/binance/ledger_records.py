@@ -12,7 +12,14 @@ from typing import Any
 
 from core.ledger import AlgoOrderState, Fill, OrderState
 from core.reconcile import ExchangePosition
-from exchange.binance.payloads import AlgoOrderResponse, AlgoUpdateEvent, OrderTradeUpdateEvent, PositionRisk
+from exchange.binance.payloads import (
+    AlgoOrderResponse,
+    AlgoUpdateEvent,
+    OrderResponse,
+    OrderTradeUpdateEvent,
+    PositionRisk,
+    UserTrade,
+)
 
 
 def order_of_update(
@@ -55,6 +62,26 @@ def algo_of_response(row: AlgoOrderResponse, raw: Mapping[str, Any] | None = Non
         update_ms=row.updateTime or row.createTime, close_position=row.closePosition, reduce_only=row.reduceOnly,
         price_protect=row.priceProtect, working_type=row.workingType or None, child_order_id=row.actualOrderId,
         created_ms=row.createTime, algo_type=row.algoType or "CONDITIONAL", raw=raw,
+    )  # fmt: skip
+
+
+def order_of_response(row: OrderResponse, raw: Mapping[str, Any] | None = None) -> OrderState:
+    """A ``/fapi/v1/order`` answer or openOrders row (``OrderResponse`` keeps no limit price and no
+    creation time: price 0, created at ``updateTime``)."""
+    return OrderState(
+        symbol=row.symbol, order_id=row.orderId, client_order_id=row.clientOrderId or None, side=row.side,
+        order_type=row.origType or row.type, status=row.status, qty=row.origQty, filled_qty=row.executedQty,
+        update_ms=row.updateTime, stop_price=row.stopPrice, avg_price=row.avgPrice, reduce_only=row.reduceOnly,
+        close_position=row.closePosition, working_type=row.workingType or None, raw=raw,
+    )  # fmt: skip
+
+
+def fill_of_trade(row: UserTrade, client_order_id: str | None = None) -> Fill:
+    """A ``userTrades`` row (which carries no client id: pass it when known)."""
+    return Fill(
+        symbol=row.symbol, trade_id=row.id, order_id=row.orderId, side=row.side, price=row.price, qty=row.qty,
+        commission=row.commission, commission_asset=row.commissionAsset or None, time_ms=row.time,
+        client_order_id=client_order_id, realized_pnl=row.realizedPnl, is_maker=row.maker,
     )  # fmt: skip
 
 
