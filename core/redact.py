@@ -18,7 +18,6 @@ import re
 import threading
 import traceback
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus
 
 __all__ = ["MASK", "RedactingFilter", "redact"]
 
@@ -50,8 +49,24 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def _percent_encoded(secret: str, *, plus: bool) -> str:
+    # urllib.parse.quote(safe="") / quote_plus, without importing urllib into core (no I/O modules)
+    out = []
+    for byte in secret.encode("utf-8"):
+        if byte in _UNRESERVED:
+            out.append(chr(byte))
+        elif plus and byte == 0x20:
+            out.append("+")
+        else:
+            out.append(f"%{byte:02X}")
+    return "".join(out)
+
+
 def _variants(secret: str) -> set[str]:
-    return {secret, quote(secret, safe=""), quote_plus(secret)}
+    return {secret, _percent_encoded(secret, plus=False), _percent_encoded(secret, plus=True)}
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
