@@ -245,7 +245,9 @@ class Decider:
                     window.last_mark_close if math.isfinite(window.last_mark_close) else row[_I["open"]]
                 )
                 window.last_mark_close = mark_close if math.isfinite(mark_close) else window.last_mark_close
-                if math.isfinite(mark_close):
+                if (
+                    math.isfinite(mark_close) and s in traded
+                ):  # a reference symbol's bar comes from its own group
                     bar_closes.append(BarClose(
                         s, event.ts_ms, row[_I["open"]], row[_I["high"]], row[_I["low"]], row[_I["close"]],
                         mark_open, row[_I["mark_high"]], row[_I["mark_low"]], mark_close,

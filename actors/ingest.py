@@ -80,7 +80,7 @@ class IngestService:
         self._history: dict[str, SymbolInputs] = {}
         self._venue_ms = 0
         self._venue_wall_s = time.monotonic()
-        self._ticks: dict[str, MarketTick] = {}
+        self._ticks: list[MarketTick] = []  # in arrival order, none dropped: every tick can trigger an exit
         self._tick_event = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -240,7 +240,7 @@ class IngestService:
             self._note_venue_time(update.event_ms)
             tick = self._book.on_mark(update)
             if tick is not None:
-                self._ticks[tick.symbol] = tick
+                self._ticks.append(tick)
                 self._tick_event.set()
         elif isinstance(update, BookUpdate):
             self._book.on_book(update)
@@ -335,6 +335,10 @@ class IngestService:
             except Exception:
                 log.exception("publishing features.ready failed")
         if self._hook is not None:
+            # the minute's ticks go before its close (venue-time order; one caller, so the execution
+            # actor sees them in this order): a trigger crossed by a tick inside the bar exits on that
+            # tick whatever the load, not on the bar rule of a close that overtook it
+            await self._flush_ticks(before_ms=minute + MINUTE_MS)
             try:
                 await self._hook.on_close(closed.event)
             except Exception:
@@ -348,15 +352,24 @@ class IngestService:
             await self._tick_event.wait()
             await asyncio.sleep(self.config.tick_batch_ms / 1000)
             self._tick_event.clear()
-            ticks, self._ticks = list(self._ticks.values()), {}
-            if not ticks or self._hook is None:
-                continue
-            self._counts["tick_batches"] += 1
-            try:
-                await self._hook.on_ticks(self._book.with_latest_book(ticks))
-            except Exception:
-                self._counts["hook_errors"] += 1
-                log.exception("ingest hook on_ticks failed")
+            await self._flush_ticks()
+
+    async def _flush_ticks(self, before_ms: int | None = None) -> None:
+        """Hand the waiting ticks (those before ``before_ms``, if given) to the hook, oldest first, each
+        with the book of its own time."""
+        if before_ms is None:
+            ticks, self._ticks = self._ticks, []
+        else:
+            ticks = [t for t in self._ticks if t.ts_ms < before_ms]
+            self._ticks = [t for t in self._ticks if t.ts_ms >= before_ms]
+        if not ticks or self._hook is None:
+            return
+        self._counts["tick_batches"] += 1
+        try:
+            await self._hook.on_ticks(self._book.with_book_at(ticks))
+        except Exception:
+            self._counts["hook_errors"] += 1
+            log.exception("ingest hook on_ticks failed")
 
     # --- storage -----------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ the ``ClosedMinute`` it builds. Rules:
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,9 @@ from core.time import INTERVAL_MS, MINUTE_MS
 from exchange.updates import BookUpdate, KlineUpdate, MarkUpdate
 
 Mark = tuple[float, float, float, float]  # mark high, low, close, premium close
+
+
+RECENT_BOOKS = 64  # books kept per symbol to price late-handed ticks at their own time
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,7 @@ class IngestBook:
         self._rest_marks: dict[str, dict[int, Mark]] = {s: {} for s in self.symbols}
         self._last_kline_wall: dict[int, int] = {}
         self._book: dict[str, tuple[float, float, int, int]] = {}  # bid, ask, event ms, update id
+        self._recent_books: dict[str, deque[tuple[int, float, float]]] = {}  # event ms, bid, ask
         self._mark: dict[str, tuple[float, int]] = {}
         self._kline_seen: dict[str, tuple[int, int]] = {}  # last 1m open ms, wall ms
         self._resync_until_ms = 0
@@ -205,14 +210,21 @@ class IngestBook:
             self.counts["ignored_ticks"] += 1
             return
         self._book[u.symbol] = (u.bid, u.ask, u.event_ms, u.update_id)
+        self._recent_books.setdefault(u.symbol, deque(maxlen=RECENT_BOOKS)).append((u.event_ms, u.bid, u.ask))
 
-    def with_latest_book(self, ticks: Sequence[MarketTick]) -> list[MarketTick]:
-        """Return ``ticks`` with the latest best bid/ask of their symbols (a tick keeps its own
-        when no book has arrived)."""
-        return [
-            MarketTick(t.symbol, t.ts_ms, t.mark, *self._book.get(t.symbol, (t.bid, t.ask))[:2])
-            for t in ticks
-        ]
+    def with_book_at(self, ticks: Sequence[MarketTick]) -> list[MarketTick]:
+        """Return ``ticks`` each with the best bid/ask of its own time: the newest book whose event time
+        is not after the tick's (a tick keeps the book it came with when none is that old), so a
+        batch handed on late does not price its early ticks at a later book."""
+        out = []
+        for t in ticks:
+            bid, ask = t.bid, t.ask
+            for event_ms, b, a in reversed(self._recent_books.get(t.symbol, ())):
+                if event_ms <= t.ts_ms:
+                    bid, ask = b, a
+                    break
+            out.append(MarketTick(t.symbol, t.ts_ms, t.mark, bid, ask))
+        return out
 
     # --- closing minutes ---------------------------------------------------------------------------
 

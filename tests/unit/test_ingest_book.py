@@ -198,12 +198,17 @@ def test_ticks_books_and_freshness(market):
     book.on_book(BookUpdate("ETHUSDT", t + 1500, 10, 49.9, 1.0, 50.1, 2.0))
     book.on_book(BookUpdate("ETHUSDT", t + 1400, 9, 1.0, 1.0, 2.0, 2.0))  # older: ignored
     assert book.counts["ignored_ticks"] == 2
-    (fresh,) = book.with_latest_book([tick])
-    assert (fresh.bid, fresh.ask, fresh.mark) == (49.9, 50.1, 50.0)
+    (early,) = book.with_book_at([tick])  # the only book is after the tick: it keeps its own
+    assert math.isnan(early.bid) and early.mark == 50.0
+    later = book.on_mark(MarkUpdate("ETHUSDT", t + 2000, 50.5, 49.0, 0.0, 0))
+    assert later is not None
+    book.on_book(BookUpdate("ETHUSDT", t + 3000, 10, 60.9, 1.0, 61.1, 2.0))  # after both ticks
+    priced = book.with_book_at([tick, later])  # handed on late: each at the book of its own time
+    assert [(p.bid, p.ask) for p in priced[1:]] == [(49.9, 50.1)] and math.isnan(priced[0].bid)
     book.on_kline(bar(market, "ETHUSDT", N_HIST), 2)
     f = book.freshness(t + MINUTE + 2000, 4000)
     assert f["ETHUSDT"]["last_bar_ms"] == t and f["ETHUSDT"]["kline_wall_age_ms"] == 3998
-    assert f["ETHUSDT"]["mark_age_ms"] == MINUTE + 1000 and f["ETHUSDT"]["book_age_ms"] == MINUTE + 500
+    assert f["ETHUSDT"]["mark_age_ms"] == MINUTE and f["ETHUSDT"]["book_age_ms"] == MINUTE - 1000
     assert f["ETHUSDT"]["stale"] == "mark older than 5000 ms"
     book.on_mark(MarkUpdate("ETHUSDT", t + MINUTE + 1000, 51.0, 50.0, 0.0, 0))
     assert book.freshness(t + MINUTE + 2000, 0)["ETHUSDT"]["stale"] == "book older than 30000 ms"
