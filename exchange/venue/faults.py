@@ -100,7 +100,7 @@ class Faults:
         self._counters = {c: dict.fromkeys(CHANNEL_COUNTERS, 0) for c in CHANNELS}
         self._rest_counters = dict.fromkeys(_REST_COUNTERS.values(), 0)
         self._disconnect: Callable[[str], None] | None = None
-        self._reject: Callable[[int, str, int], None] | None = None
+        self._reject: Callable[[int, str, int, str | None], None] | None = None
         self._stall: Callable[[str, float], None] | None = None
         self._expire: Callable[[], list[str]] | None = None
 
@@ -108,7 +108,7 @@ class Faults:
     def attach(
         self,
         disconnect: Callable[[str], None] | None = None,
-        reject_next: Callable[[int, str, int], None] | None = None,
+        reject_next: Callable[[int, str, int, str | None], None] | None = None,
         stall: Callable[[str, float], None] | None = None,
         expire_listen_keys: Callable[[], list[str]] | None = None,
     ) -> None:
@@ -241,14 +241,19 @@ class Faults:
             self._rest.append(_RestRule(_prefix(prefix), "reset", _positive(n, "n"), apply=apply))
 
     def reject_order(
-        self, code: int = -2010, msg: str = "Order would immediately trigger.", n: int = 1
+        self,
+        code: int = -2010,
+        msg: str = "Order would immediately trigger.",
+        n: int = 1,
+        kind: str | None = None,
     ) -> None:
-        """Make the paper broker reject the next ``n`` orders with Binance error ``code``/``msg``."""
+        """Make the paper broker reject the next ``n`` new orders with Binance error ``code``/``msg``:
+        any order, or only regular orders (``kind="order"``) or only algo orders (``kind="algo"``)."""
         with self._lock:
             hook = self._reject
         if hook is None:
             raise RuntimeError("the venue has no paper broker (start it with api_key and api_secret)")
-        hook(code, msg, _positive(n, "n"))
+        hook(code, msg, _positive(n, "n"), kind)
 
     def clear(self) -> None:
         """Switch every fault off (counters are kept)."""
@@ -410,7 +415,7 @@ _CHANNEL_ACTIONS: dict[str, Callable[[Faults, dict[str, Any]], None]] = {
         b["prefix"], b.get("n", 1), sleep_s=b.get("sleep_s", 30.0), apply=b.get("apply", True)
     ),
     "reject_order": lambda f, b: f.reject_order(
-        b.get("code", -2010), b.get("msg", "Order would immediately trigger."), b.get("n", 1)
+        b.get("code", -2010), b.get("msg", "Order would immediately trigger."), b.get("n", 1), b.get("kind")
     ),
     "clear": lambda f, b: f.clear(),
 }

@@ -173,13 +173,13 @@ class PaperBroker:
             self.publish_user({"e": "listenKeyExpired", "E": str(int(self.now_ms())), "listenKey": key})
         return keys
 
-    def reject_next(self, code: int, msg: str, n: int = 1) -> None:
+    def reject_next(self, code: int, msg: str, n: int = 1, kind: str | None = None) -> None:
         """Answer the next ``n`` new orders (order and algoOrder) with Binance error ``code``/``msg``.
 
         Thread-safe. Codes of unknown execution status (-1000, -1001, -1006, -1007, -1008) answer
         HTTP 503, -1003/-1015 HTTP 429, others 400. The order is not placed.
         """
-        self._rejections.add(code, msg, n)
+        self._rejections.add(code, msg, n, kind)
 
     # --- routes ------------------------------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:
@@ -248,7 +248,7 @@ class PaperBroker:
 
     # --- orders ------------------------------------------------------------------------------------
     def _new_order(self, p: Params) -> dict[str, Any]:
-        self._rejections.take()
+        self._rejections.take("order")
         symbol, rules = self._symbol(p)
         side = proto.side_param(p)
         order_type = proto.required(p, "type")

@@ -64,7 +64,7 @@ class AlgoOrders:
             self.end(algo, "EXPIRED", ts_ms)
 
     def new(self, p: Params) -> dict[str, Any]:
-        self.rejections.take()
+        self.rejections.take("algo")
         if proto.required(p, "algoType") != "CONDITIONAL":
             raise BinanceError(
                 -1130, "Data sent for parameter 'algoType' is not valid; only CONDITIONAL is supported."

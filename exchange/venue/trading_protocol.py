@@ -141,24 +141,29 @@ class ListenKeys:
 
 
 class Rejections:
-    """Errors to answer the next new orders with (thread-safe: faults arrive from other threads)."""
+    """Errors to answer the next new orders with (thread-safe: faults arrive from other threads); each
+    for any new order, or only for a regular order (``"order"``) or only for an algo order (``"algo"``)."""
 
     def __init__(self) -> None:
-        self._queue: list[tuple[int, str]] = []
+        self._queue: list[tuple[int, str, str | None]] = []
         self._lock = threading.Lock()
 
-    def add(self, code: int, msg: str, n: int) -> None:
+    def add(self, code: int, msg: str, n: int, kind: str | None = None) -> None:
         if n < 0:
             raise ValueError(f"n must be ≥ 0, got {n}")
+        if kind not in (None, "order", "algo"):
+            raise ValueError(f"kind must be None, 'order' or 'algo', got {kind!r}")
         with self._lock:
-            self._queue.extend([(int(code), str(msg))] * n)
+            self._queue.extend([(int(code), str(msg), kind)] * n)
 
-    def take(self) -> None:
-        """Raise the next queued error, if any: HTTP 503 for an unknown outcome, 429 for rate limits."""
+    def take(self, kind: str) -> None:
+        """Raise the next queued error for a new order of ``kind``, if any: HTTP 503 for an unknown
+        outcome, 429 for rate limits."""
         with self._lock:
-            if not self._queue:
+            at = next((i for i, q in enumerate(self._queue) if q[2] in (None, kind)), None)
+            if at is None:
                 return
-            code, msg = self._queue.pop(0)
+            code, msg, _ = self._queue.pop(at)
         status = 503 if code in UNKNOWN_OUTCOME_CODES else 429 if code in (-1003, -1015) else 400
         raise BinanceError(code, msg, status=status)
 
