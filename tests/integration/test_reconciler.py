@@ -18,7 +18,7 @@ from venue_fixtures import BTC, MARK, Clock, WallClockVenue, serve_venue, signed
 from venue_fixtures import exchange_info as exchange_info
 
 from actors.reconciler import Reconciler, ReconcilerConfig
-from core.ledger import EngineSignal
+from core.ledger import EngineSignal, SyncCursor
 from core.reconcile import CorrectionKind as K
 from core.reconcile import ReconcileConfig
 from exchange.binance.snapshot import fetch_snapshot
@@ -108,9 +108,9 @@ def open_algos(venue: WallClockVenue) -> list[Any]:
 def test_snapshot_reads_positions_orders_and_trades_from_the_cursor(
     venue: WallClockVenue, earlier: BinanceTrading, trading: BinanceTrading
 ) -> None:
-    entry = earlier.place_entry(BTC, "BUY", "0.003", "snap-entry", mark_price=MARK)
-    earlier.place_protection(BTC, "SL", "LONG", 58_000, entry.avgPrice or MARK, "snap-sl", "0.003")
-    earlier.place_entry(BTC, "BUY", "0.002", "snap-add", mark_price=MARK)
+    entry = earlier.place_entry(BTC, "BUY", D("0.003"), "snap-entry", mark_price=MARK)
+    earlier.place_protection(BTC, "SL", "LONG", 58_000, entry.avgPrice or MARK, "snap-sl", D("0.003"))
+    earlier.place_entry(BTC, "BUY", D("0.002"), "snap-add", mark_price=MARK)
     now = trading.http.now_ms()
     snap = fetch_snapshot(trading, None, {}, [], now)
     [position] = snap.positions
@@ -118,8 +118,6 @@ def test_snapshot_reads_positions_orders_and_trades_from_the_cursor(
     assert [a.client_algo_id for a in snap.open_algo_orders] == ["snap-sl"]
     first, second = sorted(snap.trades, key=lambda f: f.trade_id)
     assert (first.qty, second.qty) == (D("0.003"), D("0.002")) and snap.trades_from_id == {BTC: None}
-    from core.ledger import SyncCursor
-
     later = fetch_snapshot(trading, [BTC], {BTC: SyncCursor(BTC, first.trade_id, first.time_ms)}, [], now)
     assert [f.trade_id for f in later.trades] == [second.trade_id]
     assert later.trades_from_id == {BTC: first.trade_id + 1}
@@ -128,10 +126,10 @@ def test_snapshot_reads_positions_orders_and_trades_from_the_cursor(
 def test_a_venue_position_and_fills_the_ledger_never_saw_are_adopted_and_a_second_run_finds_nothing(
     venue: WallClockVenue, earlier: BinanceTrading, engine: sa.Engine, make: Callable[..., Reconciler]
 ) -> None:
-    entry = earlier.place_entry(BTC, "BUY", "0.003", "old-entry", mark_price=MARK)
+    entry = earlier.place_entry(BTC, "BUY", D("0.003"), "old-entry", mark_price=MARK)
     price = entry.avgPrice or D(str(MARK))
-    earlier.place_protection(BTC, "SL", "LONG", 58_000, price, "old-sl", "0.003")
-    earlier.place_protection(BTC, "TP", "LONG", 62_000, price, "old-tp", "0.003")
+    earlier.place_protection(BTC, "SL", "LONG", 58_000, price, "old-sl", D("0.003"))
+    earlier.place_protection(BTC, "TP", "LONG", 62_000, price, "old-tp", D("0.003"))
     reconciler = make(engine)
     first = reconciler.run_once()
     assert not first.errors, first.format()
@@ -157,7 +155,7 @@ def test_a_venue_position_and_fills_the_ledger_never_saw_are_adopted_and_a_secon
 def test_a_resting_close_position_stop_of_an_adopted_position_is_adopted_not_duplicated(
     venue: WallClockVenue, earlier: BinanceTrading, sqlite_engine: sa.Engine, make: Callable[..., Reconciler]
 ) -> None:
-    entry = earlier.place_entry(BTC, "SELL", "0.004", "short-entry", mark_price=MARK)
+    entry = earlier.place_entry(BTC, "SELL", D("0.004"), "short-entry", mark_price=MARK)
     price = entry.avgPrice or D(str(MARK))
     earlier.place_protection(BTC, "SL", "SHORT", 61_000, price, "short-sl")  # closePosition: no quantity
     earlier.place_protection(BTC, "TP", "SHORT", 58_000, price, "short-tp")
@@ -179,9 +177,9 @@ def test_a_resting_close_position_stop_of_an_adopted_position_is_adopted_not_dup
 def test_an_orphan_algo_order_whose_position_closed_on_the_venue_is_cancelled(
     venue: WallClockVenue, earlier: BinanceTrading, sqlite_engine: sa.Engine, make: Callable[..., Reconciler]
 ) -> None:
-    entry = earlier.place_entry(BTC, "BUY", "0.003", "gone-entry", mark_price=MARK)
-    earlier.place_protection(BTC, "SL", "LONG", 58_000, entry.avgPrice or MARK, "gone-sl", "0.003")
-    earlier.close_position(BTC, "SELL", "0.003", "gone-close")  # the reduce-only stop stays NEW
+    entry = earlier.place_entry(BTC, "BUY", D("0.003"), "gone-entry", mark_price=MARK)
+    earlier.place_protection(BTC, "SL", "LONG", 58_000, entry.avgPrice or MARK, "gone-sl", D("0.003"))
+    earlier.close_position(BTC, "SELL", D("0.003"), "gone-close")  # the reduce-only stop stays NEW
     [orphan] = open_algos(venue)
     reconciler = make(sqlite_engine)
     report = reconciler.run_once()
@@ -201,7 +199,7 @@ def test_an_orphan_algo_order_whose_position_closed_on_the_venue_is_cancelled(
 def test_a_naked_position_is_protected_when_the_ledger_knows_its_levels(
     venue: WallClockVenue, earlier: BinanceTrading, sqlite_engine: sa.Engine, make: Callable[..., Reconciler]
 ) -> None:
-    earlier.place_entry(BTC, "BUY", "0.003", "naked-entry", mark_price=MARK)
+    earlier.place_entry(BTC, "BUY", D("0.003"), "naked-entry", mark_price=MARK)
     LedgerStore(sqlite_engine).record_signal(
         EngineSignal(
             venue.wall() - 1_000, BTC, "LONG", "lgbm", "ev", meta={"sl_price": 58_000.05, "tp_price": 62_000}
@@ -229,7 +227,7 @@ def test_a_naked_position_is_protected_when_the_ledger_knows_its_levels(
 def test_a_naked_position_without_known_levels_is_flattened_reduce_only(
     venue: WallClockVenue, earlier: BinanceTrading, sqlite_engine: sa.Engine, make: Callable[..., Reconciler]
 ) -> None:
-    earlier.place_entry(BTC, "SELL", "0.002", "manual-short", mark_price=MARK)
+    earlier.place_entry(BTC, "SELL", D("0.002"), "manual-short", mark_price=MARK)
     reconciler = make(sqlite_engine)
     report = reconciler.run_once()
     [action] = report.actions
@@ -249,7 +247,7 @@ def test_a_naked_position_without_known_levels_is_flattened_reduce_only(
 def test_a_protection_the_venue_refuses_flattens_the_position_at_once(
     venue: WallClockVenue, earlier: BinanceTrading, sqlite_engine: sa.Engine, make: Callable[..., Reconciler]
 ) -> None:
-    earlier.place_entry(BTC, "BUY", "0.003", "late-entry", mark_price=MARK)
+    earlier.place_entry(BTC, "BUY", D("0.003"), "late-entry", mark_price=MARK)
     LedgerStore(sqlite_engine).record_signal(  # the mark (60000) is below this stop: -2021
         EngineSignal(
             venue.wall() - 1_000, BTC, "LONG", "lgbm", "ev", meta={"sl_price": 60_500, "tp_price": 62_000}
@@ -267,7 +265,7 @@ def test_a_protection_the_venue_refuses_flattens_the_position_at_once(
 def test_naked_positions_are_only_reported_under_the_report_policy(
     venue: WallClockVenue, earlier: BinanceTrading, sqlite_engine: sa.Engine, make: Callable[..., Reconciler]
 ) -> None:
-    earlier.place_entry(BTC, "BUY", "0.003", "kept-entry", mark_price=MARK)
+    earlier.place_entry(BTC, "BUY", D("0.003"), "kept-entry", mark_price=MARK)
     report = make(sqlite_engine, naked_without_levels="report").run_once()
     [action] = report.actions
     assert (action.kind, action.outcome) == ("flatten", "skipped") and venue_qty(venue) == D("0.003")
@@ -277,8 +275,8 @@ def test_naked_positions_are_only_reported_under_the_report_policy(
 def test_dry_run_reports_the_same_findings_and_changes_nothing_in_the_database_or_on_the_venue(
     venue: WallClockVenue, earlier: BinanceTrading, sqlite_engine: sa.Engine, make: Callable[..., Reconciler]
 ) -> None:
-    earlier.place_entry(BTC, "BUY", "0.003", "dry-entry", mark_price=MARK)
-    earlier.place_entry(BTC, "BUY", "0.002", "dry-add", mark_price=MARK)
+    earlier.place_entry(BTC, "BUY", D("0.003"), "dry-entry", mark_price=MARK)
+    earlier.place_entry(BTC, "BUY", D("0.002"), "dry-add", mark_price=MARK)
     before_db = row_counts(sqlite_engine)
     before_venue = (
         len(venue.broker.orders),
