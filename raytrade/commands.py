@@ -37,6 +37,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("venue", "cmd_venue", "Replay the lake as a local Binance USDⓈ-M venue until the replay ends or Ctrl-C."),
     ("research", "cmd_research", "Train, gate and report on real history in the lake: folds, Tune sweep, registration, backtest, report."),
     ("run", "cmd_run", "Run the realtime system: ingest actors, Serve Predictor, policy, risk/execution actor (shadow)."),
+    ("kill", "cmd_kill", "Stop new entries now (kill file + recorded event); with --close-positions also cancel and flatten."),
+    ("resume", "cmd_kill", "Allow entries again: remove the kill file and record the resume, unless a condition still holds."),
     ("encrypt-keys", "cmd_keys", "Encrypt the Binance API key and secret at rest (Fernet, scrypt passphrase); never prints them."),
     ("live-confirm", "cmd_keys", "Make the confirmation token live mode asks for, and print the phrase to type when it starts."),
     ("reconcile", "cmd_reconcile", "Reconcile the ledger with the venue once and print what was found and done; exit 0 consistent, 2 corrected, 1 error."),
