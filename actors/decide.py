@@ -195,7 +195,8 @@ class Decider:
     # --- the hook ----------------------------------------------------------------------------------
     async def warm(self, history: Mapping[str, Any]) -> None:
         """Seed the ATR windows from the ingest's warm-up history (``SymbolInputs`` per symbol) and
-        send the Predictor one request, so the first close pays no start-up cost."""
+        rehearse one close's decision with the arrays a real close passes, so the first close pays
+        no start-up cost (numba compiling or loading a kernel for a signature not seen yet)."""
         for symbol, inputs in history.items():
             bars = _Bars()
             x = inputs.values
@@ -208,11 +209,26 @@ class Decider:
                 bars.last_mark_close = float(x[-1, _I["mark_close"]])
             self._bars[symbol] = bars
             bars.atr(self.cfg.label)  # compiles/loads the ATR kernels now
-        probe = np.zeros((1, len(FEATURE_INDEX)))
-        await asyncio.wait_for(self._predictor.predict.remote(probe), self.cfg.predict_timeout_s * 3)
-        decide_arrays(
-            {k: np.zeros(1) for k in PREDICTION_KEYS}, 1.0, 0.01, 1.0, self.cfg.policy, self.cfg.label
+        probe = _Bars()  # the same kernels when no symbol has history yet
+        for i in range(60):
+            probe.add(i * 60_000, 101.0, 99.0, 100.0)
+        probe.atr(self.cfg.label)
+        n = max(1, len(self.cfg.trade_symbols or history))
+        features = np.zeros((n, len(FEATURE_INDEX)))
+        answer: Prediction = await asyncio.wait_for(
+            self._predictor.predict.remote(features), self.cfg.predict_timeout_s * 3
         )
+        answered = {k: answer.output(k) for k in PREDICTION_KEYS}
+        price, atr = np.full(n, 100.0), np.full(n, 1.0)
+        # The answer's arrays arrive through Ray read-only (out-of-band buffers), which numba types
+        # apart from writable ones: the policy kernel has a signature for each, warm both.
+        for preds in (answered, {k: np.array(v) for k, v in answered.items()}):
+            decide_symbols(features, preds, price, atr, self.cfg.policy, self.cfg.label)
+        await self._execution.equity.remote()  # resolves the actor handle now
+        try:
+            await asyncio.to_thread(self._model_id, answer.version)
+        except RuntimeError as e:  # each close reports it (counted as a hook error)
+            log.warning("decider: %s", e)
 
     async def on_close(self, event: CloseEvent) -> None:
         intents: list[EntryIntent] = []
