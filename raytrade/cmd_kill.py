@@ -41,23 +41,17 @@ console = Console(highlight=False)
 
 
 def trading_config(settings: Settings) -> TradingConfig | None:
-    """The ``TradingConfig`` of the configured venue (module docstring), or None when none is configured.
+    """The configured venue's ``TradingConfig`` (``raytrade.cmd_reconcile.trading_config``), accepting
+    any account mode (a flatten must work on whatever account it finds); None when none is configured."""
+    from exchange.binance.signed import TradingConfig
+    from raytrade.cmd_reconcile import trading_config as configured
 
-    It accepts any account mode: a flatten must work on whatever account it finds.
-    """
-    from exchange.binance.rest import FAPI_MAINNET
-    from exchange.binance.signed import FAPI_TESTNET, TradingConfig
-
+    try:
+        config = configured(settings)
+    except ValueError:
+        return None
     modes = {"allow_hedge_mode": True, "allow_multi_assets_mode": True, "margin_type": "CROSSED"}
-    if settings.fapi_url and settings.venue_api_key and settings.venue_api_secret:
-        # the replay venue's /fapi/v1/time is replay time while it checks timestamps on the wall clock
-        return TradingConfig(base_url=settings.fapi_url, api_key=settings.venue_api_key,
-                             api_secret=settings.venue_api_secret, sync_clock=False, **modes)  # fmt: skip
-    if settings.binance_api_key and settings.binance_api_secret:
-        base_url = settings.fapi_url or (FAPI_TESTNET if settings.testnet else FAPI_MAINNET)
-        return TradingConfig(base_url=base_url, api_key=settings.binance_api_key,
-                             api_secret=settings.binance_api_secret, **modes)  # fmt: skip
-    return None
+    return TradingConfig.model_validate(config.model_dump() | modes)
 
 
 def _now_ms() -> int:
