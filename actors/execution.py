@@ -477,6 +477,28 @@ class ExecutionBook:
         self.stats.exit_reasons[reason] = self.stats.exit_reasons.get(reason, 0) + 1
         self._publish_position(ts, symbol)
 
+    # --- kill switch -------------------------------------------------------------------------------
+    def kill_switch(self, close_positions: bool = False, source: str = "operator") -> dict[str, Any]:
+        """Block every entry (the simulator's KILL_SWITCH guard); with ``close_positions`` flatten too."""
+        self.sim.set_kill_switch(True)
+        ts = self._last_ts or int(time.time() * 1000)
+        self._write_risk_event(ts, "kill_switch", None, 2, f"kill switch on ({source})",
+                               {"close_positions": close_positions, "session": self.cfg.session_id})  # fmt: skip
+        closed = self.flatten("KILL") if close_positions else 0
+        return {"active": True, "close_positions": close_positions, "closed": closed}
+
+    def resume(self, source: str = "operator") -> dict[str, Any]:
+        """Allow entries again."""
+        self.sim.set_kill_switch(False)
+        ts = self._last_ts or int(time.time() * 1000)
+        self._write_risk_event(ts, "kill_switch_off", None, 1, f"kill switch off ({source})",
+                               {"session": self.cfg.session_id})  # fmt: skip
+        return {"active": False}
+
+    @property
+    def equity(self) -> float:
+        return float(self.sim.equity)
+
     # --- reporting ---------------------------------------------------------------------------------
     def _risk_event(self, ts: int, symbol: str, reasons: tuple[str, ...], it: EntryIntent) -> None:
         details = {"reasons": list(reasons), "intent": {k: v for k, v in asdict(it).items() if not isinstance(v, float)
@@ -544,8 +566,8 @@ def execution_actor_class() -> Any:
     class ExecutionActor:
         """Ray wrapper of ``ExecutionBook``; calls from one caller run in order (a synchronous actor)."""
 
-        def __init__(self, cfg: ExecutionConfig) -> None:
-            self.book = ExecutionBook(cfg)
+        def __init__(self, cfg: Any) -> None:
+            self.book = make_book(cfg)
 
         def submit(
             self,
@@ -568,7 +590,13 @@ def execution_actor_class() -> Any:
             return self.book.summary()
 
         def equity(self) -> float:
-            return self.book.sim.equity
+            return float(self.book.equity)
+
+        def kill_switch(self, close_positions: bool = False, source: str = "operator") -> dict[str, Any]:
+            return self.book.kill_switch(close_positions, source)
+
+        def resume(self, source: str = "operator") -> dict[str, Any]:
+            return self.book.resume(source)
 
         def trades(self) -> list[dict[str, Any]]:
             return self.book.trades()
@@ -581,9 +609,19 @@ def execution_actor_class() -> Any:
     return ExecutionActor
 
 
-def start_execution_actor(
-    cfg: ExecutionConfig, *, name: str = EXECUTION_ACTOR_NAME, detached: bool = True
-) -> Any:
+def make_book(cfg: Any) -> Any:
+    """The book a config describes: the paper book (``ExecutionConfig``) or the live book of a venue
+    (``actors.live_book.LiveConfig``); both answer the same calls."""
+    if isinstance(cfg, ExecutionConfig):
+        return ExecutionBook(cfg)
+    from actors.live_book import LiveBook, LiveConfig
+
+    if isinstance(cfg, LiveConfig):
+        return LiveBook(cfg)
+    raise TypeError(f"no book for a {type(cfg).__name__}: give an ExecutionConfig or a LiveConfig")
+
+
+def start_execution_actor(cfg: Any, *, name: str = EXECUTION_ACTOR_NAME, detached: bool = True) -> Any:
     """Create (or get) the named execution actor; detached so it outlives the driver that started it."""
     cls = execution_actor_class()
     options: Mapping[str, Any] = {"name": name, "get_if_exists": True}

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -86,6 +86,11 @@ class LiveConfig(BaseModel):
         60_000, gt=0, description="an entry must go within this of its bar's close"
     )
     leverage: int = Field(3, ge=1, le=125, description="leverage when an intent names none")
+    venue_clock: Literal["estimate", "query"] = Field(
+        "estimate",
+        description="the venue's time: the client's estimate (Binance), or asked of /fapi/v1/time each time "
+        "(a replay venue, whose clock is not the wall's)",
+    )
 
 
 @dataclass(slots=True)
@@ -118,7 +123,8 @@ class LiveBook:
         self.store = LedgerStore(self.engine, source=self._source)
         self.trading = BinanceTrading(cfg.trading)
         self.trading.start()
-        self.wall_ms = wall_ms or self.trading.http.now_ms  # the venue's clock as the client estimates it
+        venue_now = self.trading.server_time_ms if cfg.venue_clock == "query" else self.trading.http.now_ms
+        self.wall_ms = wall_ms or venue_now  # the venue's clock
         self.monotonic = monotonic
         self.sim = FillSimulator(cfg.symbols, cfg.sim, cfg.risk)  # the account's mirror, for the guards
         self.kill = KillSwitch(cfg.killswitch)

@@ -16,6 +16,7 @@ The report always counts why decisions were skipped (``skip_reasons``).
 from __future__ import annotations
 
 import math
+import secrets
 import time
 import uuid
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 import ray
+from pydantic import SecretStr
 
 from actors.decide import DeciderConfig, decider_factory
 from actors.execution import ExecutionConfig, start_execution_actor
@@ -62,6 +64,7 @@ class ShadowOptions:
     predictor_poll_s: float = 5.0
     close_deadline_ms: int = 3000
     mark_fallback: Literal["none", "last"] = "none"  # replay without mark_1m: refuse, or last price as mark
+    mode: Literal["shadow", "live"] = "shadow"  # live: orders go to the venue (actors.live_book)
 
 
 def symbol_groups(symbols: Sequence[str], group_size: int) -> list[tuple[str, ...]]:
@@ -78,6 +81,10 @@ class ShadowSession:
         self.settings = settings
         self.options = options
         self.venue: Any = None
+        self._venue_keys: tuple[SecretStr, SecretStr] = (
+            SecretStr(""),
+            SecretStr(""),
+        )  # live on the replay venue
         self.execution: Any = None
         self.execution_name = ""
         self.ingest: list[Any] = []
@@ -109,11 +116,11 @@ class ShadowSession:
         engine.dispose()
         start_ray(s, progress=False)
         deploy_predictor(s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s)
+        if o.venue == "replay":
+            self._start_venue()  # before the book: a live book connects to the venue as it starts
         self.execution_name = f"{EXECUTION_ACTOR_NAME}-{o.session_id}"
         self.execution = start_execution_actor(self.execution_config(), name=self.execution_name)
         ray.get(self.execution.summary.remote())  # constructed (book recovered) before anyone looks it up
-        if o.venue == "replay":
-            self._start_venue()
         decider = DeciderConfig(
             session_id=o.session_id, database_url=s.database_url, redis_url=s.redis_url, model_name=o.model_name,
             predictor_app=APP_NAME, predictor_deployment=DEPLOYMENT_NAME, execution_actor=self.execution_name,
@@ -134,13 +141,38 @@ class ShadowSession:
         if self.venue is not None:
             self.venue.resume()
 
-    def execution_config(self) -> ExecutionConfig:
+    def execution_config(self) -> Any:
         """The execution actor's config: the session's book on the installation's simulator
-        (``raytrade.cmd_backtest.sim_config``, the backtest's) and risk preset."""
+        (``raytrade.cmd_backtest.sim_config``, the backtest's) and risk preset; in live mode the live
+        book of the venue (``live_config``)."""
         s, o = self.settings, self.options
+        if o.mode == "live":
+            return self.live_config()
         return ExecutionConfig(
             session_id=o.session_id, symbols=tuple(o.symbols), database_url=s.database_url,
             redis_url=s.redis_url, sim=sim_config(s), risk=s.risk,
+        )  # fmt: skip
+
+    def live_config(self) -> Any:
+        """The live book's config: the replay venue's paper broker with this session's keys (its clock
+        asked of the venue, a replay's time not being the wall's), or Binance with the settings' keys."""
+        from actors.live_book import LiveConfig
+        from exchange.binance.signed import TradingConfig
+
+        s, o = self.settings, self.options
+        if o.venue == "replay":
+            trading = TradingConfig(base_url=self.rest_url, api_key=self._venue_keys[0], api_secret=self._venue_keys[1],
+                                    sync_clock=False)  # fmt: skip
+            venue_clock = "query"
+        else:
+            if s.binance_api_key is None or s.binance_api_secret is None:
+                raise ConfigError("live trading on Binance needs RAYTRADE_BINANCE_API_KEY and _SECRET")
+            trading = TradingConfig(api_key=s.binance_api_key, api_secret=s.binance_api_secret)
+            venue_clock = "estimate"
+        return LiveConfig(
+            session_id=o.session_id, symbols=tuple(o.symbols), database_url=s.database_url, trading=trading,
+            sim=sim_config(s), risk=s.risk, kill_file=s.data_dir.resolve() / "KILL",
+            audit_dir=s.data_dir.resolve() / "audit", venue_clock=venue_clock,
         )  # fmt: skip
 
     def _wait_connected(self, timeout_s: float) -> None:
@@ -161,11 +193,16 @@ class ShadowSession:
         if o.start_ms is None or o.end_ms is None:
             raise ConfigError("a replay needs --start and --end")
         venue_symbols = sorted({*o.symbols, BTC_SYMBOL})
+        keys: dict[str, Any] = {}
+        if o.mode == "live":  # the venue's paper broker takes the orders, with keys of this session
+            self._venue_keys = (SecretStr(secrets.token_hex(16)), SecretStr(secrets.token_hex(32)))
+            keys = {"api_key": self._venue_keys[0].get_secret_value(),
+                    "api_secret": self._venue_keys[1].get_secret_value(), "sim_config": sim_config(self.settings)}  # fmt: skip
         self.venue = ReplayVenue(
             Lake(self.settings.lake_root), venue_symbols, o.start_ms, o.end_ms, speed=o.speed,
             mark_ticks_per_minute=o.mark_ticks_per_minute, seed=o.seed,
             weight_limit_1m=None,  # a fast replay squeezes hours of REST into wall minutes
-            mark_fallback=o.mark_fallback,
+            mark_fallback=o.mark_fallback, **keys,
         )  # fmt: skip
         urls = self.venue.start(paused=True)
         self.rest_url, self.ws_url = urls.rest_url, urls.ws_url
