@@ -11,10 +11,20 @@ execution actor holds one or the other (``make_book``), and no shared code asks 
   client id, SL and TP algo orders sized to the fill, or a reduce-only close at once. The engine
   signal is written before the order (spec 004 §3 A), then the orders, algo orders and fills the
   venue answered (``storage.ledger``); every safety event is a ``risk_events`` row and an audit line.
-- Exits happen on the venue. ``sync`` (on start, then every ``reconciler.interval_s`` of wall time,
-  driven by ticks) runs a reconciliation round (``actors.reconciler``): the venue's fills enter the
-  ledger, the protection left behind when its sibling filled is an orphan and is cancelled, a naked
-  position is protected or flattened; the mirror drops positions the venue no longer holds.
+- Exits happen on the venue. With a user data stream (``LiveConfig.user_stream``; ``actors.live_stream``
+  runs it in a thread of its own and queues its events), the book learns them as they happen: the
+  queue is drained at the start of each call (``submit``, ``on_ticks``, ``on_bars``, ``sync``, ``poll``),
+  so the book stays single-threaded. ORDER_TRADE_UPDATE and ALGO_UPDATE states and the fills go to
+  the ledger (which orders and de-duplicates them); a fill of an entry's SL or TP child order (known
+  by the algo's client id, or by the child id ``ai`` links, which may come after the fill) that closes
+  the entry's quantity cancels the sibling at once and drops the entry; a liquidation (``autoclose-``
+  client id, or type LIQUIDATION) and a MARGIN_CALL are risk events; a ``Gap`` makes the next drain
+  reconcile. The stream's silence (no message and no pong) and closure beyond the kill switch's bounds
+  block entries (``user_stream_silent``, ``user_stream_closed``); a healthy stream clears them.
+- ``sync`` (on start, then every ``reconciler.interval_s`` of wall time, driven by ticks, and after a
+  gap) runs a reconciliation round (``actors.reconciler``): the venue's fills enter the ledger, the
+  protection left behind when its sibling filled is an orphan and is cancelled, a naked position is
+  protected or flattened; the mirror drops positions the venue no longer holds.
 - Kill switch (``core.killswitch``): the kill file, stale market data, an order-failure spike and the
   daily loss limit (checked on the mirror at bar closes, as the paper book does) block entries;
   a close request (daily loss, or the operator's) cancels every order and flattens
@@ -35,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from actors.live_stream import Arrival, StreamThread
 from actors.reconciler import Reconciler, ReconcilerConfig
 from core.config import RiskConfig
 from core.killswitch import KillSwitch, KillSwitchConfig, KillSwitchEvent
@@ -42,19 +53,34 @@ from core.ledger import EngineSignal, Fill
 from core.messages import BarClose, EntryIntent, MarketTick
 from core.sim import FillSimulator, SimConfig
 from exchange.binance.emergency import cancel_all_and_flatten
-from exchange.binance.ledger_records import algo_of_response, fill_of_trade, order_of_response
-from exchange.binance.orders import client_id
-from exchange.binance.payloads import OrderResponse
+from exchange.binance.ledger_records import (
+    algo_of_response,
+    algo_of_update,
+    fill_of_trade,
+    order_of_response,
+    order_of_update,
+)
+from exchange.binance.orders import Role, client_id
+from exchange.binance.payloads import (
+    AccountUpdateEvent,
+    AlgoUpdateEvent,
+    MarginCallEvent,
+    OrderResponse,
+    OrderTradeUpdateEvent,
+    UserFill,
+)
 from exchange.binance.protected import (
     EntryPlan,
     Outcome,
     ProtectedEntry,
     ProtectionConfig,
     cancel_protection,
+    cancel_sibling,
     enter_protected,
 )
 from exchange.binance.signed import TradingConfig
 from exchange.binance.trading import BinanceTrading
+from exchange.binance.user_stream import Gap, MalformedEvent, UserStreamConfig
 from storage import db
 from storage.audit import AuditLog
 from storage.bulk import write_rows
@@ -63,6 +89,11 @@ from storage.ledger import LedgerStore
 log = logging.getLogger(__name__)
 
 _SIDE = {1: "LONG", -1: "SHORT"}
+_ROLES: tuple[Role, Role] = ("sl", "tp")
+#: Algo statuses after which a protection neither rests nor fills: the position may be naked.
+_PROTECTION_GONE = frozenset({"CANCELED", "EXPIRED", "REJECTED"})
+#: Client id prefixes of the venue's own closes: liquidation, auto-deleveraging.
+_LIQUIDATION_PREFIXES = ("autoclose-", "adl_autoclose")
 
 
 class LiveConfig(BaseModel):
@@ -86,6 +117,11 @@ class LiveConfig(BaseModel):
         60_000, gt=0, description="an entry must go within this of its bar's close"
     )
     leverage: int = Field(3, ge=1, le=125, description="leverage when an intent names none")
+    user_stream: UserStreamConfig | None = Field(
+        None,
+        description="the user data stream (ws_url: the WebSocket base, Binance's or the venue's); None: "
+        "exits are learned by reconciliation only",
+    )
     venue_clock: Literal["estimate", "query"] = Field(
         "estimate",
         description="the venue's time: the client's estimate (Binance), or asked of /fapi/v1/time each time "
@@ -106,6 +142,10 @@ class LiveStats:
     exits: int = 0
     kill_events: int = 0
     sync_runs: int = 0
+    stream_exits: int = 0  # exits learned from the user stream (the sibling cancelled at once)
+    sibling_cancel_ms: list[float] = field(default_factory=list)  # fill event's arrival → sibling cancelled
+    liquidations: int = 0
+    gaps: int = 0
 
 
 class LiveBook:
@@ -128,13 +168,29 @@ class LiveBook:
         self.monotonic = monotonic
         self.sim = FillSimulator(cfg.symbols, cfg.sim, cfg.risk)  # the account's mirror, for the guards
         self.kill = KillSwitch(cfg.killswitch)
-        self.reconciler = Reconciler(self.store, self.trading, cfg.reconciler)
+        self.reconciler = Reconciler(self.store, self.trading, cfg.reconciler, clock_ms=self.wall_ms)
         self.audit = AuditLog(cfg.audit_dir) if cfg.audit_dir is not None else None
         self.stats = LiveStats()
         self.entries: dict[str, ProtectedEntry] = {}  # symbol → its open protected entry
         self._last_tick_ms = 0
         self._next_sync_s = 0.0
-        self.sync()
+        self._sync_due = False  # a gap in the user stream: reconcile at the next drain
+        self._children: dict[tuple[str, int], Role] = {}  # (symbol, child order id) → its protection's role
+        self._unlinked: dict[tuple[str, int], list[Arrival]] = {}  # closing fills of orders not linked yet
+        self._exit_fills: dict[str, dict[int, Decimal]] = {}  # symbol → protection fills: trade id → qty
+        self._liquidations: set[tuple[str, int]] = set()
+        self._stream_closed_ms: int | None = None
+        self.stream: StreamThread | None = None
+        try:
+            if cfg.user_stream is not None:  # before the first reconciliation: what follows it is heard
+                self.stream = StreamThread(cfg.trading, cfg.user_stream, lambda: cfg.symbols,
+                                           clock_offset_ms=self.trading.http.clock_offset_ms)  # fmt: skip
+                if not self.stream.wait_connected(cfg.user_stream.connect_timeout_s):
+                    log.warning("live: the user stream is not connected yet; the kill switch watches it")
+            self.sync()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def _source(self) -> str:
@@ -148,6 +204,7 @@ class LiveBook:
         symbols: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Enter ``intents`` now, in the book's symbol order; return one result per intent."""
+        self._pump()
         self._kill_file()
         order = {s: k for k, s in enumerate(self.cfg.symbols)}
         ranked = sorted(intents, key=lambda i: (int(i.decision_ts), order.get(i.symbol, len(order))))
@@ -258,15 +315,25 @@ class LiveBook:
     # --- market events -----------------------------------------------------------------------------
     def on_ticks(self, ticks: Sequence[MarketTick]) -> int:
         """Watch the market data's freshness and the kill file; reconcile when due. Return exits seen."""
+        exits = self._pump()
         if ticks:
             self._last_tick_ms = max(self._last_tick_ms, max(int(t.ts_ms) for t in ticks))
         self._kill_file()
         if self.monotonic() >= self._next_sync_s:
-            return self.sync()
-        return 0
+            exits += self.sync()
+        return exits
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        """Handle the user stream's events (waiting up to ``timeout_s`` for the first), judge the stream's
+        health and the kill file, reconcile after a gap; return the exits seen. The actor calls it
+        between market events: an exit's sibling is cancelled no later than the next call."""
+        exits = self._pump(timeout_s)
+        self._kill_file()
+        return exits
 
     def on_bars(self, bars: Sequence[BarClose]) -> int:
         """Mark the mirror at the bars' mark closes and apply the daily loss limit (close request)."""
+        self._pump()
         marks = {
             b.symbol: b.mark_close for b in bars if b.symbol in self.entries and math.isfinite(b.mark_close)
         }
@@ -282,11 +349,12 @@ class LiveBook:
 
     def sync(self) -> int:
         """One reconciliation round; drop from the mirror the positions the venue no longer holds."""
+        exits = self._drain()
+        self._sync_due = False
         self._next_sync_s = self.monotonic() + self.cfg.reconciler.interval_s
         report = self.reconciler.run_once()
         self.stats.sync_runs += 1
         held = {p.symbol for p in self.trading.positions() if p.positionAmt != 0}
-        exits = 0
         for symbol in [s for s in self.entries if s not in held]:
             self._closed(symbol, "VENUE")
             exits += 1
@@ -294,17 +362,24 @@ class LiveBook:
             log.info("live: reconciliation %s", report.format(max_lines=10))
         return exits
 
-    def _closed(self, symbol: str, reason: str) -> None:
+    def _closed(self, symbol: str, reason: str, *, cancel: bool = True, price: float | None = None) -> None:
         """The venue no longer holds ``symbol``'s position: cancel what is left of its protection (the
-        sibling of the one that filled; gone counts as cancelled) and drop it from the mirror."""
+        sibling of the one that filled; gone counts as cancelled) unless the caller did, and drop it
+        from the mirror (closed at ``price`` when known, else at its last mark)."""
         entry = self.entries.pop(symbol, None)
-        if entry is not None:
-            for role in ("sl", "tp"):
+        if entry is not None and cancel:
+            for role in _ROLES:
                 cancel_protection(self.trading, symbol, client_id(entry.plan.decision_key, role))
+        self._exit_fills.pop(symbol, None)
+        for links in (self._children, self._unlinked):
+            for key in [k for k in links if k[0] == symbol]:
+                del links[key]
         pos = self.sim.position(symbol)
+        now = self.wall_ms()
         if pos is not None:
-            self.sim.close_position(symbol, self.wall_ms(), pos.mark_price, reason="FLATTEN")
+            self.sim.close_position(symbol, now, pos.mark_price if price is None else price, reason="FLATTEN")
         self.stats.exits += 1
+        self._audit("exit", now, symbol=symbol, reason=reason)
 
     def flatten(self, reason: str = "FLATTEN") -> int:
         """Cancel every order and algo order and close every position reduce-only; return positions closed."""
@@ -317,6 +392,180 @@ class LiveBook:
             self._closed(symbol, reason)
         self.reconciler.run_once()  # the closes' fills into the ledger
         return len(closed)
+
+    # --- user data stream --------------------------------------------------------------------------
+    def _pump(self, timeout_s: float = 0.0) -> int:
+        """Drain the stream's events, judge its health, and reconcile when a gap asks for it."""
+        exits = self._drain(timeout_s)
+        self._judge_stream()
+        if self._sync_due:
+            exits += self.sync()
+        return exits
+
+    def _drain(self, timeout_s: float = 0.0) -> int:
+        """Handle the queued stream events in arrival order: venue actions first (a sibling's cancel),
+        then one ledger write of their order, algo-order and fill records. Return the exits seen."""
+        if self.stream is None:
+            return 0
+        records: list[Any] = []
+        exits = 0
+        for arrival in self.stream.take(timeout_s):
+            exits += self._on_event(arrival, records)
+        if records:
+            self._write(records)
+        return exits
+
+    def _on_event(self, arrival: Arrival, records: list[Any]) -> int:
+        event = arrival.event
+        if isinstance(event, OrderTradeUpdateEvent):
+            order, _ = order_of_update(event)  # its fill comes as the UserFill that follows
+            records.append(order)
+            o = event.o
+            if o.c.startswith(_LIQUIDATION_PREFIXES) or "LIQUIDATION" in (o.o, o.ot):
+                return self._liquidated(event)
+        elif isinstance(event, AlgoUpdateEvent):
+            algo = algo_of_update(event)
+            records.append(algo)
+            return self._protection_update(algo.symbol, algo.client_algo_id, algo.status, algo.child_order_id)
+        elif isinstance(event, UserFill):
+            records.append(_fill_of(event))
+            self._audit("fill", event.ts_ms, symbol=event.symbol, trade_id=event.trade_id, order_id=event.order_id,
+                        qty=event.qty, price=event.price, source=event.source)  # fmt: skip
+            return self._protection_fill(arrival)
+        elif isinstance(event, Gap):
+            self.stats.gaps += 1
+            self._sync_due = True
+            log.info(
+                "live: user stream gap of %d ms (%s): reconciling",
+                event.end_ms - event.start_ms,
+                event.reason,
+            )
+        elif isinstance(event, MarginCallEvent):
+            positions = [
+                {"symbol": p.s, "qty": str(p.pa), "mark": str(p.mp), "maint_margin": str(p.mm)}
+                for p in event.p
+            ]
+            self._risk_event(event.E, "margin_call", positions[0]["symbol"] if len(positions) == 1 else None, 2,
+                             f"margin call on {', '.join(p['symbol'] for p in positions) or 'the account'}",
+                             {"positions": positions})  # fmt: skip
+        elif isinstance(event, MalformedEvent):
+            self._sync_due = True  # it may have reported a fill or a state: the venue's record decides
+            self._risk_event(event.received_ms, "user_event_malformed", None, 1,
+                             f"malformed user event: {event.error.reason}", {"detail": event.error.detail[:300]})  # fmt: skip
+        elif isinstance(event, AccountUpdateEvent):
+            log.debug("live: ACCOUNT_UPDATE %s (positions are reconciled)", event.a.m)
+        else:
+            log.debug("live: user event %s", type(event).__name__)
+        return 0
+
+    def _role(self, symbol: str, client_order_id: str | None, order_id: int) -> Role | None:
+        """Which protection of ``symbol``'s open entry placed this order: by the algo's client id (the
+        child carries it), else by the child order id ALGO_UPDATE linked; None when neither."""
+        entry = self.entries.get(symbol)
+        if entry is None:
+            return None
+        for role in _ROLES:
+            if client_order_id == client_id(entry.plan.decision_key, role):
+                return role
+        return self._children.get((symbol, order_id))
+
+    def _protection_update(
+        self, symbol: str, client_algo_id: str, status: str, child_order_id: int | None
+    ) -> int:
+        """An ALGO_UPDATE: link a protection's child order (and handle its fills that came first); a
+        protection gone without a fill leaves the position naked: reconcile (protect or flatten)."""
+        entry = self.entries.get(symbol)
+        role = self._role(symbol, client_algo_id, -1)
+        if entry is None or role is None:
+            return 0
+        if status in _PROTECTION_GONE:
+            self._sync_due = True
+            self._risk_event(self.wall_ms(), "protection_gone", symbol, 2, f"{symbol} {role} is {status} on the venue",
+                             {"client_algo_id": client_algo_id, "status": status})  # fmt: skip
+        if child_order_id is None:
+            return 0
+        self._children[(symbol, child_order_id)] = role
+        return sum(self._protection_fill(a) for a in self._unlinked.pop((symbol, child_order_id), []))
+
+    def _protection_fill(self, arrival: Arrival) -> int:
+        """A fill: when it is of an entry's SL or TP child and the protections' fills cover the entry's
+        quantity, the position is flat: cancel the sibling now, drop the entry. Return 1 on that exit."""
+        fill = arrival.event
+        assert isinstance(fill, UserFill)
+        entry = self.entries.get(fill.symbol)
+        if entry is None or fill.client_order_id == client_id(entry.plan.decision_key, "entry"):
+            return 0
+        role = self._role(fill.symbol, fill.client_order_id, fill.order_id)
+        if role is None:
+            if fill.side == entry.plan.closing_side:  # perhaps a child whose link (``ai``) comes later
+                self._unlinked.setdefault((fill.symbol, fill.order_id), []).append(arrival)
+            return 0
+        closed = self._exit_fills.setdefault(fill.symbol, {})
+        closed[fill.trade_id] = fill.qty
+        if sum(closed.values()) < entry.filled_qty:
+            return 0  # partly closed: the sibling still protects the rest
+        gone = cancel_sibling(self.trading, fill.symbol, entry.plan.decision_key, role)
+        cancel_ms = (time.monotonic() - arrival.arrived_s) * 1000.0
+        self.stats.sibling_cancel_ms.append(cancel_ms)
+        self.stats.stream_exits += 1
+        if not gone:  # it may still rest: the next reconciliation's sweep cancels the orphan
+            log.warning("live: %s's sibling of the filled %s may still rest; reconciling", fill.symbol, role)
+            self._next_sync_s = 0.0
+        log.info(
+            "live: %s %s filled; sibling cancelled %.1f ms after the fill event", fill.symbol, role, cancel_ms
+        )
+        self._closed(fill.symbol, role.upper(), cancel=False, price=float(fill.price))
+        return 1
+
+    def _liquidated(self, event: OrderTradeUpdateEvent) -> int:
+        """The venue closed a position itself: a risk event (once per order); the entry is dropped and
+        its protections cancelled when the close is complete; reconcile what is left."""
+        o = event.o
+        self._sync_due = True
+        if (o.s, o.i) not in self._liquidations:
+            self._liquidations.add((o.s, o.i))
+            self.stats.liquidations += 1
+            self._risk_event(o.T, "liquidation", o.s, 2, f"{o.s} closed by the venue ({o.c or o.ot}): {o.X} {o.z}",
+                             {"order_id": o.i, "status": o.X, "qty": str(o.z), "avg_price": str(o.ap)})  # fmt: skip
+        if o.s in self.entries and o.X == "FILLED":
+            self._closed(o.s, "LIQUIDATION", price=float(o.ap) or None)
+            return 1
+        return 0
+
+    def _write(self, records: list[Any]) -> None:
+        """Write the stream's records in one transaction; on failure one by one, so that one refused
+        record loses no other; what cannot be written is left to the next reconciliation."""
+        try:
+            self.store.record(records)
+            return
+        except Exception:
+            log.exception("live: writing %d user-stream records failed; retrying one by one", len(records))
+        for record in records:
+            try:
+                self.store.record([record])
+            except Exception as e:
+                log.error(
+                    "live: %s not written (%s: %s); reconciling", type(record).__name__, type(e).__name__, e
+                )
+                self._next_sync_s = 0.0
+
+    def _judge_stream(self) -> None:
+        """The stream's silence (no message and no pong) and closure against the kill switch's bounds."""
+        if self.stream is None:
+            return
+        health = self.stream.health()
+        now = self.wall_ms()
+        if health.ended is not None:
+            self._kill_events(self.kill.user_stream_closed(now, None))
+            return
+        last_ms = now - health.silent_ms
+        if health.connected:
+            self._stream_closed_ms = None
+        else:
+            if self._stream_closed_ms is None:
+                self._stream_closed_ms = last_ms
+            self._kill_events(self.kill.user_stream_closed(now, self._stream_closed_ms))
+        self._kill_events(self.kill.user_stream_silent(now, last_ms))
 
     # --- kill switch -------------------------------------------------------------------------------
     def _kill_file(self) -> None:
@@ -335,6 +584,7 @@ class LiveBook:
 
     def resume(self, source: str = "operator") -> dict[str, Any]:
         """Deactivate the kill switch, unless a condition still holds (the kill file, stale data, …)."""
+        self._pump()
         self._kill_file()
         events = self.kill.resume(self.wall_ms(), source)
         self._kill_events(events)
@@ -385,12 +635,31 @@ class LiveBook:
             "exits": s.exits, "naked_ms_max": float(naked.max()), "protect_p50_ms": float(np.nanpercentile(protect, 50)),
             "protect_p99_ms": float(np.nanpercentile(protect, 99)), "kill_switch": self.kill.active,
             "open_positions": sorted(self.entries), "ledger_positions": positions, "equity": self.equity,
-            "sync_runs": s.sync_runs, "kill_events": s.kill_events,
+            "sync_runs": s.sync_runs, "kill_events": s.kill_events, "stream_exits": s.stream_exits,
+            "sibling_cancel_ms_max": max(s.sibling_cancel_ms, default=float("nan")),
+            "liquidations": s.liquidations, "user_stream_gaps": s.gaps,
+            "user_stream_connected": None if self.stream is None else self.stream.health().connected,
         }  # fmt: skip
 
     def trades(self) -> list[dict[str, Any]]:
         return self.sim.trades().to_dict("records")
 
     def close(self) -> None:
-        self.trading.close()
-        self.engine.dispose()
+        """Stop the user stream (what it delivered goes to the ledger first), then the client and database."""
+        try:
+            if self.stream is not None:
+                self.stream.stop()
+                self._drain()
+        finally:
+            self.stream = None
+            self.trading.close()
+            self.engine.dispose()
+
+
+def _fill_of(f: UserFill) -> Fill:
+    """A stream or backfilled fill as the ledger's ``Fill``."""
+    return Fill(
+        symbol=f.symbol, trade_id=f.trade_id, order_id=f.order_id, side=f.side, price=f.price, qty=f.qty,
+        commission=f.fee, commission_asset=f.fee_asset or None, time_ms=f.ts_ms, client_order_id=f.client_order_id,
+        realized_pnl=f.realized_pnl, is_maker=f.is_maker,
+    )  # fmt: skip
