@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -17,7 +18,12 @@ console = Console(stderr=True)
 
 
 def run(
-    mode: str = typer.Option("shadow", "--mode", help="shadow (paper exchange); live is not available yet"),
+    mode: str = typer.Option(
+        "shadow",
+        "--mode",
+        help="shadow (paper exchange) | live (orders to the venue: the replay venue's paper broker, or "
+        "Binance after `raytrade live-confirm`)",
+    ),
     venue: str = typer.Option(
         "replay", "--venue", help="replay (the lake on loopback) | binance (public streams)"
     ),
@@ -51,12 +57,12 @@ def run(
     from raytrade.realtime import ShadowOptions, ShadowSession, default_replay_window
 
     settings = settings_or_exit()
-    if mode != "shadow":
-        raise typer.BadParameter(
-            "only shadow mode is available: live trading is a later issue", param_hint="--mode"
-        )
+    if mode not in ("shadow", "live"):
+        raise typer.BadParameter("shadow or live", param_hint="--mode")
     if venue not in ("replay", "binance"):
         raise typer.BadParameter("replay or binance", param_hint="--venue")
+    if mode == "live" and venue == "binance":
+        approve_live(settings, model)
     if mark_fallback not in ("none", "last"):
         raise typer.BadParameter("none or last", param_hint="--mark-fallback")
     try:
@@ -65,7 +71,7 @@ def run(
         raise typer.BadParameter(str(e), param_hint="--symbols") from None
     options = ShadowOptions(symbols=tuple(chosen), model_name=model, venue=venue, group_size=group_size,  # type: ignore[arg-type]
                             speed=speed, mark_ticks_per_minute=mark_ticks, flatten_at_end=not keep_open,
-                            mark_fallback=mark_fallback)  # type: ignore[arg-type]  # fmt: skip
+                            mark_fallback=mark_fallback, mode=mode)  # type: ignore[arg-type]  # fmt: skip
     if session:
         options.session_id = session
     try:
@@ -78,7 +84,7 @@ def run(
             else:
                 options.start_ms, options.end_ms = default_replay_window(settings.lake_root, chosen, minutes)
         session = ShadowSession(settings, options)
-        console.print(f"shadow session {options.session_id}: {len(chosen)} symbols on the {venue} venue")
+        console.print(f"{mode} session {options.session_id}: {len(chosen)} symbols on the {venue} venue")
         session.start()
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
@@ -107,6 +113,23 @@ def run(
         console.print(line)
     print(json.dumps({k: v for k, v in report.items() if k in
                       ("session_id", "closes", "signals", "messages", "skip_reasons", "mark")}))  # fmt: skip
+
+
+def approve_live(settings: Any, model: str) -> None:
+    """Live on Binance needs the two steps of ``raytrade.live_guard`` (token file, typed phrase) and the
+    production model's shadow record or a recorded override; exit 2 naming what is missing."""
+    import time
+
+    from core.errors import FatalError
+    from raytrade.live_guard import check_live_allowed
+
+    try:
+        approval = check_live_allowed(settings, confirm=lambda prompt: typer.prompt(prompt), now_ms=int(time.time() * 1000),
+                                      model_name=model)  # fmt: skip
+    except FatalError as e:
+        console.print(f"[red]live trading refused:[/red] {e}")
+        raise typer.Exit(2) from None
+    console.print(f"live trading approved: {approval}")
 
 
 def summary_notes(report: dict) -> list[str]:
