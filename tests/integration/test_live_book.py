@@ -75,9 +75,9 @@ def book(venue: Venue, engine: sa.Engine, tmp_path: Path) -> Iterator[tuple[Live
     live.close()
 
 
-def intent(venue: Venue, *, sl: float = 59_400.0, tp: float = 60_600.0, ago_ms: int = 1_000) -> EntryIntent:
+def intent(venue: Venue, *, sl: float = 59_400.0, tp: float = 60_600.0) -> EntryIntent:
     now = venue.wall()
-    decision = now - now % MINUTE - MINUTE if now % MINUTE > ago_ms else now - now % MINUTE - 2 * MINUTE
+    decision = now - now % MINUTE - MINUTE  # the bar that closed last (two bars back would be stale)
     return EntryIntent(BTC, decision, 1, 0.02, 3, sl, tp, MARK, 50.0, 1e9, 60_000.0, 60_000.1, now, mark=MARK)
 
 
