@@ -174,6 +174,43 @@ def test_a_take_profit_on_the_venue_cancels_the_stop_from_the_fill_event_without
     assert after["outcome"] == "protected"
 
 
+def _algo_event(algo: Any, status: str, child: str, ts_ms: int) -> dict[str, Any]:
+    return {"e": "ALGO_UPDATE", "T": ts_ms, "E": ts_ms, "o": {
+        "caid": algo.client_algo_id, "aid": algo.algo_id, "at": "CONDITIONAL", "o": algo.order_type, "s": BTC,
+        "S": algo.side, "ps": "BOTH", "f": "GTC", "q": str(algo.quantity), "X": status, "ai": child, "ap": "0",
+        "aq": "0", "act": "0", "tp": str(algo.trigger_price), "p": "0", "V": "NONE", "wt": "MARK_PRICE",
+        "pm": "NONE", "cp": False, "pP": True, "R": True, "tt": ts_ms, "gtd": 0, "rm": ""}}  # fmt: skip
+
+
+def _child_fill(order_id: int, trade_id: int, qty: str, ts_ms: int) -> dict[str, Any]:
+    return {"e": "ORDER_TRADE_UPDATE", "T": ts_ms, "E": ts_ms, "o": {
+        "s": BTC, "c": "venue-child-id", "S": "SELL", "o": "MARKET", "f": "GTC", "q": qty, "p": "0", "ap": "60600",
+        "sp": "60600", "x": "TRADE", "X": "FILLED", "i": order_id, "l": qty, "z": qty, "L": "60600", "N": "USDT",
+        "n": "0.07272000", "T": ts_ms, "t": trade_id, "b": "0", "a": "0", "m": False, "R": True, "wt": "MARK_PRICE",
+        "ot": "TAKE_PROFIT_MARKET", "ps": "BOTH", "cp": False, "rp": "1.80000000"}}  # fmt: skip
+
+
+def test_a_child_fill_before_its_link_cancels_the_sibling_once_finished_names_the_child(
+    live: LiveBook, venue: Venue
+) -> None:
+    """ALGO_UPDATE TRIGGERED with an empty ``ai``, then the child's fill under a client id of its own,
+    then FINISHED naming the child: the fill is the TP's only once the link arrives."""
+    group = enter(live, venue)
+    [tp] = [a for a in venue.broker.algos.values() if a.client_algo_id == client_id(group, "tp")]
+    t, child = venue.wall(), 990_001
+    venue.run(venue.hub.publish_user, _algo_event(tp, "TRIGGERED", "", t))
+    venue.run(venue.hub.publish_user, _child_fill(child, 880_001, "0.003", t + 1))
+    poll_until(live, lambda: any(f.trade_id == 880_001 for f in live.store.fills(BTC)), "the child's fill")
+    assert len(venue.open_algos()) == 2 and live.stats.stream_exits == 0  # not known as the TP's yet
+    venue.run(venue.hub.publish_user, _algo_event(tp, "FINISHED", str(child), t + 2))
+    poll_until(live, lambda: len(venue.open_algos()) == 1, "the SL cancelled")
+    assert [a.client_algo_id for a in venue.open_algos()] == [client_id(group, "tp")]  # the real TP rests
+    assert live.stats.stream_exits == 1 and live.entries == {}
+    [linked] = [a for a in live.store.algo_orders(BTC) if a.algo_id == tp.algo_id]
+    [order] = [o for o in live.store.orders(BTC) if o.order_id == child]
+    assert (linked.status, linked.child_order_id, order.parent_algo_id) == ("FINISHED", child, tp.algo_id)
+
+
 def test_duplicate_and_reordered_user_events_leave_the_ledger_equal_to_the_venue(
     live: LiveBook, venue: Venue
 ) -> None:
