@@ -81,7 +81,7 @@ from exchange.binance.protected import (
 from exchange.binance.signed import TradingConfig
 from exchange.binance.trading import BinanceTrading
 from exchange.binance.user_stream import Gap, MalformedEvent, UserStreamConfig
-from storage import db
+from storage import db, killswitch_store
 from storage.audit import AuditLog
 from storage.bulk import write_rows
 from storage.ledger import LedgerStore
@@ -167,7 +167,10 @@ class LiveBook:
         self.wall_ms = wall_ms or venue_now  # the venue's clock
         self.monotonic = monotonic
         self.sim = FillSimulator(cfg.symbols, cfg.sim, cfg.risk)  # the account's mirror, for the guards
-        self.kill = KillSwitch(cfg.killswitch)
+        stored = killswitch_store.latest_state(self.engine)  # a kill set while no book ran still holds
+        self.kill = KillSwitch(cfg.killswitch, stored.state if stored is not None else None)
+        self._kill_row_seen = None if stored is None else (stored.ts_ms, stored.kind, stored.source)
+        self._next_kill_read_s = 0.0
         self.reconciler = Reconciler(self.store, self.trading, cfg.reconciler, clock_ms=self.wall_ms)
         self.audit = AuditLog(cfg.audit_dir) if cfg.audit_dir is not None else None
         self.stats = LiveStats()
@@ -572,8 +575,24 @@ class LiveBook:
         now = self.wall_ms()
         if self.cfg.kill_file is not None:
             self._kill_events(self.kill.file(now, self.cfg.kill_file.exists()))
+        self._kill_from_operator(now)
         if self._last_tick_ms:
             self._kill_events(self.kill.market_data(now, self._last_tick_ms))
+
+    def _kill_from_operator(self, now: int) -> None:
+        """Take a kill or a resume another process recorded (``raytrade kill`` / ``resume``), at most once
+        a second: the newest ``killswitch.*`` row, when it is not one of ours."""
+        if self.monotonic() < self._next_kill_read_s:
+            return
+        self._next_kill_read_s = self.monotonic() + 1.0
+        stored = killswitch_store.latest_state(self.engine)
+        if stored is None or (stored.ts_ms, stored.kind, stored.source) == self._kill_row_seen:
+            return
+        self._kill_row_seen = (stored.ts_ms, stored.kind, stored.source)
+        if stored.state.active and not self.kill.active:
+            self.kill_switch(stored.state.close_positions, source=stored.source)
+        elif not stored.state.active and self.kill.active:
+            self.resume(source=stored.source)
 
     def kill_switch(self, close_positions: bool, source: str = "operator") -> dict[str, Any]:
         """Activate the kill switch (and with ``close_positions`` cancel everything and flatten)."""
@@ -593,9 +612,10 @@ class LiveBook:
     def _kill_events(self, events: Sequence[KillSwitchEvent]) -> None:
         if not events:
             return
-        rows = [{"ts": e.ts_ms, "kind": e.event_kind, "source": self._source, "symbol": None,
-                 "payload": {"reason": e.reason, "detail": e.detail, "source": e.source}} for e in events]  # fmt: skip
-        write_rows(self.engine, "events", rows)
+        rows = killswitch_store.event_rows(events, self.kill.state())  # the state after them: CLI reads it
+        killswitch_store.record(self.engine, rows)
+        last = rows[-1]
+        self._kill_row_seen = (int(last["ts"]), str(last["kind"]), str(last["source"]))
         self.stats.kill_events += len(rows)
         for e in events:
             log.warning("live kill switch: %s %s %s", e.kind, e.reason or "", e.detail)
@@ -627,13 +647,13 @@ class LiveBook:
     def summary(self) -> dict[str, Any]:
         s = self.stats
         naked = np.array(s.naked_ms) if s.naked_ms else np.zeros(1)
-        protect = np.array(s.protect_ms) if s.protect_ms else np.full(1, np.nan)
+        protect = np.array(s.protect_ms) if s.protect_ms else None
         positions = {k: str(p.qty) for k, p in self.store.positions().items() if p.qty != 0}
         return {
             "session_id": self.cfg.session_id, "mode": self.cfg.mode, "entries": s.entries, "protected": s.protected,
             "flattened": s.flattened, "rejected": s.rejected, "unresolved": s.unresolved, "blocked": s.blocked,
-            "exits": s.exits, "naked_ms_max": float(naked.max()), "protect_p50_ms": float(np.nanpercentile(protect, 50)),
-            "protect_p99_ms": float(np.nanpercentile(protect, 99)), "kill_switch": self.kill.active,
+            "exits": s.exits, "naked_ms_max": float(naked.max()), "protect_p50_ms": math.nan if protect is None else float(np.percentile(protect, 50)),
+            "protect_p99_ms": math.nan if protect is None else float(np.percentile(protect, 99)), "kill_switch": self.kill.active,
             "open_positions": sorted(self.entries), "ledger_positions": positions, "equity": self.equity,
             "sync_runs": s.sync_runs, "kill_events": s.kill_events, "stream_exits": s.stream_exits,
             "sibling_cancel_ms_max": max(s.sibling_cancel_ms, default=float("nan")),

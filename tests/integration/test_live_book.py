@@ -18,10 +18,12 @@ from venue_fixtures import exchange_info as exchange_info
 
 from actors.live_book import LiveBook, LiveConfig
 from core.config import RiskConfig
+from core.killswitch import KillSwitch
 from core.messages import BarClose, EntryIntent, MarketTick
 from exchange.binance.orders import client_id
 from exchange.binance.signed import TradingConfig
 from exchange.venue import BackgroundServer, Faults
+from storage import killswitch_store
 from storage.schema import engine_signals, events, risk_events
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -176,3 +178,24 @@ def test_the_daily_loss_limit_on_the_mirror_flattens_the_venue(
         ledger_matches_venue(tight, venue)
     finally:
         tight.close()
+
+
+def test_a_kill_and_a_resume_recorded_by_another_process_reach_the_running_book(
+    book: tuple[LiveBook, Monotonic], venue: Venue, engine: sa.Engine
+) -> None:
+    """What ``raytrade kill --close-positions`` and ``raytrade resume`` write (killswitch.* rows) is
+    taken by the book at its next call, at most a second later."""
+    live, clock = book
+    live.submit([intent(venue)])
+    cli = KillSwitch()
+    killswitch_store.record(
+        engine, killswitch_store.event_rows(cli.operator(venue.wall(), True, "cli"), cli.state())
+    )
+    clock.s += 1.5
+    live.on_ticks([])
+    assert not live.kill.entries_allowed and venue.position() == 0 and venue.open_algos() == []
+    killswitch_store.record(engine, killswitch_store.event_rows(cli.resume(venue.wall(), "cli"), cli.state()))
+    clock.s += 1.5
+    live.on_ticks([])
+    assert live.kill.entries_allowed
+    assert killswitch_store.latest_state(engine) is not None  # the book's own rows read back as states

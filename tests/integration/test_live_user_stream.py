@@ -145,7 +145,7 @@ def ledger_equals_venue(live: LiveBook, venue: Venue) -> bool:
 def kill_events(engine: sa.Engine) -> list[tuple[str, str | None]]:
     with engine.connect() as c:
         rows = c.execute(sa.select(events.c.kind, events.c.payload).where(events.c.kind.like("killswitch.%")))
-        return [(kind, payload.get("reason")) for kind, payload in rows]
+        return [(kind, payload["event"].get("reason")) for kind, payload in rows]  # killswitch_store rows
 
 
 def test_a_take_profit_on_the_venue_cancels_the_stop_from_the_fill_event_without_reconciling(
