@@ -376,6 +376,24 @@ def restart_with_resting_stop(h: Harness) -> Outcome:
     return out
 
 
+def restart_naked(h: Harness) -> Outcome:
+    """The actor died between the entry's fill and its protection: the new book finds the position naked
+    and protects it at the levels its engine signal recorded, at once on start."""
+    first = h.start()
+    first.submit([h.intent()])
+    first.trading.cancel_all_algo_orders(BTC)  # as if neither protection had been sent
+    first.close()
+    h.book = None
+    h.venue_wall.shift_ms += 6_000  # the restart takes longer than the reconciler's 5 s protection grace
+    h.start(session_id="faults-restarted")
+    h.settle()
+    kinds = sorted(a.order_type for a in h.broker.algos.values() if a.status == "NEW")
+    out = check("actor killed between entry and protection, restarted: protected", h)
+    out.passed = out.passed and kinds == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+    out.note = ", ".join(kinds)
+    return out
+
+
 def db_down(h: Harness) -> Outcome:
     book = h.start()
     book.submit([h.intent()])
@@ -430,7 +448,7 @@ def hedge_mode(h: Harness) -> Outcome:
 
 SCENARIOS = [plain, entry_timeout, entry_5xx_filled, sl_rejected, tp_rejected, sl_would_trigger, algo_invisible,
              trigger_events, tp_then_sl_cancelled, liquidation, stream_silent, listen_key_expired, keepalive_fails,
-             disconnect_during_fill, close_503_filled, restart_with_resting_stop, db_down, rate_limited, clock_skew,
+             disconnect_during_fill, close_503_filled, restart_with_resting_stop, restart_naked, db_down, rate_limited, clock_skew,
              hedge_mode]  # fmt: skip
 
 
