@@ -104,7 +104,7 @@ def serve_venue(
     add_info_routes(
         app, exchange_info, lambda s: {"symbol": s, "markPrice": str(broker.mark_price(s))}, [BTC]
     )
-    faults.attach(reject_next=broker.reject_next,
+    faults.attach(reject_next=broker.reject_next, hide_algo_orders=broker.hide_algo_orders,
                   expire_listen_keys=None if hub is None else broker.expire_listen_keys)  # fmt: skip
     return BackgroundServer(app), broker
 

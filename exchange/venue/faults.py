@@ -11,7 +11,9 @@ prefix: answer the next N requests with a 5xx in Binance's shape (not carried ou
 ``apply=True``: the order is placed and the answer is still the 5xx), hold them past the client's
 timeout (carried out unless ``apply=False``), or reset the connection without an answer (carried
 out unless ``apply=False``) — each an unknown outcome for the client, as on Binance.
-``reject_order`` makes the paper broker refuse the next orders.
+``reject_order`` makes the paper broker refuse the next orders; ``hide_algo_orders`` makes it
+acknowledge the next algo orders and then answer their queries -2013 (and leave them out of the open
+and all lists) for S seconds of the venue clock.
 
 Every method is thread-safe: tests call them from their own thread while the venue's event loop
 consults them. ``stats()`` returns the counters. ``add_admin_routes`` exposes all of it as
@@ -103,6 +105,7 @@ class Faults:
         self._reject: Callable[[int, str, int, str | None], None] | None = None
         self._stall: Callable[[str, float], None] | None = None
         self._expire: Callable[[], list[str]] | None = None
+        self._hide: Callable[[float, int], None] | None = None
 
     # Wiring (the venue sets these) -----------------------------------------------------------
     def attach(
@@ -111,9 +114,10 @@ class Faults:
         reject_next: Callable[[int, str, int, str | None], None] | None = None,
         stall: Callable[[str, float], None] | None = None,
         expire_listen_keys: Callable[[], list[str]] | None = None,
+        hide_algo_orders: Callable[[float, int], None] | None = None,
     ) -> None:
         """Connect the hooks that act elsewhere: closing or hanging a channel's connections (the stream
-        hub), the broker's rejections and listenKey expiry."""
+        hub), the broker's rejections, hidden algo orders and listenKey expiry."""
         with self._lock:
             if disconnect is not None:
                 self._disconnect = disconnect
@@ -123,6 +127,8 @@ class Faults:
                 self._stall = stall
             if expire_listen_keys is not None:
                 self._expire = expire_listen_keys
+            if hide_algo_orders is not None:
+                self._hide = hide_algo_orders
 
     # WebSocket faults ------------------------------------------------------------------------
     def drop(self, channel: str, n: int = 1) -> None:
@@ -254,6 +260,19 @@ class Faults:
         if hook is None:
             raise RuntimeError("the venue has no paper broker (start it with api_key and api_secret)")
         hook(code, msg, _positive(n, "n"), kind)
+
+    def hide_algo_orders(self, seconds: float, n: int = 1) -> None:
+        """Make the paper broker place and acknowledge the next ``n`` new algo orders as usual (they
+        trigger as usual too), but answer ``GET /fapi/v1/algoOrder`` for them with -2013 "Order does
+        not exist." and leave them out of ``openAlgoOrders`` and ``allAlgoOrders`` until ``seconds`` of
+        the venue clock have passed since each was placed: Binance's query side lagging."""
+        if not seconds > 0:
+            raise ValueError(f"hide_algo_orders seconds must be > 0, got {seconds}")
+        with self._lock:
+            hook = self._hide
+        if hook is None:
+            raise RuntimeError("the venue has no paper broker (start it with api_key and api_secret)")
+        hook(float(seconds), _positive(n, "n"))
 
     def clear(self) -> None:
         """Switch every fault off (counters are kept)."""
@@ -417,6 +436,7 @@ _CHANNEL_ACTIONS: dict[str, Callable[[Faults, dict[str, Any]], None]] = {
     "reject_order": lambda f, b: f.reject_order(
         b.get("code", -2010), b.get("msg", "Order would immediately trigger."), b.get("n", 1), b.get("kind")
     ),
+    "hide_algo_orders": lambda f, b: f.hide_algo_orders(b["seconds"], b.get("n", 1)),
     "clear": lambda f, b: f.clear(),
 }
 

@@ -753,7 +753,9 @@ class ReplayVenue:
             )  # fmt: skip
             self.hub.listen_key_valid = self.broker.listen_key_valid
             self.faults.attach(
-                reject_next=self.broker.reject_next, expire_listen_keys=self.broker.expire_listen_keys
+                reject_next=self.broker.reject_next,
+                expire_listen_keys=self.broker.expire_listen_keys,
+                hide_algo_orders=self.broker.hide_algo_orders,
             )
         else:
             self.hub = StreamHub(self.faults, send_queue_size=cfg.send_queue_size)

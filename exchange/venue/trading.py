@@ -28,7 +28,7 @@ order-rate headers ``X-MBX-ORDER-COUNT-10S``/``-1M``.
 Authentication, listenKeys and parameters: ``exchange.venue.trading_protocol``. User-data events
 (ORDER_TRADE_UPDATE, ALGO_UPDATE, ACCOUNT_UPDATE after every fill) go to ``publish_user`` stamped with
 the venue clock. Funding is not settled here. Everything runs on the venue's event loop, except
-``reject_next``.
+``reject_next``, ``hide_algo_orders`` and ``expire_listen_keys``.
 """
 
 from __future__ import annotations
@@ -180,6 +180,12 @@ class PaperBroker:
         HTTP 503, -1003/-1015 HTTP 429, others 400. The order is not placed.
         """
         self._rejections.add(code, msg, n, kind)
+
+    def hide_algo_orders(self, seconds: float, n: int = 1) -> None:
+        """Place the next ``n`` new algo orders as usual, but hide each from ``GET /fapi/v1/algoOrder``
+        (-2013), ``openAlgoOrders`` and ``allAlgoOrders`` until ``seconds`` of the venue clock have passed
+        since it was placed (``trading_algos``). Thread-safe."""
+        self.algo_orders.hide_next(seconds, n)
 
     # --- routes ------------------------------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:

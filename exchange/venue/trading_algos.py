@@ -13,11 +13,19 @@ no position to reduce, margin) or EXPIRED. Choices where Binance is not explicit
 - reduceOnly algo orders with a quantity stay NEW when the position closes; at trigger they reduce
   at most the position (the rest of the child EXPIRES) or are REJECTED when there is nothing to reduce.
 - clientAlgoId must be unique among open algo orders only (-4116).
+
+Fault: ``hide_next(seconds, n)`` makes the next ``n`` algo orders placed (acknowledged and
+triggering as usual) invisible to queries until ``seconds`` of the venue clock have passed since
+their placement: ``GET /fapi/v1/algoOrder`` answers -2013 "Order does not exist." and
+``openAlgoOrders``/``allAlgoOrders`` leave them out, as Binance's query side lagging its matching
+side. Cancels still reach them.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,6 +61,29 @@ class AlgoOrders:
         self.algos: dict[int, AlgoOrder] = {}
         self._by_client: dict[str, int] = {}
         self._next_algo_id = 1_000_000_001
+        self._hide_queue: deque[int] = deque()  # ms each of the next placed orders stays hidden
+        self._hide_lock = threading.Lock()  # faults arrive from other threads
+        self._hidden_until: dict[int, int] = {}  # algoId → venue ms from which queries show it
+
+    def hide_next(self, seconds: float, n: int = 1) -> None:
+        """Hide the next ``n`` placed algo orders from queries for ``seconds`` of the venue clock
+        (module docstring). Thread-safe."""
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise ValueError(f"hide seconds must be > 0, got {seconds}")
+        if int(n) != n or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n}")
+        with self._hide_lock:
+            self._hide_queue.extend([round(seconds * 1000)] * int(n))
+
+    def hidden(self, algo: AlgoOrder) -> bool:
+        """Whether queries do not show ``algo`` yet (the hide fault)."""
+        until = self._hidden_until.get(algo.algo_id)
+        if until is None:
+            return False
+        if int(self.now_ms()) >= until:
+            del self._hidden_until[algo.algo_id]
+            return False
+        return True
 
     def open_of(self, symbol: str) -> list[AlgoOrder]:
         """The NEW algo orders of ``symbol``, in the order they were placed."""
@@ -106,6 +137,10 @@ class AlgoOrders:
         self._next_algo_id += 1
         self.algos[algo.algo_id] = algo
         self._by_client[client_id] = algo.algo_id
+        with self._hide_lock:
+            hide_ms = self._hide_queue.popleft() if self._hide_queue else None
+        if hide_ms is not None:
+            self._hidden_until[algo.algo_id] = now + hide_ms
         self.publish_user(algo_update(algo, rules.quantity_precision, now))
         return algo_json(algo, rules.quantity_precision)
 
@@ -123,6 +158,8 @@ class AlgoOrders:
 
     def get(self, p: Params) -> dict[str, Any]:
         algo = self._find(p)
+        if self.hidden(algo):
+            raise BinanceError(-2013, "Order does not exist.")
         return algo_json(algo, self.rules[algo.symbol].quantity_precision)
 
     def cancel(self, p: Params) -> dict[str, Any]:
@@ -135,11 +172,11 @@ class AlgoOrders:
     def open(self, p: Params) -> list[dict[str, Any]]:
         symbol = proto.symbol_param(p, self.rules)[0] if p.get("symbol") else None
         return [algo_json(a, self.rules[a.symbol].quantity_precision) for a in self.algos.values()
-                if a.status == "NEW" and symbol in (None, a.symbol)]  # fmt: skip
+                if a.status == "NEW" and symbol in (None, a.symbol) and not self.hidden(a)]  # fmt: skip
 
     def all(self, p: Params) -> list[dict[str, Any]]:
         symbol, rules = proto.symbol_param(p, self.rules)
-        rows = [a for a in self.algos.values() if a.symbol == symbol]
+        rows = [a for a in self.algos.values() if a.symbol == symbol and not self.hidden(a)]
         return [algo_json(a, rules.quantity_precision) for a in rows[-proto.limit(p, 500, 1000) :]]
 
     def cancel_all(self, p: Params) -> dict[str, Any]:
