@@ -30,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.ledger import AlgoOrderState, Fill, OrderState, SyncCursor
 from core.reconcile import ExchangePosition, ExchangeSnapshot, Lookup, LookupKind
 from exchange.binance.ledger_records import algo_of_response, fill_of_trade, order_of_response, position_of
-from exchange.binance.payloads import parse_algo_order, parse_order_response
 from exchange.binance.signed import BinanceRejection
 from exchange.binance.trading import BinanceTrading
 from exchange.binance.user_stream import TRADES_WINDOW_MS
@@ -237,14 +236,9 @@ class _Reader:
         return [fill_of_trade(t) for t in rows], complete_from
 
     def _order_by_id(self, symbol: str, order_id: int) -> OrderState:
-        # BinanceTrading.get_order queries by client id only; the ledger may know just the order id
         self.requests += 1
-        params: dict[str, str | int] = {"symbol": symbol, "orderId": order_id}
-        return order_of_response(
-            parse_order_response(self.trading.http.call("GET", "/fapi/v1/order", params))
-        )
+        return order_of_response(self.trading.get_order(symbol, order_id=order_id))
 
     def _algo_by_id(self, symbol: str, algo_id: int) -> AlgoOrderState:
         self.requests += 1
-        body = self.trading.http.call("GET", "/fapi/v1/algoOrder", {"algoId": algo_id})
-        return algo_of_response(parse_algo_order(body))
+        return algo_of_response(self.trading.get_algo_order(algo_id=algo_id))

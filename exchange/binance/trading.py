@@ -306,14 +306,30 @@ class BinanceTrading:
         body = self.http.call("GET", "/fapi/v1/premiumIndex", {"symbol": symbol}, signed=False)
         return to_decimal(str(body["markPrice"]))
 
-    def get_order(self, symbol: str, client_order_id: str) -> OrderResponse:
-        """Query an order by our client id (BinanceRejection -2013 when there is none)."""
-        params = {"symbol": symbol, "origClientOrderId": client_order_id}
+    def get_order(
+        self, symbol: str, client_order_id: str | None = None, *, order_id: int | None = None
+    ) -> OrderResponse:
+        """Query an order of ``symbol`` by our client id or by the venue's order id, exactly one of them
+        (ValueError otherwise); BinanceRejection -2013 when there is none."""
+        params: dict[str, str | int] = {"symbol": symbol}
+        params.update(
+            _one_id(
+                "get_order",
+                client_order_id=("origClientOrderId", client_order_id),
+                order_id=("orderId", order_id),
+            )
+        )
         return parse_order_response(self.http.call("GET", "/fapi/v1/order", params))
 
-    def get_algo_order(self, client_algo_id: str) -> AlgoOrderResponse:
-        """Query an algo order by our client id (BinanceRejection -2013 when there is none)."""
-        return parse_algo_order(self.http.call("GET", "/fapi/v1/algoOrder", {"clientAlgoId": client_algo_id}))
+    def get_algo_order(
+        self, client_algo_id: str | None = None, *, algo_id: int | None = None
+    ) -> AlgoOrderResponse:
+        """Query an algo order by our client id or by the venue's algo id, exactly one of them
+        (ValueError otherwise); BinanceRejection -2013 when there is none."""
+        params = _one_id(
+            "get_algo_order", client_algo_id=("clientAlgoId", client_algo_id), algo_id=("algoId", algo_id)
+        )
+        return parse_algo_order(self.http.call("GET", "/fapi/v1/algoOrder", params))
 
     def open_orders(self, symbol: str | None = None) -> list[OrderResponse]:
         """Open regular orders, of ``symbol`` or all."""
@@ -446,6 +462,22 @@ class BinanceTrading:
 
 def _present(**params: str | int | None) -> dict[str, str | int]:
     return {name: value for name, value in params.items() if value is not None}
+
+
+def _one_id(query: str, **ids: tuple[str, str | int | None]) -> dict[str, str | int]:
+    """The one given id among ``ids`` (argument name → (request parameter, value)) as a request
+    parameter; ValueError naming the problem when none, both, or an empty or non-positive one is given."""
+    given = {arg: pair for arg, pair in ids.items() if pair[1] is not None}
+    if len(given) != 1:
+        problem = "neither was given" if not given else f"got {' and '.join(given)}"
+        raise ValueError(f"{query}: pass exactly one of {' or '.join(ids)}; {problem}")
+    [(arg, (param, value))] = given.items()
+    if isinstance(value, str):
+        if not value:
+            raise ValueError(f"{query}: {arg} must be a non-empty id, got ''")
+    elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{query}: {arg} must be a positive integer, got {value!r}")
+    return {param: value}
 
 
 def _unless_missing(query: Callable[[], Found]) -> Found | None:

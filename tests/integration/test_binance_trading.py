@@ -276,6 +276,44 @@ def test_rejections_carry_binance_codes_and_free_the_client_id(venue: Venue, cli
     assert "would immediately trigger" in immediate.value.msg and stop.algoStatus == "NEW"
 
 
+def test_orders_and_algo_orders_are_queried_by_client_id_or_by_venue_id_exactly_one(
+    venue: Venue, client: BinanceTrading
+) -> None:
+    entry = client.place_entry(BTC, "BUY", "0.002", "by-id-entry", mark_price=MARK)
+    stop = client.place_protection(BTC, "SL", "LONG", 59_000, entry.avgPrice, "by-id-sl", "0.002")
+    by_client, by_id = client.get_order(BTC, "by-id-entry"), client.get_order(BTC, order_id=entry.orderId)
+    assert by_client == by_id and (by_id.orderId, by_id.clientOrderId) == (entry.orderId, "by-id-entry")
+    algo_by_client, algo_by_id = client.get_algo_order("by-id-sl"), client.get_algo_order(algo_id=stop.algoId)
+    assert algo_by_client == algo_by_id and (algo_by_id.algoId, algo_by_id.clientAlgoId) == (
+        stop.algoId,
+        "by-id-sl",
+    )
+    for missing in (
+        lambda: client.get_order(BTC, order_id=entry.orderId + 1_000),
+        lambda: client.get_algo_order(algo_id=stop.algoId + 1_000),
+        lambda: client.get_algo_order("no-such-algo"),
+    ):
+        with pytest.raises(BinanceRejection) as info:
+            missing()
+        assert info.value.code == -2013
+    sent = venue.requests("/fapi/v1/order") + venue.requests("/fapi/v1/algoOrder")
+    for wrong, problem in (
+        (lambda: client.get_order(BTC), "neither was given"),
+        (
+            lambda: client.get_order(BTC, "by-id-entry", order_id=entry.orderId),
+            "got client_order_id and order_id",
+        ),
+        (lambda: client.get_order(BTC, ""), "client_order_id must be a non-empty id"),
+        (lambda: client.get_order(BTC, order_id=0), "order_id must be a positive integer"),
+        (lambda: client.get_algo_order(), "exactly one of client_algo_id or algo_id; neither"),
+        (lambda: client.get_algo_order("by-id-sl", algo_id=stop.algoId), "got client_algo_id and algo_id"),
+        (lambda: client.get_algo_order(algo_id=-5), "algo_id must be a positive integer"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            wrong()
+    assert venue.requests("/fapi/v1/order") + venue.requests("/fapi/v1/algoOrder") == sent  # nothing sent
+
+
 def test_queries_cancels_and_fill_backfill(venue: Venue, client: BinanceTrading) -> None:
     entry = client.place_entry(BTC, "SELL", "0.004", "q-entry", mark_price=MARK)
     client.place_protection(BTC, "SL", "SHORT", 61_000, entry.avgPrice, "q-sl", "0.004")
