@@ -81,6 +81,7 @@ from exchange.binance.protected import (
 from exchange.binance.signed import TradingConfig
 from exchange.binance.trading import BinanceTrading
 from exchange.binance.user_stream import Gap, MalformedEvent, UserStreamConfig
+from exchange.logging_safety import install_redaction
 from storage import db, killswitch_store
 from storage.audit import AuditLog
 from storage.bulk import write_rows
@@ -161,6 +162,7 @@ class LiveBook:
         self.cfg = cfg
         self.engine = db.make_engine(cfg.database_url)
         self.store = LedgerStore(self.engine, source=self._source)
+        install_redaction([cfg.trading.api_key.get_secret_value(), cfg.trading.api_secret.get_secret_value()])
         self.trading = BinanceTrading(cfg.trading)
         self.trading.start()
         venue_now = self.trading.server_time_ms if cfg.venue_clock == "query" else self.trading.http.now_ms

@@ -1,4 +1,6 @@
-"""Install secret redaction on this process's logging (issue 15, safety of operation).
+"""Install secret redaction on this process's logging (issue 15, safety of operation). It lives in
+``exchange``, beside the clients whose libraries log request lines, so that the live book's actor and
+the CLI both install it (``actors`` may not import ``raytrade``).
 
 ``install_redaction(secrets)`` puts one ``core.redact.RedactingFilter`` in two places:
 

@@ -67,6 +67,25 @@ class ShadowOptions:
     mode: Literal["shadow", "live"] = "shadow"  # live: orders go to the venue (actors.live_book)
 
 
+def binance_keys(settings: Settings) -> tuple[SecretStr, SecretStr]:
+    """The Binance key and secret: from the settings (RAYTRADE_BINANCE_API_KEY/_SECRET), else decrypted
+    from ``raytrade encrypt-keys``' file with RAYTRADE_KEYS_PASSPHRASE."""
+    import os
+
+    from raytrade.keystore import KeystoreError, keys_path, load_keys, read_passphrase
+
+    if settings.binance_api_key is not None and settings.binance_api_secret is not None:
+        return settings.binance_api_key, settings.binance_api_secret
+    path = keys_path(settings)
+    if not path.exists():
+        raise ConfigError("live trading on Binance needs keys: run `raytrade encrypt-keys` "
+                          "(or set RAYTRADE_BINANCE_API_KEY and RAYTRADE_BINANCE_API_SECRET)")  # fmt: skip
+    try:
+        return load_keys(path, read_passphrase(os.environ, None))
+    except KeystoreError as e:
+        raise ConfigError(str(e)) from None
+
+
 def symbol_groups(symbols: Sequence[str], group_size: int) -> list[tuple[str, ...]]:
     """Split ``symbols`` into groups of at most ``group_size`` (in order)."""
     if group_size < 1:
@@ -165,9 +184,8 @@ class ShadowSession:
                                     sync_clock=False)  # fmt: skip
             venue_clock = "query"
         else:
-            if s.binance_api_key is None or s.binance_api_secret is None:
-                raise ConfigError("live trading on Binance needs RAYTRADE_BINANCE_API_KEY and _SECRET")
-            trading = TradingConfig(api_key=s.binance_api_key, api_secret=s.binance_api_secret)
+            key, secret = binance_keys(s)
+            trading = TradingConfig(api_key=key, api_secret=secret)
             venue_clock = "estimate"
         return LiveConfig(
             session_id=o.session_id, symbols=tuple(o.symbols), database_url=s.database_url, trading=trading,

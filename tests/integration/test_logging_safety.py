@@ -1,4 +1,4 @@
-"""raytrade.logging_safety: a real ``requests`` call to a local HTTP server with urllib3 DEBUG on logs
+"""exchange.logging_safety: a real ``requests`` call to a local HTTP server with urllib3 DEBUG on logs
 no signature, API key or secret, through handlers attached before and after the installation."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from core.redact import MASK
-from raytrade.logging_safety import install_redaction, redaction_filter, uninstall_redaction
+from exchange.logging_safety import install_redaction, redaction_filter, uninstall_redaction
 
 KEY = "PLANTEDapikey8f2b1c9d0e7a6b5c4d3e2f1a0b9c8d7e6"
 SECRET = "PLANTEDsecret0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
