@@ -261,11 +261,16 @@ def algo_invisible(h: Harness) -> Outcome:
     if not hasattr(h.faults, "hide_algo_orders"):
         return Outcome("algo order acknowledged, invisible 60 s (-2013)", False, note="venue fault missing")
     book = h.start()
-    h.faults.hide_algo_orders(60.0, n=2)
+    h.faults.hide_algo_orders(50.0, n=2)  # the client refuses a clock 60 s off: 50 s shows the same
     (r,) = book.submit([h.intent()])
     h.settle()  # reconciles while both protections are invisible: nothing cancelled, nothing placed again
-    h.venue_wall.shift_ms += 61_000
+    h.venue_wall.shift_ms += 10_000  # past the reconciler's grace, still invisible
     h.settle()
+    h.venue_wall.shift_ms += 45_000  # visible again
+    h.settle()
+    resting = sorted(a.order_type for a in h.broker.algos.values() if a.status == "NEW")
+    if resting != ["STOP_MARKET", "TAKE_PROFIT_MARKET"]:
+        return Outcome("algo order acknowledged, invisible 60 s (-2013)", False, note=f"resting {resting}")
     return check("algo order acknowledged, invisible 60 s (-2013)", h, note=r["outcome"])
 
 
