@@ -18,7 +18,7 @@ entry acknowledged → both protections acknowledged, p50/p99 over ``--entries``
     .venv/bin/python bench/live_faults.py [--entries 60]
 
 Ends with one JSON line: scenarios, scenarios_passed, duplicate_orders, naked_ms_max, fills_mismatched,
-positions_mismatched, orphan_algo_orders, protect_p50_ms, protect_p99_ms, failed (names).
+positions_mismatched, orphan_algo_orders, protect_p50_ms, protect_p99_ms, submit_p99_ms, failed (names).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the replay venue set-up the tests use
 from venue_fixtures import BTC, MARK, Clock, filter_exchange_info, load_exchange_info, serve_venue  # noqa: E402
 
 from actors.live_book import LiveBook, LiveConfig  # noqa: E402
+from core.config import RiskConfig  # noqa: E402
 from core.killswitch import KillSwitchConfig  # noqa: E402
 from core.messages import EntryIntent  # noqa: E402
 from exchange.binance.signed import TradingConfig  # noqa: E402
@@ -110,7 +111,7 @@ class Harness:
 
     def intent(self, sl: float = 59_400.0, tp: float = 60_600.0) -> EntryIntent:
         now = self.venue_wall()
-        decision = now - now % MINUTE - MINUTE if now % MINUTE > 1_000 else now - now % MINUTE - 2 * MINUTE
+        decision = now - now % MINUTE - MINUTE  # the bar that closed last: within the entry delay
         return EntryIntent(
             BTC, decision, 1, 0.02, 3, sl, tp, MARK, 50.0, 1e9, 60_000.0, 60_000.1, now, mark=MARK
         )
@@ -457,20 +458,26 @@ SCENARIOS = [plain, entry_timeout, entry_5xx_filled, sl_rejected, tp_rejected, s
              hedge_mode]  # fmt: skip
 
 
-def latency(exchange_info: dict[str, Any], entries: int, injected_ms: float) -> np.ndarray:
-    """Decision → entry ack → both protections ack, ms, with ``injected_ms`` added to every venue request."""
-    out = []
+def latency(exchange_info: dict[str, Any], entries: int, injected_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per entry, with ``injected_ms`` added to every venue request: the order path (entry sent → entry
+    ack → both protections ack, ms) and the whole ``submit`` call (guards, the engine signal written,
+    the order path, the venue's answers and fills into the ledger, ms)."""
+    out, whole = [], []
     with harness(exchange_info) as h:
-        book = h.start(user_stream=None)
+        book = h.start(user_stream=None, risk=RiskConfig(max_orders_per_s=100))  # time, not pace, the entries
         book.submit([h.intent()])  # connections and symbol set-up before timing
         book.flatten("BENCH")
         h.faults.rest_timeout("/fapi", n=10**6, sleep_s=injected_ms / 1000.0, apply=True)
         for k in range(entries):
+            t0 = time.perf_counter()
             (r,) = book.submit([h.intent()])
             if r.get("outcome") == "protected":
+                whole.append((time.perf_counter() - t0) * 1000)
                 out.append(book.entries[BTC].protected_ms or np.nan)
             book.flatten(f"BENCH{k}")
-    return np.array(out)
+    if len(out) < entries:
+        raise RuntimeError(f"only {len(out)} of {entries} timed entries were protected")
+    return np.array(out), np.array(whole)
 
 
 def main() -> None:
@@ -495,10 +502,12 @@ def main() -> None:
         print(f"{mark} {out.name:<88} dup {out.duplicate_orders} naked {out.naked_ms_max:6.1f} ms fills± "
               f"{out.fills_mismatched} pos± {out.positions_mismatched} orphans {out.orphan_algo_orders} "
               f"kill {'ok' if out.kill_ok else 'WRONG'} {out.note} ({time.perf_counter() - t0:.1f} s)", flush=True)  # fmt: skip
-    lat = latency(info, args.entries, args.injected_ms)
-    p50, p99 = (float(np.percentile(lat, q)) for q in (50, 99)) if len(lat) else (float("nan"), float("nan"))
-    print(f"order path with {args.injected_ms:.0f} ms per venue request, {len(lat)} entries: decision → both "
-          f"protections acknowledged p50 {p50:.1f} ms, p99 {p99:.1f} ms (target ≤ 150 ms)")  # fmt: skip
+    lat, whole = latency(info, args.entries, args.injected_ms)
+    p50, p99 = (float(np.percentile(lat, q)) for q in (50, 99))
+    s50, s99 = (float(np.percentile(whole, q)) for q in (50, 99))
+    print(f"order path with {args.injected_ms:.0f} ms per venue request, {len(lat)} entries: entry sent → both "
+          f"protections acknowledged p50 {p50:.1f} ms, p99 {p99:.1f} ms (target ≤ 150 ms); the whole decision "
+          f"(guards, signal written, orders, answers and fills into the ledger) p50 {s50:.1f} ms, p99 {s99:.1f} ms")  # fmt: skip
     summary = {
         "scenarios": len(results), "scenarios_passed": sum(r.passed for r in results),
         "duplicate_orders": sum(r.duplicate_orders for r in results),
@@ -506,7 +515,7 @@ def main() -> None:
         "fills_mismatched": sum(r.fills_mismatched for r in results),
         "positions_mismatched": sum(r.positions_mismatched for r in results),
         "orphan_algo_orders": sum(r.orphan_algo_orders for r in results),
-        "protect_p50_ms": round(p50, 1), "protect_p99_ms": round(p99, 1),
+        "protect_p50_ms": round(p50, 1), "protect_p99_ms": round(p99, 1), "submit_p99_ms": round(s99, 1),
         "failed": [r.name for r in results if not r.passed],
     }  # fmt: skip
     print(json.dumps(summary))
