@@ -11,6 +11,12 @@ database ledger (``storage.ledger``):
   own "outcome unknown" record, or a stub made for a fill whose order we have not seen), a terminal
   status beats an open one, then the venue's update time, the cumulative filled quantity and the
   status rank decide. Link fields (client id, parent algo id, trade group, engine) are never lost.
+- NOT_FOUND (our record of a query the venue answered "no such order", -2013, stamped with the
+  query's time) is the one exception to that order, because the venue's query side can lag its
+  matching side (an order acknowledged, then invisible for a while): any venue state that arrives
+  after a NOT_FOUND replaces it, whatever its time; a NOT_FOUND replaces a venue state only when that
+  state is open and not later than the query (``order_supersedes``/``algo_supersedes``), so it never
+  erases what the venue showed after the query, nor a final status (an old order the venue forgot).
 - Algo orders follow the same rule with their own statuses (NEW → TRIGGERING → TRIGGERED →
   FINISHED, or CANCELED / EXPIRED / REJECTED). When one triggers, the child order has a new order id
   that ALGO_UPDATE gives as ``ai``, which may be empty on TRIGGERED, and the child's fill may arrive
@@ -252,7 +258,8 @@ class SyncCursor:
 
 
 def order_precedence(o: OrderState) -> tuple[bool, bool, int, Decimal, int]:
-    """Sort key of an order's states: the greater is the newer (module docstring)."""
+    """Sort key of an order's states: the greater is the newer (module docstring); NOT_FOUND against a
+    venue status is decided by ``order_supersedes`` instead."""
     return (
         o.status != UNKNOWN,
         o.status in ORDER_TERMINAL,
@@ -265,6 +272,35 @@ def order_precedence(o: OrderState) -> tuple[bool, bool, int, Decimal, int]:
 def algo_precedence(a: AlgoOrderState) -> tuple[bool, bool, int, int]:
     """Sort key of an algo order's states: the greater is the newer."""
     return (a.status != UNKNOWN, a.status in ALGO_TERMINAL, a.update_ms, _ALGO_RANK.get(a.status, 4))
+
+
+def _not_found_supersedes(
+    stored_status: str, stored_ms: int, incoming_status: str, incoming_ms: int, final: frozenset[str]
+) -> bool | None:
+    """The NOT_FOUND exception (module docstring): whether the incoming state replaces the stored one
+    when one of them is NOT_FOUND and the other a venue status; None when the usual order decides."""
+    if stored_status == NOT_FOUND and incoming_status not in (UNKNOWN, NOT_FOUND):
+        return True  # the venue shows the order after saying it had none: its query side lagged
+    if incoming_status == NOT_FOUND and stored_status not in (UNKNOWN, NOT_FOUND):
+        return stored_status not in final and stored_ms <= incoming_ms
+    return None
+
+
+def order_supersedes(stored: OrderState, incoming: OrderState) -> bool:
+    """Whether ``incoming`` replaces ``stored`` as the order's state: the greater ``order_precedence``,
+    except for NOT_FOUND (module docstring). Depends on arrival order only where NOT_FOUND is involved."""
+    rule = _not_found_supersedes(
+        stored.status, stored.update_ms, incoming.status, incoming.update_ms, ORDER_TERMINAL - {NOT_FOUND}
+    )
+    return order_precedence(incoming) > order_precedence(stored) if rule is None else rule
+
+
+def algo_supersedes(stored: AlgoOrderState, incoming: AlgoOrderState) -> bool:
+    """Whether ``incoming`` replaces ``stored`` as the algo order's state (as ``order_supersedes``)."""
+    rule = _not_found_supersedes(
+        stored.status, stored.update_ms, incoming.status, incoming.update_ms, ALGO_TERMINAL - {NOT_FOUND}
+    )
+    return algo_precedence(incoming) > algo_precedence(stored) if rule is None else rule
 
 
 def _first(*values: Any) -> Any:
@@ -282,9 +318,7 @@ def merge_order(stored: OrderState | None, incoming: OrderState) -> OrderState:
         return incoming
     if stored.key != incoming.key:
         raise ValueError(f"merge_order: {stored.key} and {incoming.key} are different orders")
-    newer, older = (
-        (incoming, stored) if order_precedence(incoming) > order_precedence(stored) else (stored, incoming)
-    )
+    newer, older = (incoming, stored) if order_supersedes(stored, incoming) else (stored, incoming)
     return replace(
         newer,
         client_order_id=_first(newer.client_order_id, older.client_order_id),
@@ -304,9 +338,7 @@ def merge_algo(stored: AlgoOrderState | None, incoming: AlgoOrderState) -> AlgoO
         return incoming
     if stored.key != incoming.key:
         raise ValueError(f"merge_algo: {stored.key} and {incoming.key} are different algo orders")
-    newer, older = (
-        (incoming, stored) if algo_precedence(incoming) > algo_precedence(stored) else (stored, incoming)
-    )
+    newer, older = (incoming, stored) if algo_supersedes(stored, incoming) else (stored, incoming)
     return replace(
         newer,
         child_order_id=_first(newer.child_order_id, older.child_order_id),
@@ -514,7 +546,7 @@ class LedgerBook:
         stored = self.orders.get(update.key)
         merged = merge_order(stored, update)
         self.orders[update.key] = merged
-        newer = stored is None or order_precedence(update) > order_precedence(stored)
+        newer = stored is None or order_supersedes(stored, update)
         return applied(stored, merged, update, newer)
 
     def apply_algo(self, update: AlgoOrderState) -> Applied:
@@ -526,7 +558,7 @@ class LedgerBook:
                 merged, self.orders[order.key] = joined
                 break
         self.algo_orders[update.key] = merged
-        newer = stored is None or algo_precedence(update) > algo_precedence(stored)
+        newer = stored is None or algo_supersedes(stored, update)
         return applied(stored, merged, update, newer)
 
     def apply_fill(self, fill: Fill) -> Applied:

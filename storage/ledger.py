@@ -44,12 +44,12 @@ from core.ledger import (
     OrderState,
     Position,
     SyncCursor,
-    algo_precedence,
+    algo_supersedes,
     applied,
     join_child,
     merge_algo,
     merge_order,
-    order_precedence,
+    order_supersedes,
     positions_from_fills,
     stub_order,
     to_json,
@@ -328,9 +328,7 @@ class LedgerStore:
             ).mappings().first()  # fmt: skip
             stored = None if stored_row is None else _order_of(stored_row)
             merged = merge_order(stored, o)
-            result = applied(
-                stored, merged, o, stored is None or order_precedence(o) > order_precedence(stored)
-            )
+            result = applied(stored, merged, o, stored is None or order_supersedes(stored, o))
             if stored is None:
                 ins = _insert(conn, orders).values(_order_row(merged)).on_conflict_do_nothing()
                 if _wrote(conn, ins.returning(orders.c.order_id)):
@@ -376,9 +374,7 @@ class LedgerStore:
             stored = None if stored_row is None else _algo_of(stored_row)
             merged = merge_algo(stored, a)
             merged = self._join_child(conn, merged)
-            result = applied(
-                stored, merged, a, stored is None or algo_precedence(a) > algo_precedence(stored)
-            )
+            result = applied(stored, merged, a, stored is None or algo_supersedes(stored, a))
             if stored is None:
                 ins = _insert(conn, algo_orders).values(_algo_row(merged)).on_conflict_do_nothing()
                 if _wrote(conn, ins.returning(algo_orders.c.algo_id)):
