@@ -25,7 +25,9 @@ def run(
         "Binance after `raytrade live-confirm`)",
     ),
     venue: str = typer.Option(
-        "replay", "--venue", help="replay (the lake on loopback) | binance (public streams)"
+        "replay",
+        "--venue",
+        help="replay (the lake on loopback) | binance (public streams; live: real orders) | binance-testnet",
     ),
     symbols: str | None = typer.Option(None, "--symbols", help="comma-separated; default: the universe"),
     group_size: int = typer.Option(25, "--group-size", min=1, help="symbols per ingest actor"),
@@ -59,8 +61,8 @@ def run(
     settings = settings_or_exit()
     if mode not in ("shadow", "live"):
         raise typer.BadParameter("shadow or live", param_hint="--mode")
-    if venue not in ("replay", "binance"):
-        raise typer.BadParameter("replay or binance", param_hint="--venue")
+    if venue not in ("replay", "binance", "binance-testnet"):
+        raise typer.BadParameter("replay, binance or binance-testnet", param_hint="--venue")
     if mode == "live" and venue == "binance":
         approve_live(settings, model)
     if mark_fallback not in ("none", "last"):
@@ -92,12 +94,14 @@ def run(
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # stop cleanly, report, release Ray
+    # SIGUSR1: the kill switch (no new entries; the book keeps its protections), as `raytrade kill` does
+    signal.signal(signal.SIGUSR1, lambda *_: session.execution.kill_switch.remote(False, "signal SIGUSR1"))
     try:
         if venue == "replay":
             while not stop["now"] and not session.wait(timeout_s=1.0):
                 pass
         else:
-            console.print("streaming Binance's public market data; Ctrl-C stops")
+            console.print(f"streaming {venue}'s public market data; Ctrl-C stops, SIGUSR1 is the kill switch")
             while not stop["now"]:
                 session.wait(timeout_s=1.0)
     finally:

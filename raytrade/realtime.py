@@ -44,6 +44,8 @@ from storage.registry import ModelRegistry
 
 BINANCE_REST = "https://fapi.binance.com"
 BINANCE_WS = "wss://fstream.binance.com/"
+TESTNET_REST = "https://testnet.binancefuture.com"
+TESTNET_WS = "wss://fstream.binancefuture.com/"
 
 
 @dataclass
@@ -52,7 +54,7 @@ class ShadowOptions:
 
     symbols: tuple[str, ...]
     model_name: str = "raytrade-lgbm"
-    venue: Literal["replay", "binance"] = "replay"
+    venue: Literal["replay", "binance", "binance-testnet"] = "replay"
     group_size: int = 25
     start_ms: int | None = None  # replay: first replayed minute
     end_ms: int | None = None  # replay: end of the replay
@@ -107,8 +109,9 @@ class ShadowSession:
         self.execution: Any = None
         self.execution_name = ""
         self.ingest: list[Any] = []
-        self.rest_url = BINANCE_REST
-        self.ws_url = BINANCE_WS
+        testnet = options.venue == "binance-testnet"
+        self.rest_url = TESTNET_REST if testnet else BINANCE_REST
+        self.ws_url = TESTNET_WS if testnet else BINANCE_WS
         self.started_wall_s = math.nan
 
     # --- start -------------------------------------------------------------------------------------
@@ -185,7 +188,7 @@ class ShadowSession:
             venue_clock = "query"
         else:
             key, secret = binance_keys(s)
-            trading = TradingConfig(api_key=key, api_secret=secret)
+            trading = TradingConfig(base_url=self.rest_url, api_key=key, api_secret=secret)
             venue_clock = "estimate"
         return LiveConfig(
             session_id=o.session_id, symbols=tuple(o.symbols), database_url=s.database_url, trading=trading,
