@@ -331,19 +331,32 @@ def listen_key_expired(h: Harness) -> Outcome:
     h.faults.expire_listen_keys()
     h.quote(60_700.0, 60_700.1, 60_700.0)
     h.settle(timeout_s=5.0)
-    return check("listenKey expired mid-trade", h)
+    out = check("listenKey expired mid-trade", h)
+    rotations = book.stream.stream.stats.rotations if book.stream is not None else 0
+    out.passed = out.passed and rotations >= 1
+    out.note = f"rotations {rotations}"
+    return out
 
 
 def keepalive_fails(h: Harness) -> Outcome:
     stream = UserStreamConfig(ws_url="ws" + h.url.removeprefix("http") + "/", silence_s=1.0, ping_interval_s=0.1,
                               backoff_base_s=0.05, backoff_cap_s=0.3, connect_timeout_s=2.0, keepalive_s=0.3)  # fmt: skip
     book = h.start(user_stream=stream)
-    h.faults.rest_error("/fapi/v1/listenKey", status=503)
+    h.faults.rest_error("/fapi/v1/listenKey", n=3, status=503)  # one keepalive with all 3 attempts refused
     book.submit([h.intent()])
-    time.sleep(0.5)
+    time.sleep(0.8)
     h.quote(60_700.0, 60_700.1, 60_700.0)
     h.settle(timeout_s=5.0)
-    return check("keepalive fails once", h)
+    out = check("keepalive fails once", h)
+    stats = book.stream.stream.stats if book.stream is not None else None
+    failed = stats is not None and stats.keepalive_failures >= 1 and stats.rotations >= 1
+    out.passed = out.passed and failed
+    out.note = (
+        f"keepalive failures {stats.keepalive_failures}, rotations {stats.rotations}"
+        if stats
+        else "no stream"
+    )
+    return out
 
 
 def disconnect_during_fill(h: Harness) -> Outcome:
@@ -352,7 +365,11 @@ def disconnect_during_fill(h: Harness) -> Outcome:
     h.faults.disconnect("private")
     h.quote(60_700.0, 60_700.1, 60_700.0)
     h.settle(timeout_s=5.0)
-    return check("disconnect during a fill", h)
+    out = check("disconnect during a fill", h)
+    gaps = book.stream.stream.stats.gaps if book.stream is not None else 0
+    out.passed = out.passed and gaps >= 1
+    out.note = f"gaps {gaps}"
+    return out
 
 
 def close_503_filled(h: Harness) -> Outcome:
@@ -401,21 +418,34 @@ def restart_naked(h: Harness) -> Outcome:
 
 
 def db_down(h: Harness) -> Outcome:
+    """The database goes away while the TP fills (its file moved: every write fails, as with a server
+    that refuses connections); back again, the book's reconciliation brings the ledger level with the venue."""
     book = h.start()
     book.submit([h.intent()])
     path = Path(h.engine.url.database or "")
-    path.chmod(0o444)  # the database refuses writes while the TP fills
-    h.engine.dispose()
+    away = path.with_name(path.name + ".away")
     book.engine.dispose()
+    h.engine.dispose()
+    path.rename(away)
     try:
         h.quote(60_700.0, 60_700.1, 60_700.0)
-        with contextlib.suppress(Exception):  # the book's call fails; the venue holds the facts
-            book.poll(0.5)
+        for _ in range(10):
+            with contextlib.suppress(Exception):  # the book's writes fail; the venue holds the facts
+                book.poll(0.05)
+        try:
+            book.store.fills(BTC)
+            down = False
+        except Exception:
+            down = True
     finally:
-        path.chmod(0o644)
-    book.engine.dispose()
+        book.engine.dispose()
+        path.unlink(missing_ok=True)  # the empty file a connection made meanwhile
+        away.rename(path)
     h.settle()
-    return check("database down during fills", h)
+    out = check("database down during fills", h)
+    out.passed = out.passed and down
+    out.note = "writes failed while down" if down else "the database never went down"
+    return out
 
 
 def rate_limited(h: Harness) -> Outcome:
