@@ -29,6 +29,11 @@ Spec cases, and where they are handled:
   looked up and the mismatch is recorded.
 - Safety (issue 15): ``_protection`` finds orphan algo orders (position gone: cancel) and naked
   positions (not both a stop-loss and a take-profit covering the quantity: protect or flatten).
+  Binance's query side can lag its matching side: an algo order it acknowledged may answer -2013
+  and be missing from openAlgoOrders for a while. One the ledger holds open, acknowledged less than
+  ``ReconcileConfig.unconfirmed_algo_ms`` ago, is therefore not closed as NOT_FOUND (it is queried
+  again) and still counts as protection: the reconciler neither duplicates it nor flattens its
+  position. Older than that, "no such order" closes it and its position is protected again.
 
 Mismatches that fills cannot explain yet are reported once (``mismatch_signature``, kept in
 ``LedgerView.recorded_mismatches``), so a reconciler running every 30–60 s does not repeat itself.
@@ -46,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.ledger import (
     NOT_FOUND,
+    UNKNOWN,
     ZERO,
     AlgoOrderState,
     EngineSignal,
@@ -78,6 +84,12 @@ class ReconcileConfig(BaseModel):
         5_000,
         ge=0,
         description="an algo order created less than this before the positions were read is not an orphan, ms",
+    )
+    unconfirmed_algo_ms: int = Field(
+        120_000,
+        ge=0,
+        description="an algo order the venue acknowledged less than this before the snapshot and does not "
+        "show (-2013, not in openAlgoOrders: its query side lags) is still open and still protects, ms",
     )
 
 
@@ -274,9 +286,9 @@ def reconcile(
     new_fills = _fills(view, snapshot)
     ours = _orders(view, snapshot, new_fills, signals, out, lookups)
     _signals(snapshot, signals, out, lookups)
-    _algo_orders(view, snapshot, out, lookups)
+    unconfirmed = _algo_orders(view, snapshot, config, out, lookups)
     _positions(view, snapshot, new_fills, ours, out, lookups)
-    _protection(snapshot, config, out)
+    _protection(snapshot, config, unconfirmed, out)
     return ReconcileResult(out, lookups, _cursors(view, snapshot))
 
 
@@ -388,8 +400,14 @@ def _signals(
 
 
 def _algo_orders(
-    view: LedgerView, snapshot: ExchangeSnapshot, out: list[Correction], lookups: list[Lookup]
-) -> None:
+    view: LedgerView,
+    snapshot: ExchangeSnapshot,
+    config: ReconcileConfig,
+    out: list[Correction],
+    lookups: list[Lookup],
+) -> list[AlgoOrderState]:
+    """Correct the algo orders; return the ledger's open ones the venue acknowledged recently but does
+    not show (yet): still open, still protection (module docstring)."""
     venue: dict[tuple[str, int], AlgoOrderState] = {}
     for a in (*snapshot.open_algo_orders, *snapshot.algo_orders):
         venue[a.key] = merge_algo(venue.get(a.key), a)
@@ -414,9 +432,20 @@ def _algo_orders(
             lookups.append(
                 Lookup(LookupKind.QUERY_ORDER, a.symbol, f"child of algo {a.algo_id}", order_id=child)
             )
+    unconfirmed: list[AlgoOrderState] = []
     for key, stored in view.algo_orders.items():
         if not stored.is_open or key in venue:
             continue
+        created = stored.created_ms if stored.created_ms is not None else stored.update_ms
+        if stored.status != UNKNOWN and created > snapshot.ts_ms - config.unconfirmed_algo_ms:
+            unconfirmed.append(stored)
+            if key in snapshot.absent_algo_orders:
+                lookups.append(Lookup(
+                    LookupKind.QUERY_ALGO_ORDER, stored.symbol,
+                    f"acknowledged {(snapshot.ts_ms - created) / 1000:.0f} s ago, the venue does not show it yet",
+                    algo_id=stored.algo_id,
+                ))  # fmt: skip
+                continue
         if key in snapshot.absent_algo_orders:
             closed = replace(stored, status=NOT_FOUND, update_ms=max(stored.update_ms, snapshot.ts_ms))
             out.append(Correction(
@@ -427,6 +456,7 @@ def _algo_orders(
                 LookupKind.QUERY_ALGO_ORDER, stored.symbol, f"ledger says {stored.status}, not in openAlgoOrders",
                 algo_id=stored.algo_id,
             ))  # fmt: skip
+    return unconfirmed
 
 
 def _positions(
@@ -516,7 +546,12 @@ def _covers(
     return covered >= qty
 
 
-def _protection(snapshot: ExchangeSnapshot, config: ReconcileConfig, out: list[Correction]) -> None:
+def _protection(
+    snapshot: ExchangeSnapshot,
+    config: ReconcileConfig,
+    unconfirmed: Sequence[AlgoOrderState],
+    out: list[Correction],
+) -> None:
     positions = {p.symbol: p for p in snapshot.positions if p.qty}
     read_ms = snapshot.ts_ms if snapshot.positions_ms is None else snapshot.positions_ms
     protective: list[OrderState | AlgoOrderState] = [
@@ -540,7 +575,7 @@ def _protection(snapshot: ExchangeSnapshot, config: ReconcileConfig, out: list[C
         if p.update_ms > snapshot.ts_ms - config.protection_grace_ms:
             continue  # just changed: the execution actor is protecting it
         side = "SELL" if p.qty > 0 else "BUY"
-        mine = [o for o in protective if o.symbol == symbol]
+        mine = [o for o in (*protective, *unconfirmed) if o.symbol == symbol]
         missing = [
             name
             for name, types in (("stop_loss", STOP_TYPES), ("take_profit", TAKE_PROFIT_TYPES))
