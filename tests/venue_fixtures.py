@@ -13,9 +13,10 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from pydantic import SecretStr
@@ -107,6 +108,27 @@ def serve_venue(
     faults.attach(reject_next=broker.reject_next, hide_algo_orders=broker.hide_algo_orders,
                   expire_listen_keys=None if hub is None else broker.expire_listen_keys)  # fmt: skip
     return BackgroundServer(app), broker
+
+
+_Venue = TypeVar("_Venue", bound=WallClockVenue)
+
+
+@contextmanager
+def running_venue(
+    exchange_info: dict[str, Any], lake_dir: Path, *, key: str, secret: str, cls: type[_Venue] = WallClockVenue,  # type: ignore[assignment]
+    publish_user: Callable[[dict[str, Any]], None] | None = None, hub: StreamHub | None = None, **fields: Any,
+) -> Iterator[_Venue]:  # fmt: skip
+    """A venue of ``serve_venue`` started on loopback as ``cls`` (a ``WallClockVenue``; ``fields`` are a
+    subclass's own), with a BTCUSDT quote fed; stopped when the caller is done."""
+    wall, faults = Clock(), Faults()
+    server, broker = serve_venue(exchange_info, lake_dir, wall, publish_user or (lambda _: None), key=key,
+                                 secret=secret, faults=faults, hub=hub)  # fmt: skip
+    venue = cls(server.start(), server, broker, faults, wall, **fields)
+    venue.quote()
+    try:
+        yield venue
+    finally:
+        server.stop()
 
 
 def signed_client(

@@ -16,13 +16,19 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 from typer.testing import CliRunner
-from venue_fixtures import BTC, MARK, Clock, WallClockVenue, serve_venue, signed_client, started
+from venue_fixtures import (
+    BTC,
+    MARK,
+    WallClockVenue,
+    running_venue,
+    signed_client,
+    started,
+)
 from venue_fixtures import exchange_info as exchange_info
 
 from core.errors import MalformedMessage
 from core.killswitch import KillSwitch
 from exchange.binance.trading import BinanceTrading, client_id
-from exchange.venue import Faults
 from raytrade import cmd_db, cmd_kill
 from raytrade.settings import load_settings
 from storage import db
@@ -35,13 +41,8 @@ SECRET = "cli-kill-test-secret-9a4c2e"
 
 @pytest.fixture
 def venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[WallClockVenue]:
-    wall, faults = Clock(), Faults()
-    server, broker = serve_venue(exchange_info, tmp_path / "lake", wall, lambda _: None, key=KEY,
-                                 secret=SECRET, faults=faults)  # fmt: skip
-    venue = WallClockVenue(server.start(), server, broker, faults, wall)
-    venue.quote()
-    yield venue
-    server.stop()
+    with running_venue(exchange_info, tmp_path / "lake", key=KEY, secret=SECRET) as venue:
+        yield venue
 
 
 @pytest.fixture

@@ -14,10 +14,9 @@ import pytest
 import sqlalchemy as sa
 import typer
 from typer.testing import CliRunner
-from venue_fixtures import BTC, MARK, Clock, WallClockVenue, serve_venue, signed_client
+from venue_fixtures import BTC, MARK, WallClockVenue, running_venue, signed_client
 from venue_fixtures import exchange_info as exchange_info
 
-from exchange.venue import Faults
 from raytrade import cmd_reconcile
 from raytrade.settings import load_settings
 from storage import db
@@ -28,14 +27,8 @@ SECRET = "cli-reconcile-secret-93a7"
 
 @pytest.fixture
 def venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[WallClockVenue]:
-    wall, faults = Clock(), Faults()
-    server, broker = serve_venue(
-        exchange_info, tmp_path / "lake", wall, lambda _: None, key=KEY, secret=SECRET, faults=faults
-    )
-    venue = WallClockVenue(server.start(), server, broker, faults, wall)
-    venue.quote()
-    yield venue
-    server.stop()
+    with running_venue(exchange_info, tmp_path / "lake", key=KEY, secret=SECRET) as venue:
+        yield venue
 
 
 @pytest.fixture

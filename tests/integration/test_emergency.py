@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from venue_fixtures import BTC, MARK, Clock, WallClockVenue, serve_venue, signed_client, started
+from venue_fixtures import (
+    BTC,
+    MARK,
+    WallClockVenue,
+    running_venue,
+    signed_client,
+    started,
+)
 from venue_fixtures import exchange_info as exchange_info
 
 from exchange.binance.emergency import EmergencyReport, cancel_all_and_flatten
 from exchange.binance.trading import BinanceTrading, client_id
-from exchange.venue import Faults
 from exchange.venue.state import STATE
 
 KEY = "emergency-test-key"
@@ -48,13 +54,8 @@ class Venue(WallClockVenue):
 
 @pytest.fixture
 def venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[Venue]:
-    wall, faults = Clock(), Faults()
-    server, broker = serve_venue(exchange_info, tmp_path / "lake", wall, lambda _: None, key=KEY,
-                                 secret=SECRET, faults=faults)  # fmt: skip
-    venue = Venue(server.start(), server, broker, faults, wall)
-    venue.quote()
-    yield venue
-    server.stop()
+    with running_venue(exchange_info, tmp_path / "lake", key=KEY, secret=SECRET, cls=Venue) as venue:
+        yield venue
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
-from venue_fixtures import BTC, MARK, Clock, WallClockVenue, serve_venue
+from venue_fixtures import BTC, MARK, WallClockVenue, running_venue
 from venue_fixtures import exchange_info as exchange_info
 
 from actors.live_book import LiveBook, LiveConfig
@@ -22,7 +22,6 @@ from core.killswitch import KillSwitch
 from core.messages import BarClose, EntryIntent, MarketTick
 from exchange.binance.orders import client_id
 from exchange.binance.signed import TradingConfig
-from exchange.venue import BackgroundServer, Faults
 from storage import killswitch_store
 from storage.schema import engine_signals, events, risk_events
 
@@ -47,14 +46,8 @@ class Venue(WallClockVenue):
 
 @pytest.fixture
 def venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[Venue]:
-    wall, faults = Clock(), Faults()
-    server: BackgroundServer
-    server, broker = serve_venue(exchange_info, tmp_path / "lake", wall, lambda e: None, key=KEY, secret=SECRET,
-                                 faults=faults)  # fmt: skip
-    venue = Venue(server.start(), server, broker, faults, wall)
-    venue.quote()
-    yield venue
-    server.stop()
+    with running_venue(exchange_info, tmp_path / "lake", key=KEY, secret=SECRET, cls=Venue) as venue:
+        yield venue
 
 
 class Monotonic:

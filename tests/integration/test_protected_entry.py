@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from venue_fixtures import ASK, BTC, MARK, Clock, WallClockVenue, serve_venue, signed_client, started
+from venue_fixtures import (
+    ASK,
+    BTC,
+    MARK,
+    WallClockVenue,
+    running_venue,
+    signed_client,
+    started,
+)
 from venue_fixtures import exchange_info as exchange_info
 
 from exchange.binance.orders import client_id
@@ -26,7 +34,6 @@ from exchange.binance.protected import (
     enter_protected,
 )
 from exchange.binance.trading import BinanceTrading
-from exchange.venue import BackgroundServer, Faults
 
 KEY = "protected-test-key"
 SECRET = "protected-test-secret-4c1d"
@@ -50,15 +57,8 @@ class Venue(WallClockVenue):
 
 @pytest.fixture
 def venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[Venue]:
-    wall, faults = Clock(), Faults()
-    events: list[dict[str, Any]] = []
-    server: BackgroundServer
-    server, broker = serve_venue(exchange_info, tmp_path / "lake", wall, events.append, key=KEY, secret=SECRET,
-                                 faults=faults)  # fmt: skip
-    venue = Venue(server.start(), server, broker, faults, wall)
-    venue.quote()
-    yield venue
-    server.stop()
+    with running_venue(exchange_info, tmp_path / "lake", key=KEY, secret=SECRET, cls=Venue) as venue:
+        yield venue
 
 
 @pytest.fixture

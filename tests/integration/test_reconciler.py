@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from venue_fixtures import BTC, MARK, Clock, WallClockVenue, serve_venue, signed_client
+from venue_fixtures import BTC, MARK, WallClockVenue, running_venue, signed_client
 from venue_fixtures import exchange_info as exchange_info
 
 from actors.reconciler import Reconciler, ReconcilerConfig
@@ -23,7 +23,6 @@ from core.reconcile import CorrectionKind as K
 from core.reconcile import ReconcileConfig
 from exchange.binance.snapshot import fetch_snapshot
 from exchange.binance.trading import BinanceTrading
-from exchange.venue import Faults
 from storage import db
 from storage.ledger import LedgerStore
 
@@ -44,14 +43,8 @@ TABLES = (
 
 @pytest.fixture
 def venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[WallClockVenue]:
-    wall, faults = Clock(), Faults()
-    server, broker = serve_venue(
-        exchange_info, tmp_path / "lake", wall, lambda _: None, key=KEY, secret=SECRET, faults=faults
-    )
-    venue = WallClockVenue(server.start(), server, broker, faults, wall)
-    venue.quote()
-    yield venue
-    server.stop()
+    with running_venue(exchange_info, tmp_path / "lake", key=KEY, secret=SECRET) as venue:
+        yield venue
 
 
 def client(venue: WallClockVenue) -> BinanceTrading:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from venue_fixtures import BTC, MARK, Clock, WallClockVenue, serve_venue, signed_client
+from venue_fixtures import BTC, MARK, WallClockVenue, running_venue, signed_client
 from venue_fixtures import exchange_info as exchange_info
 
 from actors.reconciler import Reconciler, ReconcilerConfig
@@ -25,7 +25,6 @@ from core.reconcile import CorrectionKind as K
 from core.reconcile import LookupKind, ReconcileConfig
 from exchange.binance.ledger_records import algo_of_response, order_of_response
 from exchange.binance.trading import BinanceTrading
-from exchange.venue import Faults
 from storage import db
 from storage.ledger import LedgerStore
 
@@ -36,14 +35,8 @@ HIDE_S = 60
 
 @pytest.fixture
 def venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[WallClockVenue]:
-    wall, faults = Clock(), Faults()
-    server, broker = serve_venue(
-        exchange_info, tmp_path / "lake", wall, lambda _: None, key=KEY, secret=SECRET, faults=faults
-    )
-    venue = WallClockVenue(server.start(), server, broker, faults, wall)
-    venue.quote()
-    yield venue
-    server.stop()
+    with running_venue(exchange_info, tmp_path / "lake", key=KEY, secret=SECRET) as venue:
+        yield venue
 
 
 @pytest.fixture

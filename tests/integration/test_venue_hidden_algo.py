@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import requests
-from venue_fixtures import BTC, MARK, Clock, WallClockVenue, serve_venue, signed_client
+from venue_fixtures import BTC, MARK, WallClockVenue, running_venue, signed_client
 from venue_fixtures import exchange_info as exchange_info
 
 from exchange.binance.trading import BinanceRejection, BinanceTrading
@@ -29,14 +29,8 @@ SECRET = "hidden-algo-test-secret-91c2"
 
 @pytest.fixture
 def venue(exchange_info: dict[str, Any], tmp_path: Path) -> Iterator[WallClockVenue]:
-    wall, faults = Clock(), Faults()
-    server, broker = serve_venue(
-        exchange_info, tmp_path / "lake", wall, lambda _: None, key=KEY, secret=SECRET, faults=faults
-    )
-    venue = WallClockVenue(server.start(), server, broker, faults, wall)
-    venue.quote()
-    yield venue
-    server.stop()
+    with running_venue(exchange_info, tmp_path / "lake", key=KEY, secret=SECRET) as venue:
+        yield venue
 
 
 @pytest.fixture
