@@ -62,6 +62,7 @@ KEY = "live-faults-key"
 SECRET = "live-faults-secret-5e2a"
 MINUTE = 60_000
 NAKED_BOUND_MS = 1_000.0
+CAP_MESSAGE = "Reach max stop order limit."  # Binance's -4045: the conditional-order cap
 SHARED = Path(os.environ.get("RAYTRADE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
@@ -192,6 +193,16 @@ def check(name: str, h: Harness, *, kill_active: bool = False, note: str = "") -
     return out
 
 
+def poll_until(book: LiveBook, condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    """Poll the book (draining its stream) until ``condition`` holds; whether it did in time."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        book.poll(0.05)
+    return True
+
+
 def arm_before(book: LiveBook, method: str, nth: int, arm: Callable[[], None]) -> None:
     """Arm a venue fault right before the ``nth`` call of the client's ``method`` (a moment the scenario
     cannot reach from outside: between an entry's fill and its protection, as the close leaves)."""
@@ -210,52 +221,43 @@ def arm_before(book: LiveBook, method: str, nth: int, arm: Callable[[], None]) -
 # --- scenarios --------------------------------------------------------------------------------------
 
 
-def plain(h: Harness) -> Outcome:
+def one_entry(h: Harness, name: str, arm: Callable[[LiveBook], Any] | None = None) -> Outcome:
+    """Start the book, arm the fault (``arm``), make one entry, settle, check."""
     book = h.start()
+    if arm is not None:
+        arm(book)
     (r,) = book.submit([h.intent()])
     h.settle()
-    return check("plain entry protected", h, note=r["outcome"])
+    return check(name, h, note=str(r.get("outcome") or r.get("reasons")))
+
+
+def plain(h: Harness) -> Outcome:
+    return one_entry(h, "plain entry protected")
 
 
 def entry_timeout(h: Harness) -> Outcome:
-    book = h.start()
-    h.faults.rest_timeout("/fapi/v1/order", sleep_s=1.0, apply=True)
-    (r,) = book.submit([h.intent()])
-    h.settle()
-    return check("entry timeout, status unknown", h, note=r["outcome"])
+    return one_entry(h, "entry timeout, status unknown",
+                     lambda _: h.faults.rest_timeout("/fapi/v1/order", sleep_s=1.0, apply=True))  # fmt: skip
 
 
 def entry_5xx_filled(h: Harness) -> Outcome:
-    book = h.start()
-    h.faults.rest_error("/fapi/v1/order", status=503, apply=True)
-    (r,) = book.submit([h.intent()])
-    h.settle()
-    return check("entry 5xx then filled", h, note=r["outcome"])
+    return one_entry(
+        h, "entry 5xx then filled", lambda _: h.faults.rest_error("/fapi/v1/order", status=503, apply=True)
+    )
 
 
 def sl_rejected(h: Harness) -> Outcome:
-    book = h.start()
-    h.faults.reject_order(-4045, "Reach max stop order limit.", kind="algo")
-    (r,) = book.submit([h.intent()])
-    h.settle()
-    return check("SL rejected", h, note=r["outcome"])
+    return one_entry(h, "SL rejected", lambda _: h.faults.reject_order(-4045, CAP_MESSAGE, kind="algo"))
 
 
 def tp_rejected(h: Harness) -> Outcome:
-    book = h.start()
-    arm_before(book, "place_protection", 2, lambda: h.faults.reject_order(-4045, "Reach max stop order limit.",
-                                                                          kind="algo"))  # fmt: skip
-    (r,) = book.submit([h.intent()])
-    h.settle()
-    return check("TP rejected", h, note=r["outcome"])
+    return one_entry(h, "TP rejected", lambda book: arm_before(
+        book, "place_protection", 2, lambda: h.faults.reject_order(-4045, CAP_MESSAGE, kind="algo")))  # fmt: skip
 
 
 def sl_would_trigger(h: Harness) -> Outcome:
-    book = h.start()
-    arm_before(book, "place_protection", 1, lambda: h.quote(59_300.0, 59_300.1, 59_300.0))  # mark past the SL
-    (r,) = book.submit([h.intent()])
-    h.settle()
-    return check("SL -2021 would trigger immediately", h, note=r["outcome"])
+    return one_entry(h, "SL -2021 would trigger immediately", lambda book: arm_before(
+        book, "place_protection", 1, lambda: h.quote(59_300.0, 59_300.1, 59_300.0)))  # mark past the SL  # fmt: skip
 
 
 def algo_invisible(h: Harness) -> Outcome:
@@ -329,10 +331,12 @@ def listen_key_expired(h: Harness) -> Outcome:
     book = h.start()
     book.submit([h.intent()])
     h.faults.expire_listen_keys()
-    h.quote(60_700.0, 60_700.1, 60_700.0)
+    h.quote(60_700.0, 60_700.1, 60_700.0)  # the TP fills while the stream replaces its key
+    stats = book.stream.stream.stats if book.stream is not None else None
+    poll_until(book, lambda: stats is not None and stats.rotations >= 1)
     h.settle(timeout_s=5.0)
     out = check("listenKey expired mid-trade", h)
-    rotations = book.stream.stream.stats.rotations if book.stream is not None else 0
+    rotations = stats.rotations if stats is not None else 0
     out.passed = out.passed and rotations >= 1
     out.note = f"rotations {rotations}"
     return out
@@ -344,11 +348,11 @@ def keepalive_fails(h: Harness) -> Outcome:
     book = h.start(user_stream=stream)
     h.faults.rest_error("/fapi/v1/listenKey", n=3, status=503)  # one keepalive with all 3 attempts refused
     book.submit([h.intent()])
-    time.sleep(0.8)
+    stats = book.stream.stream.stats if book.stream is not None else None
+    poll_until(book, lambda: stats is not None and stats.rotations >= 1)
     h.quote(60_700.0, 60_700.1, 60_700.0)
     h.settle(timeout_s=5.0)
     out = check("keepalive fails once", h)
-    stats = book.stream.stream.stats if book.stream is not None else None
     failed = stats is not None and stats.keepalive_failures >= 1 and stats.rotations >= 1
     out.passed = out.passed and failed
     out.note = (
@@ -364,6 +368,7 @@ def disconnect_during_fill(h: Harness) -> Outcome:
     book.submit([h.intent()])
     h.faults.disconnect("private")
     h.quote(60_700.0, 60_700.1, 60_700.0)
+    poll_until(book, lambda: book.stream is not None and book.stream.stream.stats.gaps >= 1)
     h.settle(timeout_s=5.0)
     out = check("disconnect during a fill", h)
     gaps = book.stream.stream.stats.gaps if book.stream is not None else 0
@@ -374,7 +379,7 @@ def disconnect_during_fill(h: Harness) -> Outcome:
 
 def close_503_filled(h: Harness) -> Outcome:
     book = h.start()
-    h.faults.reject_order(-4045, "Reach max stop order limit.", kind="algo")
+    h.faults.reject_order(-4045, CAP_MESSAGE, kind="algo")
     arm_before(
         book, "close_position", 1, lambda: h.faults.rest_error("/fapi/v1/order", status=503, apply=True)
     )
