@@ -136,14 +136,14 @@ def kill_cmd(
     try:
         engine = _engine(settings)
         stored = store.latest_state(engine)
-        switch = KillSwitch(state=None if stored is None else stored.state)
+        switch = KillSwitch(settings.killswitch, None if stored is None else stored.state)
         events = switch.operator(now, close_positions, source, reason) + switch.file(now, path_present=True)
         store.record(engine, store.event_rows(events, switch.state()))
         state = switch.state()
     except (RaytradeError, sa.exc.SQLAlchemyError) as e:
         console.print(f"the kill was NOT recorded in the database: {e}; the kill file is in place", style="red",
                       markup=False)  # fmt: skip
-        switch = KillSwitch()
+        switch = KillSwitch(settings.killswitch)
         events = switch.operator(now, close_positions, source, reason)
         state, engine = switch.state(), None
     _print_events(events)
@@ -171,7 +171,7 @@ def resume_cmd(
         raise typer.Exit(1) from None
     try:
         stored = store.latest_state(engine)
-        switch = KillSwitch(state=None if stored is None else stored.state)
+        switch = KillSwitch(settings.killswitch, None if stored is None else stored.state)
         others = [c for c in switch.holding(now) if c.reason != "file"]  # the file goes with this resume
         if others:
             refused = switch.resume(now, source, reason)

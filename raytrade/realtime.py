@@ -193,7 +193,7 @@ class ShadowSession:
         return LiveConfig(
             session_id=o.session_id, symbols=tuple(o.symbols), database_url=s.database_url, trading=trading,
             sim=sim_config(s), risk=s.risk, kill_file=s.data_dir.resolve() / "KILL",
-            audit_dir=s.data_dir.resolve() / "audit", venue_clock=venue_clock,
+            audit_dir=s.data_dir.resolve() / "audit", venue_clock=venue_clock, killswitch=s.killswitch,
         )  # fmt: skip
 
     def _wait_connected(self, timeout_s: float) -> None:

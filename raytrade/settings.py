@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 
 from core.config import LabelSpec, PolicyConfig, RiskConfig, WriterConfig, policy_label_conflicts
 from core.errors import ConfigError
+from core.killswitch import KillSwitchConfig
 from core.symbols import DEFAULT_UNIVERSE, SymbolError, parse_universe
 
 ENV_PREFIX = "RAYTRADE_"
@@ -59,6 +60,7 @@ class Settings(BaseSettings):
     label: LabelSpec = Field(default_factory=LabelSpec)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
+    killswitch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
     writer: WriterConfig = Field(default_factory=WriterConfig)
     binance_api_key: SecretStr | None = Field(None, description="Binance API key (live mode only)")
     binance_api_secret: SecretStr | None = Field(None, description="Binance API secret (live mode only)")
