@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a fresh machine for raytrade. Idempotent.
 #   scripts/bootstrap.sh python    virtualenv .venv with the project and its pinned dependencies
-#   scripts/bootstrap.sh services  PostgreSQL and Redis server binaries the tests start (apt-get if missing)
+#   scripts/bootstrap.sh services  PostgreSQL and Redis server binaries the tests start, and Debian's
+#                                  chromium + chromium-driver for the dashboard's browser test (apt-get if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ python_env() {
 services() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
     missing+=(postgresql)
   fi
