@@ -1,0 +1,456 @@
+// raytrade dashboard: fetch the /api endpoints with the operator's token, render, refresh live.
+// Plain DOM, no framework. Every value is written with textContent, never as HTML.
+"use strict";
+
+const TOKEN_KEY = "raytrade.token";
+const POLL_MS = 2000;
+const PAGE = document.body.dataset.page;
+const SYMBOL = document.body.dataset.symbol;
+let wsLive = false;
+let refreshing = false;
+let refreshAgain = false;
+
+// Token: ?token= on first load (then removed from the address bar), else sessionStorage, else ask.
+function takeToken() {
+  const url = new URL(window.location.href);
+  const given = url.searchParams.get("token");
+  if (given) {
+    sessionStorage.setItem(TOKEN_KEY, given);
+    url.searchParams.delete("token");
+    window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+function askToken() {
+  const form = document.getElementById("token-form");
+  form.hidden = false;
+  form.onsubmit = (ev) => {
+    ev.preventDefault();
+    const value = document.getElementById("token-input").value.trim();
+    if (value) {
+      sessionStorage.setItem(TOKEN_KEY, value);
+      form.hidden = true;
+      start();
+    }
+  };
+}
+
+class Unauthorized extends Error {}
+
+async function api(path, options) {
+  const opts = options || {};
+  const headers = Object.assign({ Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) }, opts.headers || {});
+  const response = await fetch(path, Object.assign({}, opts, { headers }));
+  if (response.status === 401) throw new Unauthorized("token refused");
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (e) { body = text; }
+  if (!response.ok) {
+    const detail = body && body.detail ? JSON.stringify(body.detail) : String(response.status);
+    const err = new Error(path + ": " + detail);
+    err.status = response.status;
+    err.body = body;
+    throw err;
+  }
+  return body;
+}
+
+// Rendering helpers ---------------------------------------------------------------------------------
+function el(tag, attrs, children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  for (const child of children || []) node.append(child);
+  return node;
+}
+
+function fmt(value) {
+  if (value === null || value === undefined) return "–";
+  if (typeof value === "number") {
+    if (Number.isInteger(value)) return String(value);
+    return Math.abs(value) >= 100 ? value.toFixed(2) : value.toPrecision(4);
+  }
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  if (Array.isArray(value)) return value.map(fmt).join(", ");
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+function fmtTime(ms) {
+  if (ms === null || ms === undefined) return "–";
+  return new Date(ms).toISOString().replace("T", " ").slice(0, 19);
+}
+
+function cell(row, column) {
+  const value = typeof column.value === "function" ? column.value(row) : row[column.key];
+  if (value instanceof Node) return el("td", {}, [value]);
+  if (column.key && column.key.endsWith("_ms")) return el("td", { text: fmtTime(value) });
+  return el("td", { text: fmt(value) });
+}
+
+// columns: [{key, label, value?}]; without columns, the keys of the first row.
+function table(rows, columns, options) {
+  const opts = options || {};
+  if (!rows || rows.length === 0) return el("p", { class: "muted", text: opts.empty || "none" });
+  const cols = columns || Object.keys(rows[0]).filter((k) => typeof rows[0][k] !== "object" || rows[0][k] === null).map((k) => ({ key: k, label: k }));
+  const head = el("tr", {}, cols.map((c) => el("th", { text: c.label || c.key })));
+  const body = rows.map((row) => {
+    const tr = el("tr", {}, cols.map((c) => cell(row, c)));
+    if (opts.rowId) tr.id = opts.rowId(row);
+    if (opts.onClick) { tr.className = "clickable"; tr.onclick = () => opts.onClick(row); }
+    return tr;
+  });
+  return el("table", { id: opts.id || "" }, [el("thead", {}, [head]), el("tbody", {}, body)]);
+}
+
+function keyValues(obj) {
+  const rows = Object.entries(obj || {}).map(([k, v]) => ({ key: k, value: v }));
+  return table(rows, [{ key: "key", label: "name" }, { key: "value", label: "value" }]);
+}
+
+function fill(id, ...nodes) {
+  const target = document.getElementById(id);
+  if (target) target.replaceChildren(...nodes);
+}
+
+function reasons(list) {
+  const span = el("span", { class: "reasons" });
+  for (const r of list || []) span.append(el("span", { class: "reason", text: r }));
+  if (!list || list.length === 0) span.append(el("span", { class: "muted", text: "—" }));
+  return span;
+}
+
+function symbolLink(symbol) {
+  return el("a", { href: "/symbol/" + encodeURIComponent(symbol), text: symbol });
+}
+
+function setBadge(id, text, level) {
+  const node = document.getElementById(id);
+  node.textContent = text;
+  node.className = level || "";
+}
+
+const SIGNAL_COLUMNS = [
+  { key: "symbol", label: "symbol", value: (s) => symbolLink(s.symbol) },
+  { key: "ts_ms", label: "time" },
+  { key: "decision", label: "decision" },
+  { key: "ev_long", label: "EV long" },
+  { key: "ev_short", label: "EV short" },
+  { key: "q05_long", label: "q05 long" },
+  { key: "q05_short", label: "q05 short" },
+  { key: "size_notional", label: "size" },
+  { key: "block_reasons", label: "why not entered", value: (s) => reasons(s.block_reasons) },
+];
+
+// Header: health, kill switch, drift -----------------------------------------------------------------
+async function renderHeader() {
+  const [health, status, risk, drift] = await Promise.all([
+    api("/api/health").catch(() => null),
+    api("/api/status").catch(() => null),
+    api("/api/risk/state"),
+    api("/api/drift").catch(() => []),
+  ]);
+  if (!health) setBadge("health-state", "down", "bad");
+  else if (status && (!status.collector_ok || !status.userstream_ok)) {
+    setBadge("health-state", status.collector_ok ? "user stream!" : "data stale", "warn");
+  } else setBadge("health-state", "ok", "ok");
+  const ks = risk.kill_switch;
+  if (ks.active) setBadge("killswitch-state", "ACTIVE" + (ks.reason ? " (" + ks.reason + ")" : ""), "bad");
+  else setBadge("killswitch-state", "off", "ok");
+  const worst = (drift || []).reduce((m, d) => Math.max(m, d.psi || 0), 0);
+  setBadge("drift-state", (drift || []).length ? "psi " + worst.toFixed(2) : "no data", worst > 0.25 ? "bad" : worst > 0.1 ? "warn" : "ok");
+  return { status, risk, drift };
+}
+
+// Pages ----------------------------------------------------------------------------------------------
+let signalFilter = "all";
+let lastSignals = [];
+
+function filteredSignals(signals) {
+  const list = signals.slice();
+  const ev = (s) => Math.max(s.ev_long, s.ev_short);
+  if (signalFilter === "blocked") return list.filter((s) => (s.block_reasons || []).length > 0);
+  if (signalFilter === "ev") return list.sort((a, b) => ev(b) - ev(a)).slice(0, 10);
+  if (signalFilter === "funding") return list.filter((s) => (s.block_reasons || []).some((r) => /funding/i.test(r)));
+  if (signalFilter === "vol") return list.filter((s) => (s.block_reasons || []).some((r) => /vol|atr/i.test(r)));
+  return list;
+}
+
+let drawerSymbol = "";
+
+function showDrawer(signal) {
+  drawerSymbol = signal.symbol;
+  const why = (signal.block_reasons || []).length
+    ? el("p", {}, [el("b", { text: signal.symbol + " blocked: " }), reasons(signal.block_reasons)])
+    : el("p", { text: signal.symbol + ": " + signal.decision + " (no block)" });
+  fill("signal-drawer", why, keyValues(signal.explain || {}));
+}
+
+const pages = {
+  async dashboard(ctx) {
+    fill("status", ctx.status ? keyValues({
+      collector_ok: ctx.status.collector_ok, userstream_ok: ctx.status.userstream_ok,
+      kill_switch_active: ctx.status.kill_switch_active, latest_candle: fmtTime(ctx.status.latest_candle_ts_ms),
+      latest_signal: fmtTime(ctx.status.latest_signal_ts_ms), latency_ms: ctx.status.latency_ms, queue_lag: ctx.status.queue_lag,
+    }) : el("p", { class: "muted", text: "no status" }));
+    const pnl = await api("/api/pnl").catch(() => null);
+    fill("margin", pnl ? keyValues({ realized_pnl: pnl.realized_pnl, fees: pnl.fees, funding: pnl.funding, net: pnl.net }) : el("p", { class: "muted", text: "no account data" }));
+    const alerts = (ctx.drift || []).filter((d) => (d.psi || 0) > 0.1 || (d.missing_rate || 0) > 0.01);
+    fill("drift-alerts", table(alerts, null, { empty: "no drift alert" }));
+    const signals = await api("/api/signals/latest?sort=ev&limit=50");
+    fill("top-signals", table(signals, SIGNAL_COLUMNS, { id: "signals", rowId: (s) => "signal-" + s.symbol }));
+  },
+
+  async signals() {
+    lastSignals = await api("/api/signals/latest?sort=ev&limit=50");
+    fill("signals-table", table(filteredSignals(lastSignals), SIGNAL_COLUMNS, {
+      id: "signals", rowId: (s) => "signal-" + s.symbol, onClick: showDrawer,
+    }));
+    const chosen = lastSignals.find((s) => s.symbol === drawerSymbol);
+    if (chosen) showDrawer(chosen);
+    else fill("signal-drawer", el("p", { class: "muted", text: "click a row: why it entered or was blocked, and its explain" }));
+  },
+
+  async symbol() {
+    const sym = encodeURIComponent(SYMBOL);
+    const [series, positions, orders, fills] = await Promise.all([
+      api("/api/symbol/" + sym + "/series"), api("/api/positions/latest"), api("/api/orders"), api("/api/fills").catch(() => []),
+    ]);
+    drawPrice(series);
+    drawEv(series.signals);
+    const latest = series.signals[series.signals.length - 1];
+    fill("explain", latest ? el("div", {}, [el("p", {}, [el("b", { text: "why: " }), reasons(latest.block_reasons)]), keyValues(latest.explain)]) : el("p", { class: "muted", text: "no signal" }));
+    fill("symbol-positions", table(positions.open.filter((p) => p.symbol === SYMBOL), null, { empty: "flat" }));
+    fill("symbol-orders", el("div", {}, [
+      table(orders.algo_orders.filter((o) => o.symbol === SYMBOL), null, { empty: "no algo order" }),
+      table(orders.orders.filter((o) => o.symbol === SYMBOL), null, { empty: "no order" }),
+    ]));
+    fill("symbol-fills", table((fills || []).filter((f) => f.symbol === SYMBOL), null, { empty: "no fill" }));
+  },
+
+  async positions() {
+    const [positions, pnl] = await Promise.all([api("/api/positions/latest"), api("/api/pnl")]);
+    const cols = ["symbol", "side", "amt", "entry_price", "mark_price", "sl_price", "tp_price", "liquidation_price", "notional", "leverage", "unrealized_pnl", "mode"].map((k) => ({ key: k }));
+    fill("positions-table", el("div", {}, [table(positions.open, cols, { id: "positions", empty: "no open position" }), table(positions.ledger, null, { empty: "ledger flat" })]));
+    const distance = (p) => (p.liquidation_price && p.mark_price ? Math.abs(p.mark_price - p.liquidation_price) / p.mark_price : Infinity);
+    const top = positions.open.slice().sort((a, b) => distance(a) - distance(b)).slice(0, 5)
+      .map((p) => ({ symbol: p.symbol, liquidation_distance: distance(p), notional: p.notional }));
+    fill("risk-top", table(top, null, { empty: "no open position" }));
+    fill("pnl", el("div", {}, [keyValues({ realized_pnl: pnl.realized_pnl, fees: pnl.fees, funding: pnl.funding, net: pnl.net }), table(pnl.by_symbol)]));
+  },
+
+  async orders() {
+    const [orders, fills] = await Promise.all([api("/api/orders"), api("/api/fills")]);
+    const isOpen = (o) => ["NEW", "PARTIALLY_FILLED", "WORKING"].includes(o.status);
+    const stops = orders.algo_orders.filter(isOpen).map((o) => Object.assign({ kind: "algo" }, o));
+    const open = orders.orders.filter(isOpen).map((o) => Object.assign({ kind: "regular" }, o));
+    const cols = ["kind", "symbol", "type", "side", "status", "qty", "price", "trigger_price", "stop_price", "created_at_ms"].map((k) => ({ key: k }));
+    fill("orders-open", table(stops.concat(open), cols, { id: "open-orders", empty: "no open order" }));
+    fill("orders-table", table(orders.orders, null, { empty: "no order" }));
+    fill("fills-table", table(fills, null, { empty: "no fill" }));
+  },
+
+  async training() {
+    const [jobs, models] = await Promise.all([api("/api/training/jobs"), api("/api/models")]);
+    fill("jobs-table", table(jobs, ["job_id", "kind", "status", "progress", "created_at_ms", "report_uri", "error"].map((k) => ({ key: k })), { empty: "no job" }));
+    fill("models-table", table(models, [
+      { key: "name" }, { key: "versions" }, { key: "production" }, { key: "previous" },
+      { key: "actions", value: (m) => el("span", {}, [
+        actionButton("promote", "Promote the newest version of " + m.name + "?", "/api/models/" + encodeURIComponent(m.name) + "/promote", {}),
+        actionButton("rollback", "Roll " + m.name + " back to its previous version?", "/api/models/" + encodeURIComponent(m.name) + "/rollback", {}),
+      ]) },
+    ], { empty: "no model" }));
+  },
+
+  async risk(ctx) {
+    const risk = ctx.risk;
+    fill("risk-state", el("div", {}, [keyValues(Object.assign({ kill_file: risk.kill_file }, risk.kill_switch)), table(risk.risk_events, null, { empty: "no risk event" })]));
+    const events = await api("/api/safety-events");
+    const history = risk.history.map((h) => ({ ts_ms: h.ts_ms, kind: h.kind, detail: fmt(h) }));
+    fill("safety-events", el("div", {}, [table(events, ["ts_ms", "kind", "source", "symbol", "payload"].map((k) => ({ key: k })), { empty: "no safety event" }), table(history, null, { empty: "no kill-switch history" })]));
+  },
+
+  async "data-quality"(ctx) {
+    const summary = await api("/api/data-quality/summary");
+    fill("dq-summary", el("div", {}, [keyValues(summary.counts), table(summary.candles_1m, null, { empty: "no candle" }), table(summary.recent, null, { empty: "no data-quality event" })]));
+    const drift = ctx.drift || [];
+    const target = el("div", { class: "chart", id: "drift-heatmap" });
+    fill("drift-table", target, table(drift, null, { empty: "no drift measured" }));
+    if (drift.length && window.Plotly) {
+      const symbols = [...new Set(drift.map((d) => d.symbol))];
+      const metrics = ["psi", "missing_rate", "outlier_rate"];
+      const z = metrics.map((m) => symbols.map((s) => { const row = drift.filter((d) => d.symbol === s).pop(); return row[m]; }));
+      window.Plotly.react(target, [{ type: "heatmap", x: symbols, y: metrics, z }], { margin: { t: 10 } }, { displayModeBar: false });
+    }
+  },
+
+  async settings() {
+    const settings = await api("/api/settings");
+    const flat = Object.assign({}, settings);
+    delete flat.killswitch;
+    fill("settings-view", el("div", {}, [keyValues(flat), el("h3", { text: "kill switch" }), keyValues(settings.killswitch)]));
+  },
+};
+
+// Charts ---------------------------------------------------------------------------------------------
+function drawPrice(series) {
+  const target = el("div", { class: "chart", id: "price-plot" });
+  const lines = series.lines.map((l) => ({ kind: l.kind, price: l.price, side: l.side, from_ms: l.from_ms, to_ms: l.to_ms }));
+  fill("price-chart", target, table(lines, null, { id: "price-lines", empty: "no position line" }));
+  if (!window.Plotly) return;
+  const x = series.candles.map((c) => new Date(c.ts_ms));
+  const traces = [{ type: "candlestick", name: "last", x, open: series.candles.map((c) => c.open), high: series.candles.map((c) => c.high), low: series.candles.map((c) => c.low), close: series.candles.map((c) => c.close) }];
+  const end = x.length ? x[x.length - 1] : new Date();
+  const colors = { entry: "#1d4ed8", sl: "#b42318", tp: "#0f7b3f", liquidation: "#7c2d12" };
+  for (const l of series.lines) {
+    traces.push({ type: "scatter", mode: "lines", name: l.kind, x: [new Date(l.from_ms), l.to_ms ? new Date(l.to_ms) : end], y: [l.price, l.price], line: { color: colors[l.kind], dash: l.kind === "entry" ? "solid" : "dash" } });
+  }
+  window.Plotly.react(target, traces, { margin: { t: 10 }, xaxis: { rangeslider: { visible: false } } }, { displayModeBar: false });
+}
+
+function drawEv(signals) {
+  const target = el("div", { class: "chart", id: "ev-plot" });
+  fill("ev-chart", target);
+  if (!window.Plotly || !signals.length) return;
+  const x = signals.map((s) => new Date(s.ts_ms));
+  window.Plotly.react(target, [
+    { type: "scatter", name: "EV long", x, y: signals.map((s) => s.ev_long) },
+    { type: "scatter", name: "EV short", x, y: signals.map((s) => s.ev_short) },
+  ], { margin: { t: 10 } }, { displayModeBar: false });
+}
+
+// Operator actions: confirm, one request with a fresh Idempotency-Key, show the result. -----------------
+function newKey() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function showResult(text, bad) {
+  const node = document.getElementById("action-result");
+  node.textContent = text;
+  node.className = bad ? "bad" : "";
+}
+
+async function act(button, question, path, body) {
+  if (button.dataset.busy === "1") return;  // a double click sends one request
+  if (!window.confirm(question)) return;
+  button.dataset.busy = "1";
+  button.disabled = true;
+  try {
+    const result = await api(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Idempotency-Key": newKey() },
+      body: JSON.stringify(body),
+    });
+    showResult(button.textContent + ": " + summarize(result), false);
+  } catch (e) {
+    if (e.body && e.body.kill_switch) showResult(button.textContent + ": " + summarize(e.body), true);
+    else showResult(button.textContent + " failed: " + e.message, true);
+  } finally {
+    button.dataset.busy = "0";
+    button.disabled = false;
+    refresh();
+  }
+}
+
+function summarize(result) {
+  if (result && result.kill_switch) {
+    return (result.applied === false ? "refused; " : "done; ") + "kill switch " + (result.kill_switch.active ? "ACTIVE" : "off");
+  }
+  if (result && result.job_id) return "queued job " + result.job_id;
+  return "done " + fmt(result);
+}
+
+function actionButton(label, question, path, body) {
+  const button = el("button", { text: label, "data-action": label });
+  button.onclick = () => act(button, question, path, body);
+  return button;
+}
+
+function wireControls() {
+  const kill = document.getElementById("kill-button");
+  kill.onclick = () => act(kill, "Activate the kill switch (stop new entries)?", "/api/killswitch", { active: true, close_positions: false, reason: "dashboard" });
+  const killClose = document.getElementById("kill-close-button");
+  killClose.onclick = () => act(killClose, "Activate the kill switch AND cancel orders and close every position?", "/api/killswitch", { active: true, close_positions: true, reason: "dashboard" });
+  const resume = document.getElementById("resume-button");
+  resume.onclick = () => act(resume, "Resume trading (deactivate the kill switch)?", "/api/killswitch", { active: false, reason: "dashboard" });
+  const filter = document.getElementById("signal-filter");
+  if (filter) filter.onchange = () => { signalFilter = filter.value; refresh(); };
+  const enqueue = document.getElementById("enqueue-form");
+  if (enqueue) {
+    const button = document.getElementById("enqueue-button");
+    enqueue.onsubmit = (ev) => {
+      ev.preventDefault();
+      const kind = document.getElementById("job-kind").value;
+      act(button, "Enqueue a " + kind + " job?", "/api/jobs", { kind, config: {} });
+    };
+  }
+}
+
+// Refresh: over the WebSocket when it is there, else every 2 s. --------------------------------------
+async function refresh() {
+  if (refreshing) { refreshAgain = true; return; }
+  refreshing = true;
+  try {
+    const ctx = await renderHeader();
+    await pages[PAGE](ctx);
+    document.body.dataset.refreshedMs = String(Date.now());
+  } catch (e) {
+    if (e instanceof Unauthorized) { sessionStorage.removeItem(TOKEN_KEY); showResult("token refused: enter it again", true); askToken(); return; }
+    showResult(String(e.message || e), true);
+  } finally {
+    refreshing = false;
+    if (refreshAgain) { refreshAgain = false; refresh(); }
+  }
+}
+
+// The /ws protocol (serve/api/ws.py): auth as the first message, subscribe to every channel the
+// server offers, answer pings; every data message triggers a refresh of the page's state.
+function connectWs() {
+  let ws;
+  try {
+    const proto = window.location.protocol === "https:" ? "wss:" : "ws:";
+    ws = new WebSocket(proto + "//" + window.location.host + "/ws");
+  } catch (e) { return; }
+  ws.onopen = () => ws.send(JSON.stringify({ op: "auth", token: sessionStorage.getItem(TOKEN_KEY) }));
+  ws.onmessage = (event) => {
+    let msg;
+    try { msg = JSON.parse(event.data); } catch (e) { return; }
+    if (msg.op === "ready") {
+      ws.send(JSON.stringify({ op: "subscribe", channels: msg.channels || [] }));
+    } else if (msg.op === "subscribed") {
+      wsLive = true;
+      setBadge("live-state", "websocket", "ok");
+      refresh();
+    } else if (msg.op === "ping") {
+      ws.send(JSON.stringify({ op: "pong", ts: msg.ts }));
+    } else if (msg.channel) {
+      refresh();
+    }
+  };
+  ws.onclose = () => {
+    wsLive = false;
+    setBadge("live-state", "polling 2 s", "warn");
+    window.setTimeout(connectWs, 5000);
+  };
+  ws.onerror = () => ws.close();
+}
+
+let started = false;
+function start() {
+  if (started) { refresh(); return; }
+  started = true;
+  wireControls();
+  setBadge("live-state", "polling 2 s", "warn");
+  connectWs();
+  refresh();
+  window.setInterval(() => { if (!wsLive) refresh(); }, POLL_MS);
+}
+
+if (takeToken()) start(); else askToken();
