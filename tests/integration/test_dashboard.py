@@ -1,0 +1,281 @@
+"""The dashboard in a real headless Chromium (Debian's chromium + chromium-driver) against the real
+API app (``create_app`` + ``pages_router``) served by uvicorn over a seeded SQLite database.
+
+Every page loads and shows the seeded state; a signal written while the page is open appears
+without a reload; a kill and a resume through the header's buttons (confirm dialogs accepted)
+change the kill-switch badge and write the kill switch's rows. A screenshot of each page is saved
+under the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from serve.api.app import ApiConfig, create_app
+from serve.api.pages import PAGES, pages_router
+from storage import schema
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WAIT_S = 15
+NOW_MS = int(time.time() * 1000) // 60_000 * 60_000
+MODEL_ID = uuid.uuid4().hex
+
+
+def _seed(engine: sa.Engine) -> None:
+    t0 = NOW_MS - 30 * 60_000
+    with engine.begin() as c:
+        c.execute(
+            sa.insert(schema.instruments),
+            [{"symbol": s, "created_at": t0} for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")],
+        )
+        c.execute(
+            sa.insert(schema.candles_1m),
+            [
+                {"symbol": "BTCUSDT", "ts": t0 + i * 60_000, "open": 100.0 + i, "high": 101.5 + i}
+                | {"low": 99.5 + i, "close": 100.5 + i, "volume": 10.0}
+                for i in range(30)
+            ],
+        )
+        c.execute(
+            sa.insert(schema.models),
+            {
+                "model_id": MODEL_ID,
+                "created_at": t0,
+                "algo": "lgbm",
+                "feature_schema_version": 1,
+                "label_spec_hash": "abc",
+                "train_start": t0 - 86_400_000,
+                "train_end": t0,
+                "metrics": {},
+                "artifact_uri": "file:///nowhere",
+            },
+        )
+        signal = {"model_id": MODEL_ID, "er_long": None, "er_short": None, "explain": {"cost": 0.1}}
+        c.execute(
+            sa.insert(schema.signals),
+            [
+                signal
+                | {"symbol": "BTCUSDT", "ts": NOW_MS - 60_000, "ev_long": 0.42, "ev_short": -0.3}
+                | {"decision": "LONG", "block_reason_codes": [], "sl_price": 95.0, "tp_price": 140.0},
+                signal
+                | {"symbol": "ETHUSDT", "ts": NOW_MS - 60_000, "ev_long": -0.12, "ev_short": -0.2}
+                | {"decision": "FLAT", "block_reason_codes": ["EV_BELOW_MIN", "SPREAD_TOO_WIDE"]}
+                | {"sl_price": None, "tp_price": None},
+            ],
+        )
+        c.execute(
+            sa.insert(schema.positions),
+            {
+                "trade_group_id": "tg-btc-1",
+                "symbol": "BTCUSDT",
+                "ts": t0 + 10 * 60_000,
+                "side": "LONG",
+                "event_type": "entry",
+                "amt": 0.5,
+                "entry_price": 110.25,
+                "mark_price": 129.0,
+                "leverage": 3,
+                "liquidation_price": 74.5,
+                "notional": 55.0,
+                "sl_price": 95.0,
+                "tp_price": 140.0,
+            },
+        )
+        order = {"symbol": "BTCUSDT", "reduce_only": False, "created_at": t0, "updated_at": t0}
+        c.execute(
+            sa.insert(schema.orders),
+            order
+            | {"order_id": 7001, "client_order_id": "rt-entry-1", "side": "BUY", "type": "MARKET"}
+            | {"status": "FILLED", "qty": 0.5, "filled_qty": 0.5, "avg_price": 110.25},
+        )
+        c.execute(
+            sa.insert(schema.algo_orders),
+            order
+            | {"algo_id": 9001, "client_algo_id": "rt-sl-1", "type": "STOP_MARKET", "side": "SELL"}
+            | {"status": "NEW", "qty": 0.5, "trigger_price": 95.0, "reduce_only": True},
+        )
+        c.execute(
+            sa.insert(schema.risk_events),
+            {
+                "ts": t0,
+                "event_type": "protection_failed",
+                "symbol": "SOLUSDT",
+                "severity": 3,
+                "message": "stop rejected; flattened",
+            },
+        )
+        c.execute(
+            sa.insert(schema.training_jobs),
+            {"job_id": uuid.uuid4().hex, "kind": "train", "created_at": t0, "status": "running"}
+            | {"progress": 0.4, "config": {}},
+        )
+        c.execute(
+            sa.insert(schema.drift_metrics),
+            {"symbol": "BTCUSDT", "ts": t0, "schema_version": 1, "psi": 0.07, "missing_rate": 0.0},
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server(engine: sa.Engine, db_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The API app with the dashboard pages on a free loopback port: (base URL, token)."""
+    _seed(engine)
+    config = ApiConfig(
+        database_url=db_url,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        data_dir=tmp_path / "data",
+        token_file=tmp_path / "api.token",
+    )
+    app = create_app(config, routers=[pages_router()])
+    port = _free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", config.token_file.read_text().strip()
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    """Debian's headless Chromium through chromium-driver (explicit paths: no driver download)."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _text_in(driver: webdriver.Chrome, element_id: str, text: str) -> None:
+    WebDriverWait(driver, WAIT_S).until(
+        ec.text_to_be_present_in_element((By.ID, element_id), text),
+        f"{text!r} never shown in #{element_id} of {driver.current_url}",
+    )
+
+
+def _click_and_confirm(driver: webdriver.Chrome, button_id: str) -> None:
+    driver.find_element(By.ID, button_id).click()
+    alert = WebDriverWait(driver, WAIT_S).until(ec.alert_is_present())
+    alert.accept()
+
+
+def _killswitch_rows(engine: sa.Engine) -> list[Any]:
+    e = schema.events.c
+    query = sa.select(e.kind, e.payload).where(e.kind.startswith("killswitch.")).order_by(e.id)
+    with engine.connect() as c:
+        return list(c.execute(query))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_dashboard_pages_show_state_update_live_and_kill_resume(
+    server: tuple[str, str], browser: webdriver.Chrome, engine: sa.Engine, tmp_path: Path
+) -> None:
+    base, token = server
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    # First load carries the token; the page keeps it in sessionStorage and drops it from the URL.
+    browser.get(f"{base}/dashboard?token={token}")
+    _text_in(browser, "health-state", "ok")
+    _text_in(browser, "killswitch-state", "off")
+    _text_in(browser, "drift-state", "psi 0.07")
+    _text_in(browser, "top-signals", "ETHUSDT")
+    assert "token" not in browser.current_url
+    assert token not in browser.page_source
+
+    expected = {
+        "dashboard": ("top-signals", "SPREAD_TOO_WIDE"),
+        "signals": ("signals-table", "EV_BELOW_MIN"),
+        "positions": ("positions-table", "110.25"),
+        "orders": ("orders-open", "STOP_MARKET"),
+        "training": ("jobs-table", "running"),
+        "risk": ("risk-state", "stop rejected; flattened"),
+        "data-quality": ("drift-table", "BTCUSDT"),
+        "settings": ("settings-view", "127.0.0.1"),
+    }
+    for name, (path, _title) in PAGES.items():
+        element_id, text = expected[name]
+        browser.get(base + path)
+        _text_in(browser, element_id, text)
+        if name == "training":
+            _text_in(browser, "models-table", "no model")
+        browser.save_screenshot(str(shots / f"{name}.png"))
+
+    # Symbol page: the chart's lines come from the series endpoint (entry, SL, TP, liquidation).
+    browser.get(f"{base}/symbol/BTCUSDT")
+    for text in ("entry", "sl", "tp", "liquidation", "74.5"):
+        _text_in(browser, "price-lines", text)
+    _text_in(browser, "symbol-orders", "STOP_MARKET")
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#price-plot .main-svg"), "price chart not drawn"
+    )
+    browser.save_screenshot(str(shots / "symbol.png"))
+
+    # A new signal appears on the open signals page without a reload.
+    browser.get(f"{base}/signals")
+    _text_in(browser, "signals-table", "ETHUSDT")
+    browser.execute_script("window.__same_page = true;")
+    assert not browser.find_elements(By.ID, "signal-SOLUSDT")
+    with engine.begin() as c:
+        c.execute(
+            sa.insert(schema.signals),
+            {"symbol": "SOLUSDT", "ts": NOW_MS, "model_id": MODEL_ID, "ev_long": -0.05, "ev_short": -0.07}
+            | {"decision": "FLAT", "block_reason_codes": ["FUNDING_EXTREME"], "explain": {}},
+        )
+    _text_in(browser, "signals-table", "FUNDING_EXTREME")
+    assert browser.execute_script("return window.__same_page === true;"), "the page was reloaded"
+
+    # The drawer says why a symbol did not enter.
+    browser.find_element(By.CSS_SELECTOR, "#signal-ETHUSDT td:nth-child(3)").click()
+    _text_in(browser, "signal-drawer", "ETHUSDT blocked")
+    _text_in(browser, "signal-drawer", "SPREAD_TOO_WIDE")
+
+    # Kill through the header button, then resume; each asks for confirmation.
+    assert _killswitch_rows(engine) == []
+    _click_and_confirm(browser, "kill-button")
+    _text_in(browser, "killswitch-state", "ACTIVE")
+    _text_in(browser, "action-result", "kill switch ACTIVE")
+    rows = _killswitch_rows(engine)
+    assert rows and rows[-1].payload["state"]["active"] is True
+    browser.save_screenshot(str(shots / "killed.png"))
+
+    _click_and_confirm(browser, "resume-button")
+    _text_in(browser, "killswitch-state", "off")
+    _text_in(browser, "action-result", "kill switch off")
+    after = _killswitch_rows(engine)
+    assert len(after) > len(rows) and after[-1].payload["state"]["active"] is False
+    assert sorted(p.name for p in shots.iterdir()) == sorted(
+        [*(f"{n}.png" for n in PAGES), "symbol.png", "killed.png"]
+    )
