@@ -24,7 +24,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from serve.api.app import ApiConfig, create_app
 from serve.api.pages import PAGES, pages_router
@@ -262,7 +262,9 @@ def test_dashboard_pages_show_state_update_live_and_kill_resume(
     _text_in(browser, "signal-drawer", "ETHUSDT blocked")
     _text_in(browser, "signal-drawer", "SPREAD_TOO_WIDE")
 
-    # Kill through the header button, then resume; each asks for confirmation.
+    # Kill through the header button, then resume; each asks for confirmation, and "no" sends nothing.
+    browser.find_element(By.ID, "kill-close-button").click()
+    WebDriverWait(browser, WAIT_S).until(ec.alert_is_present()).dismiss()
     assert _killswitch_rows(engine) == []
     _click_and_confirm(browser, "kill-button")
     _text_in(browser, "killswitch-state", "ACTIVE")
@@ -276,6 +278,20 @@ def test_dashboard_pages_show_state_update_live_and_kill_resume(
     _text_in(browser, "action-result", "kill switch off")
     after = _killswitch_rows(engine)
     assert len(after) > len(rows) and after[-1].payload["state"]["active"] is False
+
+    # Enqueue a job from the training page; a double click sends one request.
+    browser.get(f"{base}/training")
+    _text_in(browser, "jobs-table", "running")
+    Select(browser.find_element(By.ID, "job-kind")).select_by_value("label")
+    browser.execute_script(
+        "window.confirm = () => true;"
+        "const b = document.getElementById('enqueue-button'); b.click(); b.click();"
+    )
+    _text_in(browser, "action-result", "queued job")
+    _text_in(browser, "jobs-table", "label")
+    with engine.connect() as c:
+        kinds = sorted(c.execute(sa.select(schema.training_jobs.c.kind)).scalars())
+    assert kinds == ["label", "train"]
     assert sorted(p.name for p in shots.iterdir()) == sorted(
         [*(f"{n}.png" for n in PAGES), "symbol.png", "killed.png"]
     )
