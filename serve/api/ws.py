@@ -316,8 +316,9 @@ def ws_router(
         except (WebSocketDisconnect, RuntimeError):
             pass  # the client went away while we were sending
         finally:
-            for t in (receive, heartbeat, ended):
-                t.cancel()
+            receive.cancel()
+            heartbeat.cancel()
+            ended.cancel()
             conn.stop()
         if conn.end.is_set():
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
