@@ -2,7 +2,7 @@
 API app (``create_app`` + ``pages_router``) served by uvicorn over a seeded SQLite database.
 
 Every page loads and shows the seeded state; a signal written while the page is open appears
-without a reload; a kill and a resume through the header's buttons (confirm dialogs accepted)
+without a reload (pushed over /ws when the app has it, by polling when not: both are run); a kill and a resume through the header's buttons (confirm dialogs accepted)
 change the kill-switch badge and write the kill switch's rows. A screenshot of each page is saved
 under the test's temporary folder.
 """
@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from core.messages import SignalNew, Topic
 from serve.api.app import ApiConfig, create_app
+from serve.api.auth import ensure_token
 from serve.api.pages import PAGES, pages_router
+from serve.api.ws import compare_tokens, ws_router
 from storage import schema
+from storage.bus import Bus, InProcessBus
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -138,9 +143,16 @@ def _free_port() -> int:
         return port
 
 
+@dataclass
+class Server:
+    base: str
+    token: str
+    bus: Bus | None  # the bus behind /ws; None: the app has no WebSocket, the pages poll
+
+
 @pytest.fixture
-def server(engine: sa.Engine, db_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """The API app with the dashboard pages on a free loopback port: (base URL, token)."""
+def server(engine: sa.Engine, db_url: str, tmp_path: Path, live: str) -> Iterator[Server]:
+    """The API app with the dashboard pages (and /ws on an in-process bus) on a free loopback port."""
     _seed(engine)
     config = ApiConfig(
         database_url=db_url,
@@ -148,7 +160,12 @@ def server(engine: sa.Engine, db_url: str, tmp_path: Path) -> Iterator[tuple[str
         data_dir=tmp_path / "data",
         token_file=tmp_path / "api.token",
     )
-    app = create_app(config, routers=[pages_router()])
+    token = ensure_token(config.token_file)
+    bus: Bus | None = InProcessBus() if live == "websocket" else None
+    routers = [pages_router()]
+    if bus is not None:
+        routers.append(ws_router(bus, compare_tokens(token), heartbeat_s=5.0, read_block_ms=100))
+    app = create_app(config, routers=routers)
     port = _free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
@@ -158,10 +175,12 @@ def server(engine: sa.Engine, db_url: str, tmp_path: Path) -> Iterator[tuple[str
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", config.token_file.read_text().strip()
+        yield Server(f"http://127.0.0.1:{port}", token, bus)
     finally:
         uv.should_exit = True
         thread.join(10)
+        if bus is not None:
+            bus.close()
 
 
 @pytest.fixture
@@ -198,11 +217,12 @@ def _killswitch_rows(engine: sa.Engine) -> list[Any]:
         return list(c.execute(query))
 
 
+@pytest.mark.parametrize("live", ["websocket", "polling"])
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_dashboard_pages_show_state_update_live_and_kill_resume(
-    server: tuple[str, str], browser: webdriver.Chrome, engine: sa.Engine, tmp_path: Path
+    server: Server, browser: webdriver.Chrome, engine: sa.Engine, tmp_path: Path, live: str
 ) -> None:
-    base, token = server
+    base, token = server.base, server.token
     shots = tmp_path / "screenshots"
     shots.mkdir()
 
@@ -212,6 +232,7 @@ def test_dashboard_pages_show_state_update_live_and_kill_resume(
     _text_in(browser, "killswitch-state", "off")
     _text_in(browser, "drift-state", "psi 0.07")
     _text_in(browser, "top-signals", "ETHUSDT")
+    _text_in(browser, "live-state", "websocket" if live == "websocket" else "polling")
     assert "token" not in browser.current_url
     assert token not in browser.page_source
 
@@ -254,6 +275,10 @@ def test_dashboard_pages_show_state_update_live_and_kill_resume(
             {"symbol": "SOLUSDT", "ts": NOW_MS, "model_id": MODEL_ID, "ev_long": -0.05, "ev_short": -0.07}
             | {"decision": "FLAT", "block_reason_codes": ["FUNDING_EXTREME"], "explain": {}},
         )
+    if server.bus is not None:  # the page polls no more: only the bus message makes it refresh
+        signal = SignalNew(symbol="SOLUSDT", ts_ms=NOW_MS, decision="FLAT", ev_long=-0.05, ev_short=-0.07,
+                           model_version="1", block_reasons=["FUNDING_EXTREME"])  # fmt: skip
+        server.bus.publish(Topic.SIGNALS_NEW, signal)
     _text_in(browser, "signals-table", "FUNDING_EXTREME")
     assert browser.execute_script("return window.__same_page === true;"), "the page was reloaded"
 
