@@ -16,10 +16,11 @@ import pytest
 import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from message_samples import SAMPLES
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
-from core.messages import PositionUpdate, SignalNew, Topic
+from core.messages import PositionUpdate, RiskEvent, SignalNew, Topic
 from serve.api.ws import CHANNELS, CLOSE_HEARTBEAT, CLOSE_UNAUTHORIZED, compare_tokens, ws_router
 from storage.bus import Bus, InProcessBus
 from storage.bus_redis import RedisStreamBus
@@ -201,3 +202,21 @@ def test_heartbeat_pings_and_closes_a_silent_client(bus: Bus) -> None:
                 assert ws.receive_json()["op"] == "ping"
         assert e.value.code == CLOSE_HEARTBEAT
         assert 0.4 < time.monotonic() - silent_since < 3.0
+
+
+def test_every_channel_carries_its_topic_as_json(bus: Bus) -> None:
+    with _client(bus) as client, client.websocket_connect(f"/ws?token={TOKEN}") as ws:
+        _next(ws)
+        assert _subscribe(ws, list(CHANNELS))["channels"] == list(CHANNELS)
+        bus.publish(Topic.MARKET_CANDLE_CLOSED, SAMPLES[Topic.MARKET_CANDLE_CLOSED])  # on no channel
+        sent = [(channel, bus.publish(topic, SAMPLES[topic])) for channel, topic in CHANNELS.items()]
+        nan_risk = RiskEvent(ts_ms=1, event_type="GUARD", symbol=None, severity="warning", message="m",
+                             details={"value": float("nan"), "limit": float("inf")})  # fmt: skip
+        sent.append(("risk_events", bus.publish(Topic.RISK_EVENT, nan_risk)))
+        got = {(m["channel"], m["id"]): m["data"] for m in (_next(ws) for _ in sent)}  # ids are per channel
+        assert sorted(got) == sorted(sent)
+        for (channel, entry_id), data in got.items():
+            if (channel, entry_id) == sent[-1]:
+                assert data["details"] == {"value": None, "limit": "inf"}  # strict JSON: no NaN token
+            else:
+                assert data == msgspec.to_builtins(SAMPLES[CHANNELS[channel]])
