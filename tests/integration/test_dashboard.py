@@ -254,9 +254,10 @@ def test_dashboard_pages_show_state_update_live_and_kill_resume(
             _text_in(browser, "models-table", "no model")
         browser.save_screenshot(str(shots / f"{name}.png"))
 
-    # Symbol page: the chart's lines come from the series endpoint (entry, SL, TP, liquidation).
+    # Symbol page: the chart's lines come from the series endpoint (entry, SL, TP, liquidation) and the
+    # open position (mark).
     browser.get(f"{base}/symbol/BTCUSDT")
-    for text in ("entry", "sl", "tp", "liquidation", "74.5"):
+    for text in ("entry", "sl", "tp", "liquidation", "74.5", "mark", "129"):
         _text_in(browser, "price-lines", text)
     _text_in(browser, "symbol-orders", "STOP_MARKET")
     WebDriverWait(browser, WAIT_S).until(

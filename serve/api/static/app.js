@@ -220,11 +220,12 @@ const pages = {
     const [series, positions, orders, fills] = await Promise.all([
       api("/api/symbol/" + sym + "/series"), api("/api/positions/latest"), api("/api/orders"), api("/api/fills").catch(() => []),
     ]);
-    drawPrice(series);
+    const open = positions.open.filter((p) => p.symbol === SYMBOL);
+    drawPrice(series, open);
     drawEv(series.signals);
     const latest = series.signals[series.signals.length - 1];
     fill("explain", latest ? el("div", {}, [el("p", {}, [el("b", { text: "why: " }), reasons(latest.block_reasons)]), keyValues(latest.explain)]) : el("p", { class: "muted", text: "no signal" }));
-    fill("symbol-positions", table(positions.open.filter((p) => p.symbol === SYMBOL), null, { empty: "flat" }));
+    fill("symbol-positions", table(open, null, { empty: "flat" }));
     fill("symbol-orders", el("div", {}, [
       table(orders.algo_orders.filter((o) => o.symbol === SYMBOL), null, { empty: "no algo order" }),
       table(orders.orders.filter((o) => o.symbol === SYMBOL), null, { empty: "no order" }),
@@ -297,17 +298,21 @@ const pages = {
 };
 
 // Charts ---------------------------------------------------------------------------------------------
-function drawPrice(series) {
+// The open position's mark price is drawn as one more line beside entry, SL, TP and liquidation.
+function drawPrice(series, open) {
   const target = el("div", { class: "chart", id: "price-plot" });
   const lines = series.lines.map((l) => ({ kind: l.kind, price: l.price, side: l.side, from_ms: l.from_ms, to_ms: l.to_ms }));
+  for (const p of open) {
+    if (p.mark_price) lines.push({ kind: "mark", price: p.mark_price, side: p.side, from_ms: p.ts_ms, to_ms: null });
+  }
   fill("price-chart", target, table(lines, null, { id: "price-lines", empty: "no position line" }));
   if (!window.Plotly) return;
   const x = series.candles.map((c) => new Date(c.ts_ms));
   const traces = [{ type: "candlestick", name: "last", x, open: series.candles.map((c) => c.open), high: series.candles.map((c) => c.high), low: series.candles.map((c) => c.low), close: series.candles.map((c) => c.close) }];
   const end = x.length ? x[x.length - 1] : new Date();
-  const colors = { entry: "#1d4ed8", sl: "#b42318", tp: "#0f7b3f", liquidation: "#7c2d12" };
-  for (const l of series.lines) {
-    traces.push({ type: "scatter", mode: "lines", name: l.kind, x: [new Date(l.from_ms), l.to_ms ? new Date(l.to_ms) : end], y: [l.price, l.price], line: { color: colors[l.kind], dash: l.kind === "entry" ? "solid" : "dash" } });
+  const colors = { entry: "#1d4ed8", sl: "#b42318", tp: "#0f7b3f", liquidation: "#7c2d12", mark: "#6b21a8" };
+  for (const l of lines) {
+    traces.push({ type: "scatter", mode: "lines", name: l.kind, x: [new Date(l.from_ms), l.to_ms ? new Date(l.to_ms) : end], y: [l.price, l.price], line: { color: colors[l.kind], dash: l.kind === "entry" ? "solid" : l.kind === "mark" ? "dot" : "dash" } });
   }
   window.Plotly.react(target, traces, { margin: { t: 10 }, xaxis: { rangeslider: { visible: false } } }, { displayModeBar: false });
 }
