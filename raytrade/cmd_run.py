@@ -49,6 +49,9 @@ def run(
     keep_open: bool = typer.Option(
         False, "--keep-open", help="do not close positions at the end of a replay"
     ),
+    api: bool = typer.Option(
+        True, "--api/--no-api", help="serve the API and dashboard on 127.0.0.1 (RAYTRADE_API_PORT)"
+    ),
     session: str | None = typer.Option(
         None,
         "--session",
@@ -73,7 +76,7 @@ def run(
         raise typer.BadParameter(str(e), param_hint="--symbols") from None
     options = ShadowOptions(symbols=tuple(chosen), model_name=model, venue=venue, group_size=group_size,  # type: ignore[arg-type]
                             speed=speed, mark_ticks_per_minute=mark_ticks, flatten_at_end=not keep_open,
-                            mark_fallback=mark_fallback, mode=mode)  # type: ignore[arg-type]  # fmt: skip
+                            mark_fallback=mark_fallback, mode=mode, api=api)  # type: ignore[arg-type]  # fmt: skip
     if session:
         options.session_id = session
     try:
@@ -88,6 +91,10 @@ def run(
         session = ShadowSession(settings, options)
         console.print(f"{mode} session {options.session_id}: {len(chosen)} symbols on the {venue} venue")
         session.start()
+        if session.api_url:
+            console.print(
+                f"dashboard: {session.api_url}/dashboard (token in {settings.data_dir.resolve() / 'api_token'})"
+            )
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None

@@ -67,6 +67,7 @@ class ShadowOptions:
     close_deadline_ms: int = 3000
     mark_fallback: Literal["none", "last"] = "none"  # replay without mark_1m: refuse, or last price as mark
     mode: Literal["shadow", "live"] = "shadow"  # live: orders go to the venue (actors.live_book)
+    api: bool = False  # also serve the API and dashboard (serve.ingress) on 127.0.0.1:settings.api_port
 
 
 def binance_keys(settings: Settings) -> tuple[SecretStr, SecretStr]:
@@ -113,6 +114,7 @@ class ShadowSession:
         self.rest_url = TESTNET_REST if testnet else BINANCE_REST
         self.ws_url = TESTNET_WS if testnet else BINANCE_WS
         self.started_wall_s = math.nan
+        self.api_url: str | None = None
 
     # --- start -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -137,7 +139,16 @@ class ShadowSession:
         registry.sync(o.model_name)  # the models rows the signals refer to
         engine.dispose()
         start_ray(s, progress=False)
+        if o.api:
+            from serve.ingress import start_serve
+
+            start_serve(s.api_port)  # before the Predictor: Serve's HTTP options are fixed at its start
         deploy_predictor(s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s)
+        if o.api:
+            from raytrade.cmd_serve import api_config
+            from serve.ingress import deploy_api
+
+            self.api_url = deploy_api(api_config(s), s.api_port)
         if o.venue == "replay":
             self._start_venue()  # before the book: a live book connects to the venue as it starts
         self.execution_name = f"{EXECUTION_ACTOR_NAME}-{o.session_id}"
