@@ -36,7 +36,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("backtest", "cmd_backtest", "Backtest the baseline strategies on the lake's 1m data and write a report (HTML, PNG, JSON)."),
     ("venue", "cmd_venue", "Replay the lake as a local Binance USDⓈ-M venue until the replay ends or Ctrl-C."),
     ("research", "cmd_research", "Train, gate and report on real history in the lake: folds, Tune sweep, registration, backtest, report."),
-    ("serve", "cmd_serve", "Serve the API and the dashboard on 127.0.0.1 (Ray Serve ingress) until Ctrl-C."),
+    ("serve", "cmd_serve", "Serve the API and dashboard on 127.0.0.1 (RAYTRADE_API_PORT) until Ctrl-C."),
     ("run", "cmd_run", "Run the realtime system: ingest actors, Serve Predictor, policy, risk/execution actor (shadow)."),
     ("kill", "cmd_kill", "Stop new entries now (kill file + recorded event); with --close-positions also cancel and flatten."),
     ("resume", "cmd_kill", "Allow entries again: remove the kill file and record the resume, unless a condition still holds."),
