@@ -69,8 +69,11 @@ DEFAULT_SERIES_MS = 6 * 3600 * 1000
 SAFETY_PREFIXES = ("killswitch.", "reconcile.", "risk.", "safety.", "emergency.", "protection.")
 
 NotFound: dict[int | str, dict[str, Any]] = {404: {"description": "no such symbol"}}
-FromMs = Annotated[int | None, Query(alias="from", ge=0, description="from this time, epoch ms")]
-ToMs = Annotated[int | None, Query(alias="to", ge=0, description="up to this time, epoch ms")]
+MAX_TS_MS = 10**14  # year ~5138: beyond it a time is no time (and overflows SQLite's 64-bit INTEGER)
+FromMs = Annotated[
+    int | None, Query(alias="from", ge=0, le=MAX_TS_MS, description="from this time, epoch ms")
+]
+ToMs = Annotated[int | None, Query(alias="to", ge=0, le=MAX_TS_MS, description="up to this time, epoch ms")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="at most this many rows")]
 
 

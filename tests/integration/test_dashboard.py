@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,14 @@ from storage.bus import Bus, InProcessBus
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_S = 15
-NOW_MS = int(time.time() * 1000) // 60_000 * 60_000
 MODEL_ID = uuid.uuid4().hex
 
 
-def _seed(engine: sa.Engine) -> None:
-    t0 = NOW_MS - 30 * 60_000
+def _seed(engine: sa.Engine) -> int:
+    """Seed the database around the current minute (taken now: collection can be minutes earlier in a
+    full run, and candles that old read as stale data); return that minute."""
+    now_ms = int(time.time() * 1000) // 60_000 * 60_000
+    t0 = now_ms - 30 * 60_000
     with engine.begin() as c:
         c.execute(
             sa.insert(schema.instruments),
@@ -76,10 +78,10 @@ def _seed(engine: sa.Engine) -> None:
             sa.insert(schema.signals),
             [
                 signal
-                | {"symbol": "BTCUSDT", "ts": NOW_MS - 60_000, "ev_long": 0.42, "ev_short": -0.3}
+                | {"symbol": "BTCUSDT", "ts": now_ms - 60_000, "ev_long": 0.42, "ev_short": -0.3}
                 | {"decision": "LONG", "block_reason_codes": [], "sl_price": 95.0, "tp_price": 140.0},
                 signal
-                | {"symbol": "ETHUSDT", "ts": NOW_MS - 60_000, "ev_long": -0.12, "ev_short": -0.2}
+                | {"symbol": "ETHUSDT", "ts": now_ms - 60_000, "ev_long": -0.12, "ev_short": -0.2}
                 | {"decision": "FLAT", "block_reason_codes": ["EV_BELOW_MIN", "SPREAD_TOO_WIDE"]}
                 | {"sl_price": None, "tp_price": None},
             ],
@@ -134,6 +136,7 @@ def _seed(engine: sa.Engine) -> None:
             sa.insert(schema.drift_metrics),
             {"symbol": "BTCUSDT", "ts": t0, "schema_version": 1, "psi": 0.07, "missing_rate": 0.0},
         )
+    return now_ms
 
 
 def _free_port() -> int:
@@ -146,14 +149,15 @@ def _free_port() -> int:
 @dataclass
 class Server:
     base: str
-    token: str
+    token: str = field(repr=False)  # never in a failure's output
     bus: Bus | None  # the bus behind /ws; None: the app has no WebSocket, the pages poll
+    now_ms: int = 0  # the minute the database was seeded around
 
 
 @pytest.fixture
 def server(engine: sa.Engine, db_url: str, tmp_path: Path, live: str) -> Iterator[Server]:
     """The API app with the dashboard pages (and /ws on an in-process bus) on a free loopback port."""
-    _seed(engine)
+    now_ms = _seed(engine)
     config = ApiConfig(
         database_url=db_url,
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -175,7 +179,7 @@ def server(engine: sa.Engine, db_url: str, tmp_path: Path, live: str) -> Iterato
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     try:
-        yield Server(f"http://127.0.0.1:{port}", token, bus)
+        yield Server(f"http://127.0.0.1:{port}", token, bus, now_ms)
     finally:
         uv.should_exit = True
         thread.join(10)
@@ -273,11 +277,17 @@ def test_dashboard_pages_show_state_update_live_and_kill_resume(
     with engine.begin() as c:
         c.execute(
             sa.insert(schema.signals),
-            {"symbol": "SOLUSDT", "ts": NOW_MS, "model_id": MODEL_ID, "ev_long": -0.05, "ev_short": -0.07}
+            {
+                "symbol": "SOLUSDT",
+                "ts": server.now_ms,
+                "model_id": MODEL_ID,
+                "ev_long": -0.05,
+                "ev_short": -0.07,
+            }
             | {"decision": "FLAT", "block_reason_codes": ["FUNDING_EXTREME"], "explain": {}},
         )
     if server.bus is not None:  # the page polls no more: only the bus message makes it refresh
-        signal = SignalNew(symbol="SOLUSDT", ts_ms=NOW_MS, decision="FLAT", ev_long=-0.05, ev_short=-0.07,
+        signal = SignalNew(symbol="SOLUSDT", ts_ms=server.now_ms, decision="FLAT", ev_long=-0.05, ev_short=-0.07,
                            model_version="1", block_reasons=["FUNDING_EXTREME"])  # fmt: skip
         server.bus.publish(Topic.SIGNALS_NEW, signal)
     _text_in(browser, "signals-table", "FUNDING_EXTREME")
