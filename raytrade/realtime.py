@@ -191,6 +191,7 @@ class ShadowSession:
         asked of the venue, a replay's time not being the wall's), or Binance with the settings' keys."""
         from actors.live_book import LiveConfig
         from exchange.binance.signed import TradingConfig
+        from exchange.binance.user_stream import UserStreamConfig
 
         s, o = self.settings, self.options
         if o.venue == "replay":
@@ -205,6 +206,7 @@ class ShadowSession:
             session_id=o.session_id, symbols=tuple(o.symbols), database_url=s.database_url, trading=trading,
             sim=sim_config(s), risk=s.risk, kill_file=s.data_dir.resolve() / "KILL",
             audit_dir=s.data_dir.resolve() / "audit", venue_clock=venue_clock, killswitch=s.killswitch,
+            user_stream=UserStreamConfig(ws_url=self.ws_url),  # exits heard as they happen, not at the next sweep
         )  # fmt: skip
 
     def _wait_connected(self, timeout_s: float) -> None:
