@@ -225,15 +225,7 @@ class MultiTargetModel:
         ``targets`` order; e_mae is clipped to ≥ 0 and e_hold to ≥ 1 minute. ``num_threads`` 0 is
         LightGBM's default (all cores); a Ray worker with one CPU should pass 1.
         """
-        if (
-            feature_schema_version != self.feature_schema_version
-            or feature_schema_hash != self.feature_schema_hash
-        ):
-            raise SchemaMismatchError(
-                f"features of schema v{feature_schema_version} (hash {feature_schema_hash}) given to a model "
-                f"of schema v{self.feature_schema_version} (hash {self.feature_schema_hash})"
-            )
-        matrix = feature_matrix(X, feature_schema_version)
+        matrix = self._rows(X, feature_schema_version, feature_schema_hash)
         out: dict[str, np.ndarray] = {}
         for target, booster in self._boosters.items():
             spec = TARGET_SPECS[target]
@@ -244,6 +236,88 @@ class MultiTargetModel:
                 values = np.clip(values, spec.lower, spec.upper)
             out[target] = values
         return out
+
+    def _rows(
+        self, X: np.ndarray | pd.DataFrame, feature_schema_version: int, feature_schema_hash: str
+    ) -> np.ndarray:
+        if (
+            feature_schema_version != self.feature_schema_version
+            or feature_schema_hash != self.feature_schema_hash
+        ):
+            raise SchemaMismatchError(
+                f"features of schema v{feature_schema_version} (hash {feature_schema_hash}) given to a model "
+                f"of schema v{self.feature_schema_version} (hash {self.feature_schema_hash})"
+            )
+        return feature_matrix(X, feature_schema_version)
+
+    def contribution_matrix(
+        self,
+        X: np.ndarray | pd.DataFrame,
+        feature_schema_version: int,
+        feature_schema_hash: str,
+        *,
+        num_threads: int = 0,
+    ) -> dict[str, np.ndarray]:
+        """LightGBM's own SHAP values (``pred_contrib=True``) per output: n × 133 float64, one column
+        per feature in schema order and the base value (expected raw score) last.
+
+        Contributions are in each Booster's *raw score* space, where base + Σ contributions equals
+        ``booster.predict(raw_score=True)`` exactly (to float rounding): for the L2 and quantile outputs
+        that is the prediction *before* ``predict`` clips e_mae to ≥ 0 and e_hold to ≥ 1 (identical
+        unless clipped); for p_tp (binary) it is the log-odds, not the probability. Same schema checks
+        as ``predict``.
+        """
+        matrix = self._rows(X, feature_schema_version, feature_schema_hash)
+        return {
+            target: np.asarray(
+                cast(np.ndarray, booster.predict(matrix, pred_contrib=True, num_threads=num_threads)),
+                dtype=np.float64,
+            ).reshape(len(matrix), len(FEATURE_NAMES) + 1)
+            for target, booster in self._boosters.items()
+        }
+
+    def contributions(
+        self,
+        X: np.ndarray | pd.DataFrame,
+        feature_schema_version: int,
+        feature_schema_hash: str,
+        *,
+        top_k: int = 5,
+        num_threads: int = 0,
+    ) -> list[dict[str, dict[str, Any]]]:
+        """Per row, per output: the base value and the ``top_k`` features by |contribution| (largest
+        first; ties by schema order) with the row's value of each feature (None when missing/NaN).
+
+        ``[{target: {"base": float, "top": [{"feature": str, "value": float | None,
+        "contribution": float}, ...]}}, ...]``, one dict per row, targets in ``targets`` order; the
+        space of the numbers is that of ``contribution_matrix`` (raw score: unclipped; p_tp in
+        log-odds). Features contributing exactly 0 (unused by the trees) are left out, so ``top``
+        may hold fewer than ``top_k`` entries.
+        """
+        if top_k < 1:
+            raise ValueError(f"top_k must be ≥ 1, got {top_k}")
+        matrix = self._rows(X, feature_schema_version, feature_schema_hash)
+        contrib = self.contribution_matrix(
+            matrix, feature_schema_version, feature_schema_hash, num_threads=num_threads
+        )
+        n_features = len(FEATURE_NAMES)
+        k = min(top_k, n_features)
+        rows: list[dict[str, dict[str, Any]]] = [{} for _ in range(len(matrix))]
+        for target, c in contrib.items():
+            parts = c[:, :n_features]
+            # stable sort on -|c|: the largest first, ties in schema order
+            order = np.argsort(-np.abs(parts), axis=1, kind="stable")[:, :k]
+            for i in range(len(matrix)):
+                top = []
+                for j in order[i]:
+                    value = float(parts[i, j])
+                    if value == 0.0:
+                        break
+                    x = float(matrix[i, j])
+                    top.append({"feature": FEATURE_NAMES[j], "value": x if np.isfinite(x) else None,
+                                "contribution": value})  # fmt: skip
+                rows[i][target] = {"base": float(c[i, n_features]), "top": top}
+        return rows
 
     def predict_frame(
         self, X: np.ndarray | pd.DataFrame, feature_schema_version: int, feature_schema_hash: str

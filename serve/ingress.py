@@ -35,6 +35,7 @@ def build_api(config: ApiConfig) -> FastAPI:
     from serve.api.auth import read_token, require_token
     from serve.api.pages import pages_router
     from serve.api.predict import predict_router, predictor_call
+    from serve.api.routes_explain import explain_router, predictor_explain_call
     from serve.api.ws import ws_router
     from serve.predictor import predictor_handle
 
@@ -52,6 +53,7 @@ def build_api(config: ApiConfig) -> FastAPI:
             config.redis_url, token_ok
         ),  # authenticates itself (a bearer check would break the upgrade)
         predict_router(predictor_call(predictor_handle()), dependencies=[Depends(require_token)]),
+        explain_router(predictor_explain_call(predictor_handle()), dependencies=[Depends(require_token)]),
         pages_router(),
     ]
     return create_app(config, routers=routers)
