@@ -15,6 +15,7 @@ from raytrade.options import settings_or_exit
 if TYPE_CHECKING:
     from raytrade.settings import Settings
     from serve.api.app import ApiConfig
+    from tune.promotion_watch import PromotionWatcher
 
 console = Console(stderr=True)
 
@@ -42,11 +43,27 @@ def start_api(settings: Settings, model: str) -> str:
     return deploy_api(api_config(settings), settings.api_port)
 
 
+def start_promotion_watch(settings: Settings, interval_s: float = 30.0) -> PromotionWatcher:
+    """Record, every ``interval_s``, production alias moves made in the MLflow UI with their gate results
+    (``tune.promotion_watch``), in a thread of this process; ``stop()`` it."""
+    from tune.promotion_watch import PromotionWatcher
+
+    return PromotionWatcher.open(
+        settings.database_url, settings.tracking_uri, settings.mlflow_artifact_root, interval_s=interval_s
+    ).start()
+
+
 def serve_cmd(
     model: str = typer.Option(
         MODEL_NAME, "--model", help="registered model whose production version /predict serves"
     ),
     rotate_token: bool = typer.Option(False, "--rotate-token", help="replace the API token, then serve"),
+    promotion_watch_s: float = typer.Option(
+        30.0,
+        "--promotion-watch-s",
+        min=1.0,
+        help="seconds between looks for production moves made in the MLflow UI",
+    ),
 ) -> None:
     """Serve the API and dashboard on 127.0.0.1 (RAYTRADE_API_PORT) until Ctrl-C."""
     from core.errors import ConfigError
@@ -84,11 +101,15 @@ def serve_cmd(
         raise typer.Exit(2) from None
     console.print(f"dashboard: {url}/dashboard  (token in {token_file}; send it as Authorization: Bearer …)")
     console.print(f"API schema: {url}/openapi.json; Ctrl-C stops")
+    watcher = start_promotion_watch(settings, promotion_watch_s)
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    while not stop["now"]:
-        time.sleep(0.5)
+    try:
+        while not stop["now"]:
+            time.sleep(0.5)
+    finally:
+        watcher.stop()
 
 
 def register(app: typer.Typer) -> None:

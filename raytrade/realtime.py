@@ -115,6 +115,7 @@ class ShadowSession:
         self.ws_url = TESTNET_WS if testnet else BINANCE_WS
         self.started_wall_s = math.nan
         self.api_url: str | None = None
+        self.promotion_watch: Any = None  # with the API: production moves made in the MLflow UI, recorded
 
     # --- start -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -145,10 +146,11 @@ class ShadowSession:
             start_serve(s.api_port)  # before the Predictor: Serve's HTTP options are fixed at its start
         deploy_predictor(s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s)
         if o.api:
-            from raytrade.cmd_serve import api_config
+            from raytrade.cmd_serve import api_config, start_promotion_watch
             from serve.ingress import deploy_api
 
             self.api_url = deploy_api(api_config(s), s.api_port)
+            self.promotion_watch = start_promotion_watch(s)
         if o.venue == "replay":
             self._start_venue()  # before the book: a live book connects to the venue as it starts
         self.execution_name = f"{EXECUTION_ACTOR_NAME}-{o.session_id}"
@@ -281,6 +283,7 @@ class ShadowSession:
     def stop(self) -> dict[str, Any]:
         """Stop ingest (flushing the writers), flatten if asked, stop the venue; return the session report."""
         report: dict[str, Any] = {"session_id": self.options.session_id}
+        self._stop_promotion_watch()
         wall = time.monotonic() - self.started_wall_s
         ingest_stats = ray.get([a.stop.remote() for a in self.ingest]) if self.ingest else []
         hooks = ray.get([a.hook_stats.remote() for a in self.ingest]) if self.ingest else []
@@ -314,10 +317,16 @@ class ShadowSession:
         self.ingest.clear()
         return report
 
+    def _stop_promotion_watch(self) -> None:
+        if self.promotion_watch is not None:
+            self.promotion_watch.stop()
+            self.promotion_watch = None
+
     def shutdown(self) -> None:
         """Remove the Predictor and the execution actor (tests; a real session keeps the actor)."""
         from ray import serve
 
+        self._stop_promotion_watch()
         if self.execution is not None:
             ray.kill(self.execution, no_restart=True)
             self.execution = None

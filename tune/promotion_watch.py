@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -153,7 +154,7 @@ class PromotionWatcher:
 
     @classmethod
     def open(
-        cls, database_url: str, tracking_uri: str, artifact_root: str | None = None, **kw: Any
+        cls, database_url: str, tracking_uri: str, artifact_root: str | Path | None = None, **kw: Any
     ) -> PromotionWatcher:
         """A watcher with its own engine on ``database_url`` (disposed by ``stop``)."""
         engine = db.make_engine(database_url)

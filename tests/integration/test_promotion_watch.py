@@ -179,3 +179,31 @@ def test_background_thread_notices_a_move_within_its_interval(
     assert p["version"] == "1" and p["gates_passed"] is False
     with pytest.raises(ValueError, match="interval_s"):
         PromotionWatcher(registry, interval_s=0)
+
+
+def test_start_promotion_watch_of_serve_and_run_records_a_ui_move_on_the_installations_stores(
+    tmp_path: Path,
+) -> None:
+    from raytrade.cmd_serve import start_promotion_watch
+    from raytrade.settings import Settings
+    from storage import db
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")
+    engine = db.make_engine(settings.database_url)
+    db.upgrade(engine)
+    registry = ModelRegistry(
+        settings.tracking_uri, artifact_root=settings.mlflow_artifact_root, engine=engine
+    )
+    log_tiny(registry, NAME, 0, gates_input=failing_gates_input())
+    watcher = start_promotion_watch(settings, interval_s=0.2)
+    try:
+        move_in_ui(registry, "1")
+        deadline = time.monotonic() + 30
+        while not mlflow_ui_events(engine) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        watcher.stop()
+    [p] = mlflow_ui_events(engine)
+    assert p["version"] == "1" and "oos_profit_factor" in p["warning"]
+    assert registry.version(NAME, "1").is_production
+    engine.dispose()
