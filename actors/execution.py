@@ -38,6 +38,21 @@ admits and closes what the backtest of the same window does:
   (the backtest's equity at the next open), after a pending daily-loss flatten. So when
   ``max_positions`` or a notional limit binds, the same symbols win. An intent submitted without a
   decision bar report (``decision_ts=None``) is admitted at once, in symbol order within the call.
+
+The operator's controls, read at most once a second of wall time on a tick, a bar or a submit (one
+query: ``storage.trading_control.read_controls``, the control rows written since the last read):
+
+- The kill switch's newest ``killswitch.*`` row (``raytrade kill``/``resume``, ``POST /api/killswitch``):
+  active blocks every entry (``KILL_SWITCH``), with ``close_positions`` every position is flattened
+  (``KILL``); inactive allows entries again.
+- The trading state (``trading.*``): ``entries_stopped`` refuses entries (``ENTRIES_STOPPED``, counted
+  as blocked, a risk event each) while exits and the bar rule run on; ``stopped`` refuses them
+  (``TRADING_STOPPED``) and flattens every position once per stop row (``STOP``); ``running`` allows them.
+- The runtime settings (``settings.update``): ``max_positions``, ``daily_loss_limit_pct`` and
+  ``max_entry_delay_ms``, each applied as ``min(config, setting)``.
+
+The account (wallet, equity, margin, positions) is published on ``account.update`` and written as an
+``account.snapshot`` row when it changed, at most once a second of wall time.
 """
 
 from __future__ import annotations
@@ -45,7 +60,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +72,7 @@ from core.config import RiskConfig
 from core.jsonsafe import json_safe
 from core.messages import (
     EXECUTION_ACTOR_NAME,
+    AccountUpdate,
     BarClose,
     EntryIntent,
     MarketTick,
@@ -65,7 +81,8 @@ from core.messages import (
     Topic,
 )
 from core.sim import BookState, FillSimulator, SimConfig
-from storage import db
+from core.sim import kernel as sim_kernel
+from storage import db, trading_control
 from storage.bulk import write_rows
 from storage.bus import Bus, open_bus
 from storage.schema import events, positions
@@ -134,8 +151,9 @@ def _from_json(values: Sequence[Any]) -> np.ndarray:
 class ExecutionBook:
     """The actor's logic without Ray (tests drive it directly; the actor wraps it)."""
 
-    def __init__(self, cfg: ExecutionConfig) -> None:
+    def __init__(self, cfg: ExecutionConfig, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
+        self.monotonic = monotonic
         self.engine = db.make_engine(cfg.database_url)
         self.bus: Bus = open_bus(cfg.redis_url)
         self.sim = FillSimulator(cfg.symbols, cfg.sim, cfg.risk)
@@ -148,6 +166,13 @@ class ExecutionBook:
         self._closes: dict[str, BarClose] = {}  # symbol → its last closed bar
         self._quotes: dict[str, tuple[float, float]] = {}  # symbol → last (bid, ask) of its ticks
         self._flatten_due_ms: int | None = None  # a requested flatten runs at the latest then
+        self._controls_id = 0  # the last control row read (kill switch, trading state, settings)
+        self._next_controls_s = 0.0
+        self.trading_state = "running"
+        self._stop_done_id = 0  # the trading.stop row whose flatten ran
+        self.entry_delay_ms = cfg.max_entry_delay_ms  # min(config, the runtime setting)
+        self._next_account_s = 0.0
+        self._account_sent: tuple[float, float, int] | None = None
         self._recover()
         _warm_kernels(cfg)
 
@@ -234,6 +259,7 @@ class ExecutionBook:
         a later bar shows up), in the book's symbol order; until then an intent's result says
         ``PENDING``. Without one (``decision_ts`` None) the intents are admitted now, in symbol order.
         """
+        self.read_controls()
         if decision_ts is None:
             return self._admit(list(intents))
         bar = int(decision_ts)
@@ -300,7 +326,14 @@ class ExecutionBook:
                 return result
             ts = max(int(it.book_ts), int(it.decision_ts) + self.cfg.sim.bar_ms, self._last_ts)
             late_ms = ts - (int(it.decision_ts) + self.cfg.sim.bar_ms)
-            if late_ms > self.cfg.max_entry_delay_ms:
+            if self.trading_state != "running":
+                self.stats.blocked += 1
+                result.reasons = (
+                    "ENTRIES_STOPPED" if self.trading_state == "entries_stopped" else "TRADING_STOPPED",
+                )
+                self._risk_event(ts, it.symbol, result.reasons, it)
+                return result
+            if late_ms > self.entry_delay_ms:
                 self.stats.blocked += 1
                 result.reasons = ("SIGNAL_STALE",)
                 self._risk_event(ts, it.symbol, result.reasons, it)
@@ -343,7 +376,7 @@ class ExecutionBook:
     # --- market events -----------------------------------------------------------------------------
     def on_ticks(self, ticks: Sequence[MarketTick]) -> int:
         """Apply mark ticks (latest mark and best bid/ask per symbol); return exits."""
-        exits = 0
+        exits = self.read_controls()
         for t in ticks:
             if math.isfinite(t.bid) and math.isfinite(t.ask):
                 self._quotes[t.symbol] = (float(t.bid), float(t.ask))
@@ -360,6 +393,7 @@ class ExecutionBook:
                 # the limit fired on a tick: entries are off now; the flatten waits for the bar's close
                 bar_ms = self.cfg.sim.bar_ms
                 self._flatten_due_ms = (ts // bar_ms + 1) * bar_ms + self.cfg.max_entry_delay_ms
+        self.publish_account()
         return exits
 
     def _due(self, ts: int) -> None:
@@ -373,7 +407,7 @@ class ExecutionBook:
 
     def on_bars(self, bars: Sequence[BarClose]) -> int:
         """Run the bar rule on closed 1m bars of held symbols; return exits."""
-        exits = 0
+        exits = self.read_controls()
         if bars:
             self._admit_before(max(int(b.ts_ms) for b in bars))
         for b in bars:
@@ -393,6 +427,7 @@ class ExecutionBook:
                 exits += 1
         if bars:
             self._close_bar(max(int(b.ts_ms) for b in bars))
+        self.publish_account()
         return exits
 
     def _close_bar(self, bar: int) -> None:
@@ -449,7 +484,8 @@ class ExecutionBook:
         # venue time (a replay's clock is not the wall's), 1 ms after the last event the book saw
         ts = self._last_ts + 1 if self._last_ts else int(time.time() * 1000)
         self._last_ts = ts
-        self.sim.flatten(ts, reason=reason)
+        # the simulator knows its own exit reasons; the FINAL rows carry ours (KILL, STOP, ...)
+        self.sim.flatten(ts, reason=reason if reason in ("SIGNAL", "TIME", "FLATTEN", "END") else "FLATTEN")
         for s in held:
             self._final(s, ts, reason)
         return len(held)
@@ -476,6 +512,103 @@ class ExecutionBook:
         self.stats.fees += row["fees"]
         self.stats.exit_reasons[reason] = self.stats.exit_reasons.get(reason, 0) + 1
         self._publish_position(ts, symbol)
+
+    # --- operator controls -------------------------------------------------------------------------
+    def read_controls(self, force: bool = False) -> int:
+        """Take the control rows written since the last read (at most once a second unless ``force``):
+        the kill switch, the trading state, the runtime settings. Return the positions closed."""
+        if not force and self.monotonic() < self._next_controls_s:
+            return 0
+        self._next_controls_s = self.monotonic() + 1.0
+        try:
+            controls = trading_control.read_controls(self.engine, self._controls_id)
+        except Exception:  # a database hiccup: keep trading on the controls known, read again later
+            log.exception("execution: could not read the operator's controls")
+            return 0
+        self._controls_id = controls.last_id
+        closed = 0
+        if controls.settings is not None:
+            self._apply_settings(controls.settings.values)
+        if controls.kill is not None:
+            closed += self._apply_kill(controls.kill)
+        if controls.trading is not None:
+            closed += self._apply_trading(controls.trading)
+        return closed
+
+    def _apply_kill(self, stored: Any) -> int:
+        state, held = stored.state, len(self._groups)
+        killed = bool(self.sim.acct[sim_kernel.A_KILL_SWITCH])
+        if state.active and (not killed or (state.close_positions and held)):
+            return int(self.kill_switch(state.close_positions, source=stored.source)["closed"])
+        if not state.active and killed:
+            self.resume(source=stored.source)
+        return 0
+
+    def _apply_trading(self, t: trading_control.TradingState) -> int:
+        before, self.trading_state = self.trading_state, t.state
+        if t.state == "stopped" and t.id != self._stop_done_id:
+            self._stop_done_id = t.id
+            held = sorted(self._groups)
+            closed = self.flatten("STOP")
+            self._control_event("trading_stopped", 2, f"trading stopped ({t.source}): flattened {closed} positions",
+                                {"closed": held, "reason": t.reason, "source": t.source})  # fmt: skip
+            return closed
+        if t.state != before:
+            what = {"running": "trading_started", "entries_stopped": "entries_stopped"}.get(t.state, t.state)
+            self._control_event(what, 1, f"{what.replace('_', ' ')} ({t.source})", {"reason": t.reason,
+                                "source": t.source})  # fmt: skip
+        return 0
+
+    def _apply_settings(self, values: Mapping[str, Any]) -> None:
+        risk, lim = self.cfg.risk, self.sim.lim
+        positions, loss, delay = (
+            values.get("max_positions"),
+            values.get("daily_loss_limit_pct"),
+            values.get("max_entry_delay_ms"),
+        )
+        lim[sim_kernel.L_MAX_POSITIONS] = (
+            risk.max_positions if positions is None else min(risk.max_positions, positions)
+        )
+        lim[sim_kernel.L_DAILY_LOSS_PCT] = (
+            risk.daily_loss_limit_pct if loss is None else min(risk.daily_loss_limit_pct, loss)
+        )
+        self.entry_delay_ms = self.cfg.max_entry_delay_ms if delay is None else min(self.cfg.max_entry_delay_ms, delay)  # fmt: skip
+        log.info("execution: runtime settings %s", dict(values))
+
+    def _control_event(self, event_type: str, severity: int, message: str, details: dict[str, Any]) -> None:
+        ts = self._last_ts or int(time.time() * 1000)
+        details = details | {"session": self.cfg.session_id}
+        self._write_risk_event(ts, event_type, None, severity, message, details)
+        self._publish(Topic.RISK_EVENT, RiskEvent(ts_ms=ts, event_type=event_type, symbol=None,
+                                                  severity="critical" if severity >= 2 else "info",
+                                                  message=message, details=details))  # fmt: skip
+        log.warning("execution: %s", message)
+
+    def account(self) -> dict[str, Any]:
+        """The book's account now (USDT): wallet, equity, available, unrealized PnL, margin, positions."""
+        equity, used = float(self.sim.equity), float(self.sim.used_margin)
+        return {"mode": self.cfg.mode, "wallet": float(self.sim.wallet), "equity": equity, "available": equity - used,
+                "unrealized_pnl": float(self.sim.unrealized), "margin_used": used, "positions": len(self._groups)}  # fmt: skip
+
+    def publish_account(self, force: bool = False) -> bool:
+        """Publish the account on ``account.update`` and write its ``account.snapshot`` row when it changed
+        since the last one, at most once a second (unless ``force``); return whether it did."""
+        if not force and self.monotonic() < self._next_account_s:
+            return False
+        self._next_account_s = self.monotonic() + 1.0
+        account = self.account()
+        key = (account["equity"], account["wallet"], account["positions"])
+        if key == self._account_sent or not all(map(math.isfinite, key[:2])):
+            return False
+        self._account_sent = key
+        ts = self._last_ts or int(time.time() * 1000)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(events.insert(), [trading_control.account_row(ts, self._source, account)])
+        except Exception:
+            log.exception("execution: could not record the account")
+        self._publish(Topic.ACCOUNT_UPDATE, AccountUpdate(ts_ms=ts, source=self._source, **account))
+        return True
 
     # --- kill switch -------------------------------------------------------------------------------
     def kill_switch(self, close_positions: bool = False, source: str = "operator") -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from core.messages import (
+    AccountUpdate,
     BookTicker,
     CandleClosed,
     DataQualityEvent,
@@ -124,6 +125,17 @@ SAMPLES: dict[Topic, Message] = {
         component="ingest-0",
         ok=True,
         details={"lag_ms": 120, "symbols": ["BTCUSDT"]},
+    ),
+    Topic.ACCOUNT_UPDATE: AccountUpdate(
+        ts_ms=TS_MS + 700,
+        source="execution:shadow:s1",
+        mode="shadow",
+        wallet=10_000.0,
+        equity=10_012.5,
+        available=9_512.5,
+        unrealized_pnl=12.5,
+        margin_used=500.0,
+        positions=1,
     ),
 }
 

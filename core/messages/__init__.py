@@ -11,6 +11,7 @@ Live components never import each other for these (DESIGN.md, "Layout").
 
 from core.messages.bus import (
     MESSAGE_TYPES,
+    AccountUpdate,
     BookTicker,
     CandleClosed,
     DataQualityEvent,
@@ -50,6 +51,7 @@ from core.messages.realtime import (
 __all__ = [
     "EXECUTION_ACTOR_NAME",
     "MESSAGE_TYPES",
+    "AccountUpdate",
     "PREDICTOR_APP_NAME",
     "PREDICTOR_DEPLOYMENT_NAME",
     "BarClose",

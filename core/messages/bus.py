@@ -46,6 +46,7 @@ class Topic(StrEnum):
     DATA_QUALITY_EVENT = "data_quality.event"
     TRAINING_UPDATE = "training.update"
     SYSTEM_STATUS = "system.status"
+    ACCOUNT_UPDATE = "account.update"
 
 
 Decision = Literal["LONG", "SHORT", "FLAT"]
@@ -376,6 +377,31 @@ class SystemStatus(Message, frozen=True, kw_only=True):
         _text(self, "component", self.component)
 
 
+class AccountUpdate(Message, frozen=True, kw_only=True):
+    """A book's account after its equity changed (USDT). ``source`` names the book
+    (``execution:<mode>:<session>``); ``available`` is equity less the margin in use."""
+
+    ts_ms: int
+    source: str
+    mode: str
+    wallet: float
+    equity: float
+    available: float
+    unrealized_pnl: float
+    margin_used: float
+    positions: int
+
+    def __post_init__(self) -> None:
+        _ts(self, "ts_ms", self.ts_ms)
+        _text(self, "source", self.source)
+        _text(self, "mode", self.mode)
+        for name in ("wallet", "equity", "available", "unrealized_pnl"):
+            _number(self, name, getattr(self, name))
+        _number(self, "margin_used", self.margin_used, ">=0")
+        if isinstance(self.positions, bool) or not isinstance(self.positions, int) or self.positions < 0:
+            raise _fail(self, "positions", "must be an int >= 0", self.positions)
+
+
 #: The one message type each topic carries.
 MESSAGE_TYPES: Mapping[Topic, type[Message]] = MappingProxyType(
     {
@@ -391,6 +417,7 @@ MESSAGE_TYPES: Mapping[Topic, type[Message]] = MappingProxyType(
         Topic.DATA_QUALITY_EVENT: DataQualityEvent,
         Topic.TRAINING_UPDATE: TrainingUpdate,
         Topic.SYSTEM_STATUS: SystemStatus,
+        Topic.ACCOUNT_UPDATE: AccountUpdate,
     }
 )
 

@@ -48,6 +48,7 @@ TOPIC_NAMES = {
     "data_quality.event",
     "training.update",
     "system.status",
+    "account.update",
 }
 
 PARAMS = [pytest.param(t, m, id=t.value) for t, m in SAMPLES.items()]
