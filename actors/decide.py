@@ -15,7 +15,10 @@ On each 1m close of the group (``CloseEvent``) the ``Decider``:
 4. hands the entries to the risk/execution actor (which applies the book and the hard risk
    guards) with the list of symbols it decided — every close, entries or none, so the actor admits
    a bar's entries of all groups together in the backtest's order — and every closed bar of the
-   group to its bar rule; mark ticks go there as they come.
+   group to its bar rule; mark ticks go there as they come;
+5. then asks the Predictor to ``explain`` the entries (LightGBM ``pred_contrib``: the top feature
+   contributions of each output) and adds them to those signal rows' ``explain`` as
+   ``"contributions"`` with an UPDATE (``_explain_entries``; see there why after, not before).
 
 The 15m ATR needs history: the decider keeps a window of 1m bars per symbol (``ATR_WINDOW_BARS``)
 seeded by ``warm`` from the ingest's warm-up history (lake plus REST top-up) and extended by every
@@ -79,6 +82,8 @@ class DeciderConfig(BaseModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     label: LabelSpec = Field(default_factory=LabelSpec)
     predict_timeout_s: float = 10.0
+    explain_top_k: int = Field(5, ge=1, le=132, description="features per output in a signal's contributions")
+    explain_timeout_s: float = 30.0
 
 
 @dataclass(slots=True)
@@ -189,7 +194,8 @@ class Decider:
         self._pending: set[asyncio.Future[Any]] = set()
         self.latencies_ms: deque[float] = deque(maxlen=100_000)
         self.last_close_ms = 0  # bar open time of the last close handled (decided or skipped)
-        self.counts = {"closes": 0, "signals": 0, "entries_sent": 0, "skipped": 0, "errors": 0}
+        self.counts = {"closes": 0, "signals": 0, "entries_sent": 0, "skipped": 0, "errors": 0,
+                       "explained": 0, "explain_errors": 0}  # fmt: skip
         self.skip_reasons: dict[str, int] = {}  # reason → skipped decisions, for the run summary
 
     # --- the hook ----------------------------------------------------------------------------------
@@ -232,8 +238,9 @@ class Decider:
 
     async def on_close(self, event: CloseEvent) -> None:
         intents: list[EntryIntent] = []
+        to_explain: _ToExplain | None = None
         try:
-            intents = await self._on_close(event)
+            intents, to_explain = await self._on_close(event)
         finally:
             # every close is reported, entries or none, so the execution actor can admit the bar's
             # entries of all groups together in the backtest's symbol order
@@ -241,9 +248,13 @@ class Decider:
             self.counts["entries_sent"] += len(intents)
             self._track(self._execution.submit.remote(intents, event.ts_ms, traded))
             self.last_close_ms = max(self.last_close_ms, event.ts_ms)
+        if to_explain is not None:
+            future = asyncio.ensure_future(self._explain_entries(to_explain))
+            self._pending.add(future)
+            future.add_done_callback(self._pending.discard)
 
-    async def _on_close(self, event: CloseEvent) -> list[EntryIntent]:
-        """Decide one close; return the entries for the execution actor."""
+    async def _on_close(self, event: CloseEvent) -> tuple[list[EntryIntent], _ToExplain | None]:
+        """Decide one close; return the entries for the execution actor and the entry rows to explain."""
         self.counts["closes"] += 1
         inputs = event.inputs
         fresh: list[int] = []
@@ -282,7 +293,7 @@ class Decider:
         if skipped:
             await asyncio.to_thread(self._record_skips, event, skipped)
         if not fresh:
-            return []
+            return [], None
         symbols = [event.symbols[k] for k in fresh]
         answer: Prediction = await asyncio.wait_for(
             self._predictor.predict.remote(np.ascontiguousarray(event.features[fresh])),
@@ -300,7 +311,13 @@ class Decider:
         await asyncio.to_thread(self._publish, event, rows)
         self.latencies_ms.append(time.time() * 1000 - event.received_ms)
         self.counts["signals"] += len(rows)
-        return self._intents(event, symbols, decided, price, atr)
+        entries = np.flatnonzero(decided.direction != 0)
+        to_explain = None
+        if len(entries):
+            to_explain = _ToExplain(
+                event.ts_ms, [rows[j] for j in entries], np.ascontiguousarray(event.features[fresh][entries])
+            )
+        return self._intents(event, symbols, decided, price, atr), to_explain
 
     async def on_ticks(self, ticks: list[MarketTick]) -> None:
         if ticks:
@@ -324,6 +341,50 @@ class Decider:
                 book_ts=int(book_ts), mark=float(mark), signal_received_ms=event.received_ms,
             ))  # fmt: skip
         return out
+
+    async def _explain_entries(self, job: _ToExplain) -> None:
+        """Add the Predictor's feature contributions to the entry signals of one close.
+
+        Ordering: the signal rows are committed before the intents go to the execution actor (the
+        signal is the record an order refers to; the live book writes its engine signal before the
+        order too), and computing ``pred_contrib`` first would put it on the entry's latency path. So
+        this runs after the intents were submitted — concurrently with execution — and writes the
+        contributions with an UPDATE of those rows' ``explain`` (merged in Python: portable JSON).
+        A row may be read without contributions for the few ms in between; a failure or timeout is
+        logged and counted (``explain_errors``), the signal keeps its cost/penalty explain, and the
+        API recomputes contributions on demand.
+        """
+        try:
+            answer: dict[str, Any] = await asyncio.wait_for(
+                self._predictor.explain.remote(job.features, self.cfg.explain_top_k),
+                self.cfg.explain_timeout_s,
+            )
+            if answer["model_version"] != job.rows[0]["model_version"]:
+                log.info("decider: explain of %d by version %s, signals by %s (the alias moved)",
+                         job.ts_ms, answer["model_version"], job.rows[0]["model_version"])  # fmt: skip
+            updates = [
+                {"symbol": r["symbol"], "explain": {**r["explain"], "contributions": c,
+                                                    "contributions_model_version": answer["model_version"]}}
+                for r, c in zip(job.rows, answer["contributions"], strict=True)
+            ]  # fmt: skip
+            await asyncio.to_thread(self._update_explain, job.ts_ms, updates)
+            self.counts["explained"] += len(updates)
+        except Exception:
+            self.counts["explain_errors"] += 1
+            log.exception("decider: could not explain the entries of %d", job.ts_ms)
+
+    def _update_explain(self, ts_ms: int, updates: list[dict[str, Any]]) -> None:
+        import sqlalchemy as sa
+
+        from storage.schema import signals
+
+        stmt = (
+            signals.update()
+            .where(signals.c.symbol == sa.bindparam("b_symbol"), signals.c.ts == ts_ms)
+            .values(explain=sa.bindparam("b_explain"))
+        )
+        with self._engine.begin() as conn:
+            conn.execute(stmt, [{"b_symbol": u["symbol"], "b_explain": u["explain"]} for u in updates])
 
     def _track(self, ref: Any) -> None:
         future = asyncio.ensure_future(self._await(ref))
@@ -389,6 +450,15 @@ class Decider:
             "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else math.nan,
             "latencies_ms": lat.tolist(),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _ToExplain:
+    """The entry signal rows of one close and their feature rows, for ``Decider._explain_entries``."""
+
+    ts_ms: int
+    rows: list[dict[str, Any]]
+    features: np.ndarray
 
 
 def decider_factory(cfg: DeciderConfig) -> Callable[[], Decider]:
