@@ -109,7 +109,9 @@ def _promotion(row: Any) -> PromotionDTO:
 @router.get("/models/promotions", response_model=list[PromotionDTO])
 def list_promotions(
     engine: EngineDep,
-    name: Annotated[str | None, Query(min_length=1, max_length=200, description="only this model")] = None,
+    name: Annotated[
+        str | None, Query(min_length=1, max_length=200, pattern=r"^[^\x00]+$", description="only this model")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many, newest first")] = 50,
 ) -> list[PromotionDTO]:
     """Recorded promotions, overrides, rollbacks and MLflow UI moves of production, newest first."""

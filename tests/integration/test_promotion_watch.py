@@ -110,6 +110,8 @@ def test_ui_move_is_recorded_once_with_gate_results_and_listed_beside_gated_prom
     assert client.get("/api/models/promotions", params={"name": "other"}).json() == []
     bad = client.get("/api/models/promotions", params={"limit": 0})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "limit"]
+    bad = client.get("/api/models/promotions", params={"name": "a\x00b"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "name"]
     assert client.get(f"/api/models/{NAME}").status_code == 200  # /models/{name} still answers
 
 
