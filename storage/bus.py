@@ -17,7 +17,8 @@ Semantics, for both:
   (``"<ms>-<seq>"``, increasing within a topic).
 - ``subscribe`` creates a consumer group if it does not exist (idempotent: an existing group keeps
   its position); ``start="latest"`` delivers only later messages, ``"earliest"`` everything still
-  retained. ``read`` on a group that was never created raises FatalError.
+  retained. ``read`` on a group that was never created raises FatalError. ``delete_group`` removes
+  a group and its pending list (XGROUP DESTROY); the topic's messages stay.
 - Consumers of one group share its messages; every group gets every message. A delivered message
   stays pending for its group until acked; ``claim_stale`` hands messages pending longer than
   ``min_idle_ms`` (e.g. of a dead consumer) to another consumer. Delivery is at least once:
@@ -142,6 +143,18 @@ class InProcessBus(Bus):
             if g is None:
                 return 0
             return sum(g.pending.pop(i, None) is not None for i in ids)
+
+    def delete_group(self, topic: str, group: str) -> bool:
+        t = as_topic(topic)
+        check_names(group)
+        with self._cond:
+            self._check_open()
+            s = self._streams.get(t)
+            gone = s is not None and s.groups.pop(group, None) is not None
+        with self._carry_lock:
+            for key in [k for k in self._carry if k[0] == t and k[1] == group]:
+                del self._carry[key]
+        return gone
 
     def pending(self, topic: str, group: str) -> int:
         t = as_topic(topic)

@@ -136,6 +136,11 @@ class Bus(ABC):
         """Mark messages handled for ``group``; return how many were pending (others are ignored)."""
 
     @abstractmethod
+    def delete_group(self, topic: str, group: str) -> bool:
+        """Delete ``group`` of ``topic`` with its pending messages (the topic keeps its messages);
+        return whether it existed. Reading the group afterwards raises FatalError until subscribed again."""
+
+    @abstractmethod
     def pending(self, topic: str, group: str) -> int:
         """Return how many messages ``group`` has delivered and not yet acked."""
 

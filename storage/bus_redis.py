@@ -107,6 +107,21 @@ class RedisStreamBus(Bus):
         with self._errors("ack", t, group):
             return int(self._client.xack(self.key(t), group, *id_list))
 
+    def delete_group(self, topic: str, group: str) -> bool:
+        t = as_topic(topic)
+        check_names(group)
+        with self._errors("delete_group", t, group):
+            try:
+                gone = bool(self._client.xgroup_destroy(self.key(t), group))
+            except redis.ResponseError as e:
+                if "key to exist" not in str(e):
+                    raise
+                gone = False  # no stream, so no group
+        with self._carry_lock:
+            for key in [k for k in self._carry if k[0] == t and k[1] == group]:
+                del self._carry[key]
+        return gone
+
     def pending(self, topic: str, group: str) -> int:
         t = as_topic(topic)
         with self._errors("pending", t, group):

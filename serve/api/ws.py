@@ -20,8 +20,9 @@ Protocol (JSON text frames):
 
 Each connection reads the bus through its own consumer groups (one per channel, ``ws-<uuid>``) in
 its own small thread pool, so a blocking read never holds the event loop or the default executor.
-Groups are not deleted afterwards (the ``Bus`` interface has no call for it); they hold no pending
-messages, as every delivered message is acked once sent.
+When the connection closes its groups are deleted (``Bus.delete_group``, in that pool, without
+waiting; on Redis XGROUP DESTROY), so no group outlives its client; an unsubscribed
+channel's group is deleted at once.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ CHANNELS: Mapping[str, Topic] = MappingProxyType(
         "risk_events": Topic.RISK_EVENT,
         "status_updates": Topic.SYSTEM_STATUS,
         "training_updates": Topic.TRAINING_UPDATE,
+        "account_updates": Topic.ACCOUNT_UPDATE,
     }
 )
 
@@ -196,7 +198,9 @@ class _Connection:
         for c in known or []:
             task = self.readers.pop(c, None)
             if task is not None:
-                task.cancel()
+                task.cancel()  # a read still blocked finds no group and ends; its result is dropped
+                with contextlib.suppress(TransientError, FatalError):
+                    await self._io(self.bus.delete_group, CHANNELS[c], f"{self.group}-{c}")
         await self.send({"op": "unsubscribed", "channels": known or []})
 
     # --- bus → client ---
@@ -240,8 +244,23 @@ class _Connection:
         # would take the cancellation meant for the endpoint.
         for t in self.readers.values():
             t.cancel()
-        # Threads blocked in a read return within read_block_ms; nobody waits for them.
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        groups = [(CHANNELS[c], f"{self.group}-{c}") for c in self.readers]
+        self.readers.clear()
+        if groups:
+            # A read still blocked (it returns within read_block_ms) finds no group and ends; its result
+            # goes to a cancelled reader.
+            with contextlib.suppress(RuntimeError):
+                self.executor.submit(_delete_groups, self.bus, groups)
+        self.executor.shutdown(wait=False, cancel_futures=False)
+
+
+def _delete_groups(bus: Bus, groups: list[tuple[Topic, str]]) -> None:
+    """Delete a closed connection's consumer groups; a failure is logged, not raised (nobody waits)."""
+    for topic, group in groups:
+        try:
+            bus.delete_group(topic, group)
+        except (TransientError, FatalError) as e:
+            log.warning("WebSocket: consumer group %s of %s not deleted: %s", group, topic.value, e)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -132,11 +132,11 @@ def test_resume_after_reconnect_gets_exactly_what_was_published_meanwhile(bus: B
 def test_unknown_channel_and_bad_resume_id_are_named(bus: Bus) -> None:
     with _client(bus) as client, client.websocket_connect(f"/ws?token={TOKEN}") as ws:
         _next(ws)
-        ws.send_json({"op": "subscribe", "channels": ["account_updates", "risk_events"],
+        ws.send_json({"op": "subscribe", "channels": ["margin_calls", "risk_events"],
                       "resume_from": {"risk_events": "yesterday"}})  # fmt: skip
         err = _next(ws)
-        assert err["op"] == "error" and err["channel"] == "account_updates"
-        assert "unknown channel 'account_updates'" in err["error"]
+        assert err["op"] == "error" and err["channel"] == "margin_calls"
+        assert "unknown channel 'margin_calls'" in err["error"]
         err = _next(ws)
         assert err["channel"] == "risk_events" and "'yesterday'" in err["error"]
         assert _next(ws) == {"op": "subscribed", "channels": []}
