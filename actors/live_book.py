@@ -29,6 +29,11 @@ execution actor holds one or the other (``make_book``), and no shared code asks 
   daily loss limit (checked on the mirror at bar closes, as the paper book does) block entries;
   a close request (daily loss, or the operator's) cancels every order and flattens
   (``exchange.binance.emergency``). Every trigger and effect is an ``events`` row.
+- The operator's trading state and runtime settings (``storage.trading_control``), read with the kill
+  switch's rows at most once a second: ``entries_stopped`` refuses entries (``ENTRIES_STOPPED``) while
+  the protection and exits on the venue go on; ``stopped`` refuses them (``TRADING_STOPPED``) and
+  cancels everything and flattens once per stop row (``STOP``); ``max_positions``,
+  ``daily_loss_limit_pct`` and ``max_entry_delay_ms`` apply as ``min(config, setting)``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from core.killswitch import KillSwitch, KillSwitchConfig, KillSwitchEvent
 from core.ledger import EngineSignal, Fill
 from core.messages import BarClose, EntryIntent, MarketTick
 from core.sim import FillSimulator, SimConfig
+from core.sim import kernel as sim_kernel
 from exchange.binance.emergency import cancel_all_and_flatten
 from exchange.binance.ledger_records import (
     algo_of_response,
@@ -82,7 +88,7 @@ from exchange.binance.signed import TradingConfig
 from exchange.binance.trading import BinanceTrading
 from exchange.binance.user_stream import Gap, MalformedEvent, UserStreamConfig
 from exchange.logging_safety import install_redaction
-from storage import db, killswitch_store
+from storage import db, killswitch_store, trading_control
 from storage.audit import AuditLog
 from storage.bulk import write_rows
 from storage.ledger import LedgerStore
@@ -173,6 +179,10 @@ class LiveBook:
         self.kill = KillSwitch(cfg.killswitch, stored.state if stored is not None else None)
         self._kill_row_seen = None if stored is None else (stored.ts_ms, stored.kind, stored.source)
         self._next_kill_read_s = 0.0
+        self._controls_id = 0  # the last trading-state / settings row read
+        self.trading_state = "running"
+        self._stop_done_id = 0
+        self.entry_delay_ms = cfg.max_entry_delay_ms
         self.reconciler = Reconciler(self.store, self.trading, cfg.reconciler, clock_ms=self.wall_ms)
         self.audit = AuditLog(cfg.audit_dir) if cfg.audit_dir is not None else None
         self.stats = LiveStats()
@@ -227,7 +237,9 @@ class LiveBook:
         late_ms = now - (int(it.decision_ts) + self.cfg.sim.bar_ms)
         if not self.kill.entries_allowed:
             reasons = ("KILL_SWITCH",)
-        elif late_ms > self.cfg.max_entry_delay_ms:
+        elif self.trading_state != "running":
+            reasons = ("ENTRIES_STOPPED" if self.trading_state == "entries_stopped" else "TRADING_STOPPED",)
+        elif late_ms > self.entry_delay_ms:
             reasons = ("SIGNAL_STALE",)
         elif it.symbol in self.entries or self.sim.position(it.symbol) is not None:
             reasons = ("POSITION_OPEN",)
@@ -587,6 +599,7 @@ class LiveBook:
         if self.monotonic() < self._next_kill_read_s:
             return
         self._next_kill_read_s = self.monotonic() + 1.0
+        self._controls_from_operator()
         stored = killswitch_store.latest_state(self.engine)
         if stored is None or (stored.ts_ms, stored.kind, stored.source) == self._kill_row_seen:
             return
@@ -595,6 +608,37 @@ class LiveBook:
             self.kill_switch(stored.state.close_positions, source=stored.source)
         elif not stored.state.active and self.kill.active:
             self.resume(source=stored.source)
+
+    def _controls_from_operator(self) -> None:
+        """Take the trading state and runtime settings written since the last read (the caller limits
+        this to once a second)."""
+        controls = trading_control.read_controls(self.engine, self._controls_id)
+        self._controls_id = controls.last_id
+        if controls.settings is not None:
+            values, risk, lim = controls.settings.values, self.cfg.risk, self.sim.lim
+            positions, loss = values.get("max_positions"), values.get("daily_loss_limit_pct")
+            delay = values.get("max_entry_delay_ms")
+            lim[sim_kernel.L_MAX_POSITIONS] = (
+                risk.max_positions if positions is None else min(risk.max_positions, positions)
+            )
+            lim[sim_kernel.L_DAILY_LOSS_PCT] = (
+                risk.daily_loss_limit_pct if loss is None else min(risk.daily_loss_limit_pct, loss)
+            )
+            self.entry_delay_ms = self.cfg.max_entry_delay_ms if delay is None else min(self.cfg.max_entry_delay_ms, delay)  # fmt: skip
+        t = controls.trading
+        if t is None:
+            return
+        before, self.trading_state = self.trading_state, t.state
+        now = self.wall_ms()
+        if t.state == "stopped" and t.id != self._stop_done_id:
+            self._stop_done_id = t.id
+            self._risk_event(now, "trading_stopped", None, 2, f"trading stopped ({t.source}): flattening",
+                             {"reason": t.reason, "source": t.source})  # fmt: skip
+            self.flatten("STOP")
+        elif t.state != before:
+            what = {"running": "trading_started", "entries_stopped": "entries_stopped"}.get(t.state, t.state)
+            self._risk_event(now, what, None, 1, f"{what.replace('_', ' ')} ({t.source})",
+                             {"reason": t.reason, "source": t.source})  # fmt: skip
 
     def kill_switch(self, close_positions: bool, source: str = "operator") -> dict[str, Any]:
         """Activate the kill switch (and with ``close_positions`` cancel everything and flatten)."""
