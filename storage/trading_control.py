@@ -14,7 +14,7 @@ Like the kill switch (``storage.killswitch_store``) the table is append-only and
   itself more careful: each value is an upper bound the book takes as ``min(its config, value)``.
 
 ``read_controls(engine, after_id)`` is the books' one query: every ``killswitch.*``, ``trading.*`` and
-``settings.*`` row after ``after_id`` (index range scans on ``kind``), reduced to the newest of each.
+``settings.update`` row after ``after_id`` (bounded by the id), reduced to the newest of each.
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ ACCOUNT_FIELDS: Final = (
     "margin_used",
     "positions",
 )
-SETTINGS_PREFIX = "settings."
 SETTINGS_KIND = "settings.update"
 #: state → the kind of the row that sets it
 STATE_KIND: Final[Mapping[str, str]] = {
@@ -71,6 +70,7 @@ STATE_KIND: Final[Mapping[str, str]] = {
     "entries_stopped": "trading.stop_entries",
     "stopped": "trading.stop",
 }
+TRADING_KINDS: Final = frozenset(STATE_KIND.values())
 #: The settings a running book applies at once, each as an upper bound on its configured value
 #: (it can only tighten): key → (type, description).
 RUNTIME_SETTINGS: Final[Mapping[str, tuple[type, str]]] = {
@@ -125,9 +125,9 @@ def _inserted_id(result: sa.CursorResult[Any]) -> int:
     return int(key[0])
 
 
-def _prefix(prefix: str) -> sa.ColumnElement[bool]:
-    """``kind`` starts with ``prefix`` (ending in '.'), as a range the (kind, ts) index serves."""
-    return sa.and_(events_table.c.kind >= prefix, events_table.c.kind < prefix[:-1] + "/")
+def _trading_kinds() -> sa.ColumnElement[bool]:
+    """The ``trading.*`` rows, by their exact kinds (the (kind, ts) index serves an IN, whatever the collation)."""
+    return events_table.c.kind.in_(list(STATE_KIND.values()))
 
 
 def _trading(row: Any) -> TradingState:
@@ -168,7 +168,7 @@ def latest_state(engine: sa.Engine) -> TradingState:
     q = (
         sa.select(events_table.c.id, events_table.c.ts, events_table.c.kind, events_table.c.source,
                   events_table.c.payload)
-        .where(_prefix(KIND_PREFIX))
+        .where(_trading_kinds())
         .order_by(events_table.c.id.desc())
         .limit(1)
     )  # fmt: skip
@@ -239,7 +239,11 @@ def read_controls(engine: sa.Engine, after_id: int = 0) -> Controls:
                   events_table.c.payload)
         .where(
             events_table.c.id > int(after_id),
-            sa.or_(_prefix(killswitch_store.KIND_PREFIX), _prefix(KIND_PREFIX), _prefix(SETTINGS_PREFIX)),
+            sa.or_(
+                events_table.c.kind.startswith(killswitch_store.KIND_PREFIX, autoescape=True),
+                _trading_kinds(),
+                events_table.c.kind == SETTINGS_KIND,
+            ),
         )
         .order_by(events_table.c.id)
     )  # fmt: skip
@@ -251,7 +255,7 @@ def read_controls(engine: sa.Engine, after_id: int = 0) -> Controls:
         last = max(last, int(row.id))
         if row.kind.startswith(killswitch_store.KIND_PREFIX):
             kill = row
-        elif row.kind.startswith(KIND_PREFIX):
+        elif row.kind in TRADING_KINDS:
             trading = row
         elif row.kind == SETTINGS_KIND:
             settings = row

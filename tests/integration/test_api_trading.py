@@ -17,7 +17,7 @@ from serve.api.routes_trading import SettingsUpdate, router
 from storage import trading_control
 from storage.schema import events
 
-pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture

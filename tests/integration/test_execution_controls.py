@@ -21,7 +21,7 @@ from storage import killswitch_store as store
 from storage.instruments import sync_universe
 from storage.schema import events, positions, risk_events
 
-pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 
 T0 = 1_717_200_000_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
