@@ -10,9 +10,10 @@ idempotent``: one row per key, the first answer repeated).
   SL/TP, the daily loss limit).
 - ``POST /api/trading/stop``: no new entries, and the running book flattens every position once;
   ``start`` resumes.
-- ``GET /api/account``: the newest account a book recorded (``account.snapshot`` rows, written with
-  each ``account_updates`` message, at most once a second), else the paper book's last state
-  snapshot (``execution.state``); nulls when no book has recorded one.
+- ``GET /api/account``: the newest account a book recorded (``account.snapshot`` rows, which the paper
+  book writes with each ``account_updates`` message, at most once a second), else the paper book's
+  last state snapshot (``execution.state``); nulls when none was recorded. The live book records no
+  account yet (its mirror's equity is not the venue's balance).
 - ``PUT /api/settings``: the runtime-safe settings (``storage.trading_control.RUNTIME_SETTINGS``):
   ``max_positions``, ``max_entry_delay_ms``, ``daily_loss_limit_pct``. Each is an upper bound a book
   takes as ``min(its config, value)``, so a setting can only make a book more careful; ``null`` gives
