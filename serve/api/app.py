@@ -46,6 +46,7 @@ def create_app(config: ApiConfig, *, routers: Sequence[APIRouter] = ()) -> FastA
     from serve.api.routes_models import router as models_router
     from serve.api.routes_state import health_router
     from serve.api.routes_state import router as state_router
+    from serve.api.routes_trading import router as trading_router
 
     ensure_token(config.token_file)
     engine = db.make_engine(config.database_url)
@@ -66,6 +67,6 @@ def create_app(config: ApiConfig, *, routers: Sequence[APIRouter] = ()) -> FastA
     app.state.token_file = config.token_file
     app.state.mutation_lock = threading.Lock()
     app.state.registry = None
-    for r in (health_router, state_router, models_router, control_router, *routers):
+    for r in (health_router, state_router, models_router, control_router, trading_router, *routers):
         app.include_router(r)
     return app

@@ -190,6 +190,7 @@ def _account_of_state(payload: Mapping[str, Any], ts: int, source: str) -> Accou
 
 
 @router.get("/account", response_model=AccountDTO)
+@router.get("/account/latest", response_model=AccountDTO, include_in_schema=False)  # spec 001 §19.1's name
 def account(engine: EngineDep) -> AccountDTO:
     """The newest account a running book recorded; nulls where no book recorded one."""
     with engine.connect() as conn:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from serve.api import ApiConfig, create_app, ensure_token
-from serve.api.routes_trading import SettingsUpdate, router
+from serve.api.routes_trading import SettingsUpdate
 from storage import trading_control
 from storage.schema import events
 
@@ -28,7 +28,7 @@ def api(engine: sa.Engine, db_url: str, tmp_path: Path) -> Iterator[TestClient]:
         data_dir=tmp_path / "data",
         token_file=tmp_path / "api" / "token",
     )
-    with TestClient(create_app(config, routers=[router])) as client:
+    with TestClient(create_app(config)) as client:  # create_app includes the trading routes
         client.headers["Authorization"] = f"Bearer {ensure_token(config.token_file)}"
         yield client
 
