@@ -1,0 +1,149 @@
+"""RLlib PPO on the trading environment (issue #17): a short real run whose checkpoint restores with
+``RLModule.from_checkpoint`` and acts like the trained algorithm; evaluation metrics on known actions;
+the §25.7 gates and the recorded override; a null market does not pass the gates."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from test_rl_env import episode
+
+from core.metrics import max_drawdown, profit_factor, sharpe
+from rl.env import TradingEnv
+from rl.evaluate import (
+    RLGateConfig,
+    evaluate_policy,
+    evaluate_rl_gates,
+    greedy_policy,
+    promotion_decision,
+)
+from rl.train import MODULE_SUBDIR, RLTrainConfig, load_module, train_ppo
+
+
+@pytest.fixture(scope="module")
+def trained(ray_session, tmp_path_factory):
+    eps = [episode(400, seed=3), episode(400, seed=4)]
+    cfg = RLTrainConfig(timesteps=400, train_batch_size=200, minibatch_size=64, num_epochs=2, episode_bars=100,
+                        hidden=(16, 16), checkpoint_dir=tmp_path_factory.mktemp("ppo"))  # fmt: skip
+    seen = []
+    result = train_ppo(eps, cfg, progress=seen.append, keep_algo=True)
+    yield result, seen, eps
+    result.algo.stop()
+
+
+@pytest.mark.slow
+def test_short_ppo_run_saves_a_module_that_restores_and_acts_like_the_algorithm(trained):
+    result, seen, eps = trained
+    assert result.env_steps >= 400 and result.iterations == len(seen) >= 2
+    assert [p.env_steps for p in seen] == sorted(p.env_steps for p in seen) and seen[-1].total_steps == 400
+    assert result.ppo_env_steps_per_s > 0
+    assert result.module_dir == result.checkpoint_dir / MODULE_SUBDIR
+    assert (result.checkpoint_dir / "rllib_checkpoint.json").is_file()
+    restored = greedy_policy(load_module(result.module_dir))
+    live = greedy_policy(result.algo.get_module())
+    env = TradingEnv(eps)
+    obs, _ = env.reset(seed=0, options={"episode": 0, "start": 0})
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        assert restored(obs) == live(obs)
+        obs, *_ = env.step(int(rng.integers(4)))
+    fixed = np.linspace(-2, 2, 17).astype(np.float32)
+    assert restored(fixed) == live(fixed)
+
+
+def test_evaluation_metrics_of_a_known_action_sequence():
+    eps = [episode(300, seed=7), episode(300, seed=8)]
+    plan = {0: 1, 40: 3, 80: 2, 150: 1, 220: 3}  # LONG, CLOSE, SHORT, LONG (reversal), CLOSE
+    step = {"i": 0}
+
+    def act(_obs):
+        a = plan.get(step["i"] % 299, 0)
+        step["i"] += 1
+        return a
+
+    ev = evaluate_policy(eps, act)
+    assert ev.chosen == {"HOLD": 2 * 294, "LONG": 4, "SHORT": 2, "CLOSE": 4}
+    assert ev.executed["LONG"] == 4 and ev.executed["SHORT"] == 2
+    # the same numbers from the env run by hand
+    pnl, rets, dds = [], [], []
+    for i in range(2):
+        env = TradingEnv(eps)
+        env.reset(seed=0, options={"episode": i, "start": 0})
+        for t in range(299):
+            env.step(plan.get(t, 0))
+        pnl += env.sim.trades()["pnl"].tolist()
+        e = np.r_[10_000.0, env.equity_curve()["equity"].to_numpy()]
+        rets.append(np.diff(e) / e[:-1])
+        dds.append(max_drawdown(e))
+    assert ev.metrics["trades"] == len(ev.trades) == len(pnl) >= 4
+    assert ev.metrics["pnl"] == pytest.approx(sum(pnl))
+    assert ev.metrics["profit_factor"] == pytest.approx(profit_factor(np.array(pnl)))
+    assert ev.metrics["sharpe"] == pytest.approx(sharpe(np.concatenate(rets)))
+    assert ev.metrics["max_drawdown"] == pytest.approx(max(dds))
+
+
+def good_metrics(**kw):
+    return {"trades": 40.0, "profit_factor": 1.6, "max_drawdown": 0.04, "sharpe": 2.0, **kw}
+
+
+SPREAD = {"HOLD": 700, "LONG": 120, "SHORT": 100, "CLOSE": 80}
+
+
+def test_gates_pass_a_good_agent_and_name_each_failure():
+    ok = evaluate_rl_gates(good_metrics(), SPREAD, {"profit_factor": 1.3})
+    assert ok.passed and ok.failed == []
+    assert evaluate_rl_gates(good_metrics(profit_factor=1.15), SPREAD, {"profit_factor": 0.9}).failed == [
+        "profit_factor"
+    ]
+    assert evaluate_rl_gates(good_metrics(), SPREAD, {"profit_factor": 1.7}).failed == ["beats_supervised"]
+    assert evaluate_rl_gates(
+        good_metrics(), SPREAD, {"profit_factor": math.nan}
+    ).passed  # supervised: no trades
+    assert evaluate_rl_gates(good_metrics(), SPREAD, None).failed == ["beats_supervised"]
+    assert evaluate_rl_gates(good_metrics(max_drawdown=0.10), SPREAD, {"profit_factor": 1}).failed == [
+        "max_drawdown"
+    ]
+    holdy = {"HOLD": 960, "LONG": 20, "SHORT": 10, "CLOSE": 10}
+    report = evaluate_rl_gates(good_metrics(), holdy, {"profit_factor": 1})
+    assert (
+        report.failed == ["action_distribution"]
+        and "HOLD is 96.0%" in report.gate("action_distribution").reason
+    )
+    assert evaluate_rl_gates(good_metrics(trades=9.0), SPREAD, {"profit_factor": 1}).failed == ["min_trades"]
+    assert not evaluate_rl_gates(good_metrics(trades=0.0, profit_factor=math.nan), {}, None).passed
+    loose = RLGateConfig(max_action_share=0.97)
+    assert evaluate_rl_gates(good_metrics(), holdy, {"profit_factor": 1}, loose).passed
+
+
+def test_promotion_needs_passing_gates_or_a_recorded_override():
+    failing = evaluate_rl_gates(good_metrics(max_drawdown=0.2), SPREAD, {"profit_factor": 1})
+    refused = promotion_decision(failing, override=None, actor="me")
+    assert (
+        not refused.promote
+        and refused.kind == "refused"
+        and refused.record["failed_gates"] == ["max_drawdown"]
+    )
+    assert promotion_decision(failing, override="  ", actor="me").kind == "refused"
+    forced = promotion_decision(failing, override="shadow week was fine", actor="me")
+    assert forced.promote and forced.kind == "override"
+    assert forced.record["override"] == "shadow week was fine" and forced.record["actor"] == "me"
+    assert forced.record["gates"]["failed"] == ["max_drawdown"]
+    passing = evaluate_rl_gates(good_metrics(), SPREAD, {"profit_factor": 1})
+    assert promotion_decision(passing, override=None, actor="me").kind == "promote"
+    with pytest.raises(ValueError, match="actor"):
+        promotion_decision(passing, override=None, actor=" ")
+
+
+@pytest.mark.slow
+def test_agent_trained_on_a_null_market_does_not_pass_the_gates(trained):
+    result, _, _ = trained
+    held_out = [episode(600, seed=21), episode(600, seed=22)]  # random walk, observations pure noise
+    ev = evaluate_policy(held_out, greedy_policy(load_module(result.module_dir)))
+    report = evaluate_rl_gates(ev.metrics, ev.chosen, {"profit_factor": math.nan})
+    assert not report.passed and report.failed
