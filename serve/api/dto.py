@@ -27,6 +27,7 @@ __all__ = [
     "KillSwitchRequest",
     "KillSwitchResultDTO",
     "LedgerPositionDTO",
+    "MarkPointDTO",
     "ModelDTO",
     "ModelSummaryDTO",
     "ModelVersionDTO",
@@ -45,6 +46,7 @@ __all__ = [
     "ShadowPositionDTO",
     "SignalDTO",
     "StatusDTO",
+    "TradeRiskDTO",
 ]
 
 
@@ -191,6 +193,8 @@ class SignalDTO(BaseModel):
     er_short: float | None
     q05_long: float | None
     q05_short: float | None
+    e_mae_long: float | None = Field(None, description="expected maximum adverse excursion, long")
+    e_mae_short: float | None = Field(None, description="expected maximum adverse excursion, short")
     decision: str
     size_notional: float | None
     leverage: int | None
@@ -210,9 +214,10 @@ class CandleDTO(BaseModel):
 
 
 class PositionLineDTO(BaseModel):
-    """A horizontal line of a chart: a position's entry, stop, target or liquidation price."""
+    """A horizontal line of a chart: a position's entry, stop, target or liquidation price, or the
+    trigger of a working stop order (``stop``: the active stop on the venue)."""
 
-    kind: Literal["entry", "sl", "tp", "liquidation"]
+    kind: Literal["entry", "sl", "tp", "liquidation", "stop"]
     price: float
     trade_group_id: str
     side: str
@@ -220,11 +225,35 @@ class PositionLineDTO(BaseModel):
     to_ms: int | None = Field(description="when the position closed (None: still open)")
 
 
+class MarkPointDTO(BaseModel):
+    """A mark price at a time: the stored 1m mark (``premium_index``) or a position's snapshot."""
+
+    ts_ms: int
+    price: float
+    source: Literal["premium_index", "position"]
+
+
+class TradeRiskDTO(BaseModel):
+    """What one trade risks: its size times the distance from the entry to its stop."""
+
+    trade_group_id: str
+    side: str
+    from_ms: int
+    to_ms: int | None = Field(description="when the position closed (None: still open)")
+    qty: float
+    entry_price: float
+    sl_price: float
+    risk_usdt: float = Field(description="qty × |entry − SL|: the loss if the stop fills at its price")
+    risk_pct: float = Field(description="|entry − SL| / entry: the stop's distance, fraction of the price")
+
+
 class SeriesDTO(BaseModel):
     symbol: str
     candles: list[CandleDTO]
     signals: list[SignalDTO]
     lines: list[PositionLineDTO]
+    marks: list[MarkPointDTO] = Field(default_factory=list, description="mark prices, oldest first")
+    risk: list[TradeRiskDTO] = Field(default_factory=list, description="risk per trade in the window")
 
 
 class RiskEventDTO(BaseModel):

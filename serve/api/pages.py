@@ -3,7 +3,8 @@
 The pages hold no data: each one is a frame whose script (``static/app.js``) fetches the JSON
 endpoints under ``/api`` with the operator's token and refreshes live (over ``/ws`` when the app
 has it, else by polling). State comes first on every page: a header with health, the kill switch
-and drift, and the operator's controls (kill, kill and close, resume) always at hand. plotly.js is
+and drift, the trading state, and the operator's controls (start, stop entries, stop, kill, kill and close,
+resume) always at hand; the overview and models pages warn of a promotion whose gates failed. plotly.js is
 served from the installed plotly package, so nothing is fetched from a CDN.
 """
 
@@ -38,18 +39,22 @@ PAGES: dict[str, tuple[str, str]] = {
 _SECTIONS: dict[str, list[tuple[str, str]]] = {
     "dashboard": [
         ("status", "System health"),
+        ("account", "Account"),
         ("margin", "Margin overview"),
         ("drift-alerts", "Drift alerts"),
         ("top-signals", "Top signals"),
     ],
     "signals": [
         ("signals-table", "Signals (latest per symbol)"),
-        ("signal-drawer", "Why entered / why blocked"),
+        ("signal-drawer", "Why entered / why blocked, and the top features"),
     ],
     "symbol": [
-        ("price-chart", "Price with mark, entry, SL, TP and liquidation"),
-        ("ev-chart", "EV over time"),
-        ("explain", "Explain (top features)"),
+        (
+            "price-chart",
+            "Price (last or mark) with entry, active stop, SL, TP and liquidation; risk per trade",
+        ),
+        ("ev-chart", "EV, ER, q05 and expected MAE over time"),
+        ("explain", "Explain (top features per target)"),
         ("symbol-positions", "Position"),
         ("symbol-orders", "Orders"),
         ("symbol-fills", "Fills"),
@@ -112,12 +117,15 @@ def _render(page: str, title: str, *, symbol: str = "") -> str:
             f'<section><h2>{html.escape(heading)}</h2>{extra}<div id="{element_id}" class="panel">'
             '<p class="muted">loading…</p></div></section>'
         )
+    banner = (
+        '<div id="promotion-banner" role="alert" hidden></div>' if page in ("dashboard", "training") else ""
+    )
     plotly = '<script src="/static/plotly.min.js"></script>' if page in ("symbol", "data-quality") else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>raytrade · {html.escape(title)}</title>
-<link rel="stylesheet" href="/static/app.css">{plotly}
+<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/app.css">{plotly}
 </head>
 <body data-page="{page}" data-symbol="{html.escape(symbol)}">
 <header id="state-bar">
@@ -126,7 +134,11 @@ def _render(page: str, title: str, *, symbol: str = "") -> str:
   <span class="state">kill switch <b id="killswitch-state">…</b></span>
   <span class="state">drift <b id="drift-state">…</b></span>
   <span class="state">live <b id="live-state">…</b></span>
+  <span class="state">trading <b id="trading-state">…</b></span>
   <span class="controls">
+    <button id="start-button">Start</button>
+    <button id="stop-entries-button">Stop entries</button>
+    <button id="stop-button">Stop</button>
     <button id="kill-button" class="danger">Kill</button>
     <button id="kill-close-button" class="danger">Kill + close</button>
     <button id="resume-button">Resume</button>
@@ -135,7 +147,7 @@ def _render(page: str, title: str, *, symbol: str = "") -> str:
 <form id="token-form" hidden><label>API token <input id="token-input" type="password"
  autocomplete="off"></label> <button type="submit">Use</button></form>
 <div id="action-result" role="status"></div>
-{_nav(page)}
+{_nav(page)}{banner}
 <main><h1>{html.escape(title)}</h1>
 {"".join(sections)}
 </main>

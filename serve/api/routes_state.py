@@ -23,6 +23,7 @@ from serve.api.dto import (
     InstrumentDTO,
     JobDTO,
     LedgerPositionDTO,
+    MarkPointDTO,
     OrderDTO,
     OrdersDTO,
     PnlDTO,
@@ -36,6 +37,7 @@ from serve.api.dto import (
     ShadowPositionDTO,
     SignalDTO,
     StatusDTO,
+    TradeRiskDTO,
 )
 from serve.api.routes_common import AUTH, EngineDep, json_object, kill_switch_dto, redact_url
 from storage import jobs, killswitch_store
@@ -50,6 +52,7 @@ from storage.schema import (
     instruments,
     orders,
     positions,
+    premium_index,
     risk_events,
     signals,
 )
@@ -109,6 +112,8 @@ def _signal(r: Row) -> SignalDTO:
         er_short=r["er_short"],
         q05_long=r["q05_long"],
         q05_short=r["q05_short"],
+        e_mae_long=r["e_mae_long"],
+        e_mae_short=r["e_mae_short"],
         decision=r["decision"],
         size_notional=r["size_notional"],
         leverage=r["leverage"],
@@ -299,7 +304,8 @@ def signals_latest(
 
 @router.get("/symbol/{symbol}/series", response_model=SeriesDTO, responses=NotFound)
 def symbol_series(engine: EngineDep, symbol: str, from_ms: FromMs = None, to_ms: ToMs = None) -> SeriesDTO:
-    """1m candles, signals and position lines (entry, SL, TP, liquidation) of one symbol.
+    """1m candles, mark prices, signals (EV, ER, q05, expected MAE), position lines (entry, SL, TP,
+    liquidation, and the trigger of each working stop order) and each trade's risk, of one symbol.
 
     Default window: the 6 hours up to the newest candle.
     """
@@ -347,7 +353,10 @@ def symbol_series(engine: EngineDep, symbol: str, from_ms: FromMs = None, to_ms:
                 entries.setdefault(r["trade_group_id"], r)
             else:
                 closed_at[r["trade_group_id"]] = int(r["ts"])
+        marks = _marks(conn, symbol, from_ms, to_ms)
+        stops = _working_stops(conn, symbol, to_ms)
     lines: list[PositionLineDTO] = []
+    risk: list[TradeRiskDTO] = []
     for group, entry in entries.items():
         start, end = int(entry["ts"]), closed_at.get(group)
         if start > to_ms or (end is not None and end < from_ms):
@@ -357,7 +366,65 @@ def symbol_series(engine: EngineDep, symbol: str, from_ms: FromMs = None, to_ms:
             if entry[column] is not None:
                 lines.append(PositionLineDTO(kind=kind, price=entry[column], trade_group_id=group, side=entry["side"],
                                              from_ms=start, to_ms=end))  # fmt: skip
-    return SeriesDTO(symbol=symbol, candles=candles, signals=found_signals, lines=lines)
+        price, sl, qty = entry["entry_price"], entry["sl_price"], entry["amt"]
+        if price and sl is not None and qty is not None:
+            distance = abs(float(price) - float(sl))
+            risk.append(TradeRiskDTO(trade_group_id=group, side=entry["side"], from_ms=start, to_ms=end, qty=abs(qty),
+                                     entry_price=price, sl_price=sl, risk_usdt=abs(qty) * distance,
+                                     risk_pct=distance / float(price)))  # fmt: skip
+    lines.extend(stops)
+    return SeriesDTO(
+        symbol=symbol, candles=candles, signals=found_signals, lines=lines, marks=marks, risk=risk
+    )
+
+
+def _marks(conn: sa.Connection, symbol: str, from_ms: int, to_ms: int) -> list[MarkPointDTO]:
+    """The stored 1m mark prices of ``symbol``, else the mark prices of its position rows."""
+    m = premium_index.c
+    rows = conn.execute(
+        sa.select(m.ts, m.mark_price)
+        .where(m.symbol == symbol, m.ts >= from_ms, m.ts <= to_ms)
+        .order_by(m.ts)
+        .limit(20_000)
+    ).all()
+    if rows:
+        return [MarkPointDTO(ts_ms=int(r.ts), price=r.mark_price, source="premium_index") for r in rows]
+    p = positions.c
+    rows = conn.execute(
+        sa.select(p.ts, p.mark_price)
+        .where(p.symbol == symbol, p.ts >= from_ms, p.ts <= to_ms, p.mark_price.is_not(None))
+        .order_by(p.ts)
+        .limit(20_000)
+    ).all()
+    return [MarkPointDTO(ts_ms=int(r.ts), price=r.mark_price, source="position") for r in rows]
+
+
+def _working_stops(conn: sa.Connection, symbol: str, to_ms: int) -> list[PositionLineDTO]:
+    """The trigger of each stop order of ``symbol`` still working on the venue (the active stop)."""
+    from core.ledger import ALGO_TERMINAL
+
+    a = algo_orders.c
+    rows = conn.execute(
+        sa.select(algo_orders)
+        .where(
+            a.symbol == symbol,
+            a.type.in_(("STOP_MARKET", "STOP")),
+            a.status.not_in(sorted(ALGO_TERMINAL)),
+            a.created_at <= to_ms,
+        )
+        .order_by(a.created_at)
+    ).mappings()
+    return [
+        PositionLineDTO(
+            kind="stop",
+            price=r["trigger_price"],
+            trade_group_id=r["trade_group_id"] or r["client_algo_id"],
+            side=r["side"],
+            from_ms=int(r["created_at"]),
+            to_ms=None,
+        )  # fmt: skip
+        for r in rows
+    ]
 
 
 @router.get("/risk/state", response_model=RiskStateDTO)

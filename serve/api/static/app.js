@@ -56,6 +56,17 @@ async function api(path, options) {
   return body;
 }
 
+// Endpoints that may not be wired into this app (trading, account, promotions, on-demand explain):
+// a 404 reads as "not available" and the page goes on.
+const NOT_AVAILABLE = { notAvailable: true };
+async function optional(path) {
+  try { return await api(path); } catch (e) {
+    if (e instanceof Unauthorized) throw e;
+    if (e.status === 404 || e.status === 405) return NOT_AVAILABLE;
+    return { error: e.message };
+  }
+}
+
 // Rendering helpers ---------------------------------------------------------------------------------
 function el(tag, attrs, children) {
   const node = document.createElement(tag);
@@ -148,12 +159,19 @@ const SIGNAL_COLUMNS = [
 
 // Header: health, kill switch, drift -----------------------------------------------------------------
 async function renderHeader() {
-  const [health, status, risk, drift] = await Promise.all([
+  const [health, status, risk, drift, trading] = await Promise.all([
     api("/api/health").catch(() => null),
     api("/api/status").catch(() => null),
     api("/api/risk/state"),
     api("/api/drift").catch(() => []),
+    optional("/api/trading"),
   ]);
+  if (trading.notAvailable) setBadge("trading-state", "not available", "");
+  else if (trading.error) setBadge("trading-state", "error", "bad");
+  else {
+    const level = trading.state === "running" ? "ok" : trading.state === "entries_stopped" ? "warn" : "bad";
+    setBadge("trading-state", trading.state.replace("_", " ") + (trading.reason ? " (" + trading.reason + ")" : ""), level);
+  }
   if (!health) setBadge("health-state", "down", "bad");
   else if (status && (!status.collector_ok || !status.userstream_ok)) {
     setBadge("health-state", status.collector_ok ? "user stream!" : "data stale", "warn");
@@ -163,7 +181,7 @@ async function renderHeader() {
   else setBadge("killswitch-state", "off", "ok");
   const worst = (drift || []).reduce((m, d) => Math.max(m, d.psi || 0), 0);
   setBadge("drift-state", (drift || []).length ? "psi " + worst.toFixed(2) : "no data", worst > 0.25 ? "bad" : worst > 0.1 ? "warn" : "ok");
-  return { status, risk, drift };
+  return { status, risk, drift, trading };
 }
 
 // Pages ----------------------------------------------------------------------------------------------
@@ -181,13 +199,91 @@ function filteredSignals(signals) {
 }
 
 let drawerSymbol = "";
+const onDemand = {};  // "SYMBOL/ts" -> the on-demand explain's answer or its error, kept across refreshes
+
+// explain.contributions: {target: {base, top: [{feature, value, contribution}]}} -> one table per target.
+function contributionsView(contributions, id) {
+  const targets = Object.keys(contributions || {});
+  if (!targets.length) return el("p", { class: "muted", text: "no feature contributions" });
+  const rows = [];
+  for (const target of targets) {
+    const part = contributions[target] || {};
+    (part.top || []).forEach((c, i) => rows.push({
+      target: i === 0 ? target : "", base: i === 0 ? part.base : null, feature: c.feature, value: c.value, contribution: c.contribution,
+    }));
+    if (!(part.top || []).length) rows.push({ target, base: part.base, feature: "–", value: null, contribution: null });
+  }
+  return table(rows, [
+    { key: "target" }, { key: "base" }, { key: "feature" }, { key: "value" },
+    { key: "contribution", value: (r) => el("span", { class: r.contribution > 0 ? "long" : r.contribution < 0 ? "short" : "", text: fmt(r.contribution) }) },
+  ], { id });
+}
+
+function explainView(signal) {
+  const explain = Object.assign({}, signal.explain || {});
+  const contributions = explain.contributions;
+  delete explain.contributions;
+  const parts = [el("h3", { text: "top features per target" })];
+  const key = signal.symbol + "/" + signal.ts_ms;
+  if (contributions && Object.keys(contributions).length) {
+    parts.push(contributionsView(contributions, "contributions"));
+  } else if (onDemand[key] && onDemand[key].contributions) {
+    parts.push(el("p", { class: "muted", text: "computed on demand (" + (onDemand[key].source || "on_demand") + ", model " + fmt(onDemand[key].model_version) + ")" }));
+    parts.push(contributionsView(onDemand[key].contributions, "contributions"));
+  } else {
+    parts.push(el("p", { class: "muted", text: "not stored for this signal" }));
+    const button = el("button", { id: "explain-button", text: "Explain now" });
+    button.onclick = () => explainNow(signal, button);
+    parts.push(button);
+    if (onDemand[key] && onDemand[key].error) parts.push(el("p", { id: "explain-error", class: "bad", text: onDemand[key].error }));
+  }
+  parts.push(el("h3", { text: "costs and penalties" }), keyValues(explain));
+  return el("div", {}, parts);
+}
+
+async function explainNow(signal, button) {
+  const key = signal.symbol + "/" + signal.ts_ms;
+  button.disabled = true;
+  try {
+    onDemand[key] = await api("/api/signals/" + encodeURIComponent(signal.symbol) + "/" + signal.ts_ms + "/explain");
+  } catch (e) {
+    if (e instanceof Unauthorized) throw e;
+    const detail = e.body && e.body.detail ? (typeof e.body.detail === "string" ? e.body.detail : JSON.stringify(e.body.detail)) : e.message;
+    onDemand[key] = { error: (e.status === 404 ? "not available: " : "failed: ") + detail };
+  }
+  if (drawerSymbol === signal.symbol) showDrawer(signal);
+  if (PAGE === "symbol") refresh();
+}
 
 function showDrawer(signal) {
   drawerSymbol = signal.symbol;
   const why = (signal.block_reasons || []).length
     ? el("p", {}, [el("b", { text: signal.symbol + " blocked: " }), reasons(signal.block_reasons)])
     : el("p", { text: signal.symbol + ": " + signal.decision + " (no block)" });
-  fill("signal-drawer", why, keyValues(signal.explain || {}));
+  fill("signal-drawer", why, explainView(signal));
+}
+
+// The newest promotion of each model whose gates failed or that carries a warning.
+async function promotionBanner() {
+  const node = document.getElementById("promotion-banner");
+  if (!node) return;
+  const promotions = await optional("/api/models/promotions?limit=200");
+  if (promotions.notAvailable || promotions.error) {
+    node.hidden = false;
+    node.className = "banner muted";
+    node.textContent = "promotion checks: " + (promotions.notAvailable ? "not available" : promotions.error);
+    return;
+  }
+  const newest = {};
+  for (const p of promotions || []) if (!(p.name in newest) || p.ts_ms > newest[p.name].ts_ms) newest[p.name] = p;
+  const bad = Object.values(newest).filter((p) => p.gates_passed === false || p.warning);
+  if (!bad.length) { node.hidden = true; node.replaceChildren(); return; }
+  node.hidden = false;
+  node.className = "banner warn";
+  node.replaceChildren(...bad.map((p) => el("p", {
+    text: "⚠ " + p.name + " v" + p.version + " promoted by " + p.source + " at " + fmtTime(p.ts_ms)
+      + (p.gates_passed === false ? ": gates FAILED" : "") + (p.warning ? ": " + p.warning : ""),
+  })));
 }
 
 const pages = {
@@ -195,8 +291,16 @@ const pages = {
     fill("status", ctx.status ? keyValues({
       collector_ok: ctx.status.collector_ok, userstream_ok: ctx.status.userstream_ok,
       kill_switch_active: ctx.status.kill_switch_active, latest_candle: fmtTime(ctx.status.latest_candle_ts_ms),
-      latest_signal: fmtTime(ctx.status.latest_signal_ts_ms), latency_ms: ctx.status.latency_ms, queue_lag: ctx.status.queue_lag,
+      latest_signal: el("span", { id: "latest-signal", text: fmtTime(ctx.status.latest_signal_ts_ms) }), latency_ms: ctx.status.latency_ms, queue_lag: ctx.status.queue_lag,
     }) : el("p", { class: "muted", text: "no status" }));
+    const account = await optional("/api/account");
+    if (account.notAvailable) fill("account", el("p", { class: "muted", id: "account-na", text: "account: not available" }));
+    else if (account.error) fill("account", el("p", { class: "bad", text: account.error }));
+    else fill("account", keyValues({
+      mode: account.mode, equity: account.equity, wallet: account.wallet, available: account.available,
+      unrealized_pnl: account.unrealized_pnl, margin_used: account.margin_used, positions: account.positions, as_of: fmtTime(account.ts_ms),
+    }));
+    await promotionBanner();
     const pnl = await api("/api/pnl").catch(() => null);
     fill("margin", pnl ? keyValues({ realized_pnl: pnl.realized_pnl, fees: pnl.fees, funding: pnl.funding, net: pnl.net }) : el("p", { class: "muted", text: "no account data" }));
     const alerts = (ctx.drift || []).filter((d) => (d.psi || 0) > 0.1 || (d.missing_rate || 0) > 0.01);
@@ -224,7 +328,10 @@ const pages = {
     drawPrice(series, open);
     drawEv(series.signals);
     const latest = series.signals[series.signals.length - 1];
-    fill("explain", latest ? el("div", {}, [el("p", {}, [el("b", { text: "why: " }), reasons(latest.block_reasons)]), keyValues(latest.explain)]) : el("p", { class: "muted", text: "no signal" }));
+    fill("explain", latest ? el("div", {}, [
+      el("p", {}, [el("b", { text: "newest signal " + fmtTime(latest.ts_ms) + ", " + latest.decision + "; why: " }), reasons(latest.block_reasons)]),
+      explainView(latest),
+    ]) : el("p", { class: "muted", text: "no signal" }));
     fill("symbol-positions", table(open, null, { empty: "flat" }));
     fill("symbol-orders", el("div", {}, [
       table(orders.algo_orders.filter((o) => o.symbol === SYMBOL), null, { empty: "no algo order" }),
@@ -256,7 +363,7 @@ const pages = {
   },
 
   async training() {
-    const [jobs, models] = await Promise.all([api("/api/training/jobs"), api("/api/models")]);
+    const [jobs, models] = await Promise.all([api("/api/training/jobs"), api("/api/models"), promotionBanner()]);
     fill("jobs-table", table(jobs, ["job_id", "kind", "status", "progress", "created_at_ms", "report_uri", "error"].map((k) => ({ key: k })), { empty: "no job" }));
     fill("models-table", table(models, [
       { key: "name" }, { key: "versions" }, { key: "production" }, { key: "previous" },
@@ -298,34 +405,77 @@ const pages = {
 };
 
 // Charts ---------------------------------------------------------------------------------------------
-// The open position's mark price is drawn as one more line beside entry, SL, TP and liquidation.
+// Price: last (1m candles) or mark (stored marks, else the positions' marks), chosen by the toggle;
+// lines of entry, SL, TP, liquidation, the working stop orders and the open position's mark; the open
+// trade's stop drawn as the active stop, labelled with the trade's risk.
+let priceSource = "last";
+const LINE_COLORS = { entry: "#1d4ed8", sl: "#b42318", stop: "#e11d48", tp: "#0f7b3f", liquidation: "#7c2d12", mark: "#6b21a8" };
+
 function drawPrice(series, open) {
+  const toggle = el("span", { class: "toggle", id: "price-toggle" }, ["last", "mark"].map((name) => {
+    const b = el("button", { id: "price-" + name, text: name, "aria-pressed": String(priceSource === name) });
+    b.onclick = () => { priceSource = name; refresh(); };
+    return b;
+  }));
   const target = el("div", { class: "chart", id: "price-plot" });
   const lines = series.lines.map((l) => ({ kind: l.kind, price: l.price, side: l.side, from_ms: l.from_ms, to_ms: l.to_ms }));
   for (const p of open) {
     if (p.mark_price) lines.push({ kind: "mark", price: p.mark_price, side: p.side, from_ms: p.ts_ms, to_ms: null });
   }
-  fill("price-chart", target, table(lines, null, { id: "price-lines", empty: "no position line" }));
+  const risk = (series.risk || []).map((r) => ({
+    trade: r.trade_group_id, side: r.side, open: r.to_ms === null, qty: r.qty, entry: r.entry_price, stop: r.sl_price,
+    risk_usdt: r.risk_usdt, risk_pct: (100 * r.risk_pct).toFixed(2) + " %", from_ms: r.from_ms,
+  }));
+  const active = (series.risk || []).filter((r) => r.to_ms === null);
+  const summary = active.length
+    ? el("p", { id: "active-stop", text: active.map((r) => "active stop " + fmt(r.sl_price) + " (" + r.side + "), risk " + fmt(r.risk_usdt) + " USDT = " + (100 * r.risk_pct).toFixed(2) + " % of the price").join("; ") })
+    : el("p", { id: "active-stop", class: "muted", text: "no open trade: no active stop" });
+  const marks = series.marks || [];
+  const note = priceSource === "mark" && !marks.length ? el("p", { class: "muted", id: "mark-none", text: "no mark price stored for this window" }) : el("span");
+  fill("price-chart", el("div", {}, [el("span", { class: "muted", text: "price " }), toggle]), note, summary, target,
+    table(lines, null, { id: "price-lines", empty: "no position line" }),
+    el("h3", { text: "risk per trade" }), table(risk, null, { id: "risk-table", empty: "no trade in the window" }));
   if (!window.Plotly) return;
   const x = series.candles.map((c) => new Date(c.ts_ms));
-  const traces = [{ type: "candlestick", name: "last", x, open: series.candles.map((c) => c.open), high: series.candles.map((c) => c.high), low: series.candles.map((c) => c.low), close: series.candles.map((c) => c.close) }];
+  const traces = priceSource === "mark"
+    ? [{ type: "scatter", mode: "lines", name: "mark", x: marks.map((m) => new Date(m.ts_ms)), y: marks.map((m) => m.price), line: { color: LINE_COLORS.mark } }]
+    : [{ type: "candlestick", name: "last", x, open: series.candles.map((c) => c.open), high: series.candles.map((c) => c.high), low: series.candles.map((c) => c.low), close: series.candles.map((c) => c.close) }];
   const end = x.length ? x[x.length - 1] : new Date();
-  const colors = { entry: "#1d4ed8", sl: "#b42318", tp: "#0f7b3f", liquidation: "#7c2d12", mark: "#6b21a8" };
+  const annotations = [];
   for (const l of lines) {
-    traces.push({ type: "scatter", mode: "lines", name: l.kind, x: [new Date(l.from_ms), l.to_ms ? new Date(l.to_ms) : end], y: [l.price, l.price], line: { color: colors[l.kind], dash: l.kind === "entry" ? "solid" : l.kind === "mark" ? "dot" : "dash" } });
+    const isActive = (l.kind === "sl" && l.to_ms === null) || l.kind === "stop";
+    traces.push({ type: "scatter", mode: "lines", name: isActive ? "active stop" : l.kind, x: [new Date(l.from_ms), l.to_ms ? new Date(l.to_ms) : end], y: [l.price, l.price],
+      line: { color: LINE_COLORS[l.kind], width: isActive ? 3 : 1.5, dash: l.kind === "entry" ? "solid" : l.kind === "mark" ? "dot" : "dash" } });
   }
-  window.Plotly.react(target, traces, { margin: { t: 10 }, xaxis: { rangeslider: { visible: false } } }, { displayModeBar: false });
+  for (const r of active) {
+    annotations.push({ x: end, y: r.sl_price, xanchor: "right", yanchor: "bottom", showarrow: false, font: { color: LINE_COLORS.sl },
+      text: "active stop " + fmt(r.sl_price) + " · risk " + fmt(r.risk_usdt) + " USDT (" + (100 * r.risk_pct).toFixed(2) + "%)" });
+  }
+  window.Plotly.react(target, traces, { margin: { t: 10 }, xaxis: { rangeslider: { visible: false } }, annotations }, { displayModeBar: false });
 }
 
+// EV beside its parts: EV and ER (long/short), and the tail: q05 and expected MAE (long/short).
 function drawEv(signals) {
-  const target = el("div", { class: "chart", id: "ev-plot" });
-  fill("ev-chart", target);
+  const top = el("div", { class: "chart", id: "ev-plot" });
+  const bottom = el("div", { class: "chart", id: "tail-plot" });
+  const latest = signals[signals.length - 1];
+  const values = latest ? keyValues({
+    time: fmtTime(latest.ts_ms), ev_long: latest.ev_long, ev_short: latest.ev_short, er_long: latest.er_long, er_short: latest.er_short,
+    q05_long: latest.q05_long, q05_short: latest.q05_short, e_mae_long: latest.e_mae_long, e_mae_short: latest.e_mae_short,
+  }) : el("p", { class: "muted", text: "no signal" });
+  values.id = "series-latest";
+  fill("ev-chart", values, top, bottom);
   if (!window.Plotly || !signals.length) return;
   const x = signals.map((s) => new Date(s.ts_ms));
-  window.Plotly.react(target, [
-    { type: "scatter", name: "EV long", x, y: signals.map((s) => s.ev_long) },
-    { type: "scatter", name: "EV short", x, y: signals.map((s) => s.ev_short) },
-  ], { margin: { t: 10 } }, { displayModeBar: false });
+  const line = (name, key, color, dash) => ({ type: "scatter", mode: "lines", name, x, y: signals.map((s) => s[key]), line: { color, dash: dash || "solid" } });
+  window.Plotly.react(top, [
+    line("EV long", "ev_long", "#0f7b3f"), line("EV short", "ev_short", "#b42318"),
+    line("ER long", "er_long", "#0f7b3f", "dot"), line("ER short", "er_short", "#b42318", "dot"),
+  ], { margin: { t: 10 }, yaxis: { title: { text: "EV / ER" } } }, { displayModeBar: false });
+  window.Plotly.react(bottom, [
+    line("q05 long", "q05_long", "#0f7b3f"), line("q05 short", "q05_short", "#b42318"),
+    line("E[MAE] long", "e_mae_long", "#0f7b3f", "dash"), line("E[MAE] short", "e_mae_short", "#b42318", "dash"),
+  ], { margin: { t: 10 }, yaxis: { title: { text: "q05 / E[MAE]" } } }, { displayModeBar: false });
 }
 
 // Operator actions: confirm, one request with a fresh Idempotency-Key, show the result. -----------------
@@ -355,7 +505,9 @@ async function act(button, question, path, body) {
     });
     showResult(button.textContent + ": " + summarize(result), false);
   } catch (e) {
+    if (e instanceof Unauthorized) { showResult("token refused", true); return; }
     if (e.body && e.body.kill_switch) showResult(button.textContent + ": " + summarize(e.body), true);
+    else if (e.status === 404 || e.status === 405) showResult(button.textContent + ": not available on this server", true);
     else showResult(button.textContent + " failed: " + e.message, true);
   } finally {
     button.dataset.busy = "0";
@@ -369,6 +521,7 @@ function summarize(result) {
     return (result.applied === false ? "refused; " : "done; ") + "kill switch " + (result.kill_switch.active ? "ACTIVE" : "off");
   }
   if (result && result.job_id) return "queued job " + result.job_id;
+  if (result && result.state) return "trading " + result.state.replace("_", " ");
   return "done " + fmt(result);
 }
 
@@ -385,6 +538,15 @@ function wireControls() {
   killClose.onclick = () => act(killClose, "Activate the kill switch AND cancel orders and close every position?", "/api/killswitch", { active: true, close_positions: true, reason: "dashboard" });
   const resume = document.getElementById("resume-button");
   resume.onclick = () => act(resume, "Resume trading (deactivate the kill switch)?", "/api/killswitch", { active: false, reason: "dashboard" });
+  const trading = [
+    ["start-button", "Start trading (allow new entries)?", "start"],
+    ["stop-entries-button", "Stop new entries (open positions stay, with their stops)?", "stop-entries"],
+    ["stop-button", "Stop trading?", "stop"],
+  ];
+  for (const [id, question, verb] of trading) {
+    const button = document.getElementById(id);
+    if (button) button.onclick = () => act(button, question, "/api/trading/" + verb, { reason: "dashboard" });
+  }
   const filter = document.getElementById("signal-filter");
   if (filter) filter.onchange = () => { signalFilter = filter.value; refresh(); };
   const enqueue = document.getElementById("enqueue-form");
