@@ -87,19 +87,22 @@ def _http_load(cfg: dict[str, Any]) -> dict[str, Any]:
     late_send: list[float] = []
 
     async def sender(k: int) -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=cfg["url"], headers=headers, limits=limits,
-                                     timeout=cfg["request_timeout_s"]) as client:  # fmt: skip
+        # several small pools: httpx's pool costs more CPU per request the more requests wait in it, and
+        # under queueing that cost fed back into the figures (the client itself saturating)
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        clients = [httpx.AsyncClient(base_url=cfg["url"], headers=headers, limits=limits,
+                                     timeout=cfg["request_timeout_s"]) for _ in range(cfg["pools"])]  # fmt: skip
 
-            async def one(i: int, due: float) -> None:
-                path = ENDPOINTS[i % len(ENDPOINTS)]
-                try:
-                    r = await client.get(path)
-                    status = r.status_code
-                except Exception:  # a timeout or a refused connection: an error, timed as well
-                    status = -1
-                results[k].append((path, (time.perf_counter() - due) * 1000, status))
+        async def one(i: int, due: float) -> None:
+            path = ENDPOINTS[i % len(ENDPOINTS)]
+            try:
+                r = await clients[(i // threads) % len(clients)].get(path)
+                status = r.status_code
+            except Exception:  # a timeout or a refused connection: an error, timed as well
+                status = -1
+            results[k].append((path, (time.perf_counter() - due) * 1000, status))
 
+        try:
             tasks = []
             for i in range(k, n, threads):
                 due = t0 + i / rate
@@ -110,6 +113,9 @@ def _http_load(cfg: dict[str, Any]) -> dict[str, Any]:
                     late_send.append(-delay * 1000)
                 tasks.append(asyncio.create_task(one(i, due)))
             await asyncio.wait(tasks, timeout=cfg["request_timeout_s"] + 5)
+        finally:
+            for c in clients:
+                await c.aclose()
 
     workers = [threading.Thread(target=asyncio.run, args=(sender(k),), daemon=True) for k in range(threads)]
     for w in workers:
@@ -479,7 +485,7 @@ def run(args: argparse.Namespace, tmp: Path, redis_url: str, db_url: str | None)
             f"minutes at {args.speed:g}x ({minutes * 60 / args.speed:.0f} s)")  # fmt: skip
         token = read_token(settings.data_dir.resolve() / "api_token")
         cfg = {"url": session.api_url, "token": token, "redis_url": redis_url, "rate": args.rate,
-               "seconds": args.seconds, "threads": args.threads, "ws_rate": args.ws_rate,
+               "seconds": args.seconds, "threads": args.threads, "pools": args.pools, "ws_rate": args.ws_rate,
                "predict_calls": args.predict_calls, "sequential_calls": args.sequential_calls,
                "request_timeout_s": 10.0, "database_url": settings.database_url,
                "tracking_uri": settings.tracking_uri, "data_dir": str(settings.data_dir.resolve()),
@@ -555,6 +561,13 @@ def summarize(out: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         )
         for name, used in list(cpu.items())[:12]:
             print(f"  {name:<48} {used:6.1f}  {100 * used / span:5.0f}%")
+        answered = max(1, len(rows))
+        per = {
+            k: 1000 * v / answered
+            for k, v in cpu.items()
+            if k.startswith(("ray::ProxyActor", "ray::ServeReplica:raytrade-api"))
+        }
+        print("  CPU per answered request: " + ", ".join(f"{k} {v:.1f} ms" for k, v in per.items()))
         total = sum(cpu.values())
         print(f"  {'total of this bench':<48} {total:6.1f}  {100 * total / span:5.0f}%; load average now "
               f"{os.getloadavg()[0]:.2f}")  # fmt: skip
@@ -591,6 +604,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0, help="state-endpoint requests per second")
     ap.add_argument(
         "--threads", type=int, default=2, help="sender threads of the load (one asyncio loop each)"
+    )
+    ap.add_argument(
+        "--pools", type=int, default=4, help="httpx pools (32 connections each) per sender thread"
     )
     ap.add_argument("--ws-rate", type=float, default=20.0, help="bus probes per second")
     ap.add_argument("--predict-calls", type=int, default=200)
