@@ -20,6 +20,30 @@ On each 1m close of the group (``CloseEvent``) the ``Decider``:
    contributions of each output) and adds them to those signal rows' ``explain`` as
    ``"contributions"`` with an UPDATE (``_explain_entries``; see there why after, not before).
 
+With ``decision_policy="rl"`` (``raytrade run --policy rl``) the hybrid agent of spec 001 §25 decides
+instead of ``core.policy`` (the signals rows are still written, as the Predictor's record, marked
+``explain.policy = "rl"``; their ``decision`` is the supervised policy's and is not acted on):
+
+- Observations: ``core.rl_obs.build_observations`` on the Predictor's outputs and the feature row, the
+  same builder the environment uses. The position dims come from this session's ``positions`` rows
+  (the execution book writes an ``entry`` row when a position opens and a ``FINAL`` row when it
+  closes): side, bars held = (close of this bar − entry fill time) in 1m bars, unrealized return at
+  the bar's mark close. One indexed query per close; a book that writes no ``positions`` rows (the live
+  book) is seen as flat.
+- The ``RLPolicy`` deployment (``serve.rl_policy``) answers actions, probabilities and value estimates.
+  LONG/SHORT become entry intents sized as the environment sizes them (``PolicyConfig``'s notional
+  share and leverage, SL/TP at close ∓ k_sl·ATR / ± k_tp·ATR of ``LabelSpec``) and go through the
+  execution actor's risk guards as usual. Not carried out, and said so in the row's
+  ``model_predictions.not_executed``: LONG while long / SHORT while short (nothing to do), a reversal
+  and CLOSE of an open position (the books take entries only: no close intent exists), an entry
+  without ATR.
+- One ``rl_decisions`` row per fresh symbol and close, written before the intents go out
+  (``executed`` false, ``position_after`` = before); when the book reports the entry filled — in
+  the submit's answer, or for an entry admitted with another group's report, by its ``entry`` row seen
+  at a later close — the row gets ``executed`` true and ``position_after`` = the side; when the trade's
+  ``FINAL`` row appears, ``pnl_result`` = its realized PnL (USDT). A trade still open when the session
+  stops (flattened at END after the last close) keeps ``pnl_result`` null.
+
 The 15m ATR needs history: the decider keeps a window of 1m bars per symbol (``ATR_WINDOW_BARS``)
 seeded by ``warm`` from the ingest's warm-up history (lake plus REST top-up) and extended by every
 closed bar; a symbol without history has no ATR yet, and the policy keeps it flat (NO_ATR). Latency from the last kline's arrival to
@@ -35,7 +59,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,6 +81,7 @@ from core.messages import (
     Topic,
 )
 from core.policy import PREDICTION_KEYS, Action, PolicyArrays, decide_arrays, reason_names
+from core.rl_obs import FEATURE_INPUTS, OBS_DIM, PREDICTION_INPUTS, build_observations
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +89,11 @@ log = logging.getLogger(__name__)
 ATR_WINDOW_BARS = (10 * 14 + 2) * 15
 _I = {name: i for i, name in enumerate(INPUT_COLUMNS)}
 _DECISION = {int(Action.LONG): "LONG", int(Action.SHORT): "SHORT", int(Action.FLAT): "FLAT"}
+#: The RL agent's deployment (``serve.rl_policy``: APP_NAME, DEPLOYMENT_NAME) and actions (``rl.env.Action``).
+RL_POLICY_APP_NAME = "raytrade-rl-policy"
+RL_POLICY_DEPLOYMENT_NAME = "RLPolicy"
+RL_ACTION_NAMES: tuple[str, ...] = ("HOLD", "LONG", "SHORT", "CLOSE")
+_RL_SIDE = {1: 1, 2: -1}  # entry actions → side
 
 
 class DeciderConfig(BaseModel):
@@ -84,6 +114,13 @@ class DeciderConfig(BaseModel):
     predict_timeout_s: float = 10.0
     explain_top_k: int = Field(5, ge=1, le=132, description="features per output in a signal's contributions")
     explain_timeout_s: float = 30.0
+    decision_policy: Literal["supervised", "rl"] = Field(
+        "supervised",
+        description="supervised: core.policy decides; rl: the RLPolicy agent decides (rl_decisions)",
+    )
+    rl_app: str = RL_POLICY_APP_NAME
+    rl_deployment: str = RL_POLICY_DEPLOYMENT_NAME
+    rl_timeout_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -197,6 +234,17 @@ class Decider:
         self.counts = {"closes": 0, "signals": 0, "entries_sent": 0, "skipped": 0, "errors": 0,
                        "explained": 0, "explain_errors": 0}  # fmt: skip
         self.skip_reasons: dict[str, int] = {}  # reason → skipped decisions, for the run summary
+        self._rl: Any = None
+        if cfg.decision_policy == "rl":
+            self._rl = serve.get_deployment_handle(cfg.rl_deployment, app_name=cfg.rl_app)
+        # rl: entry decisions waiting for the book's answer: (symbol, decision ts) → (rl_decisions id, side)
+        self._rl_waiting: dict[tuple[str, int], tuple[int, int]] = {}
+        self._rl_held: dict[
+            str, int
+        ] = {}  # trade group of an executed entry → its decision id (for pnl_result)
+        self.rl_counts: dict[str, int] = {"decisions": 0, **dict.fromkeys(RL_ACTION_NAMES, 0), "executed": 0,
+                                          "not_executed": 0}  # fmt: skip
+        self.rl_not_executed: dict[str, int] = {}  # why an LONG/SHORT/CLOSE was not carried out
 
     # --- the hook ----------------------------------------------------------------------------------
     async def warm(self, history: Mapping[str, Any]) -> None:
@@ -231,6 +279,10 @@ class Decider:
         for preds in (answered, {k: np.array(v) for k, v in answered.items()}):
             decide_symbols(features, preds, price, atr, self.cfg.policy, self.cfg.label)
         await self._execution.equity.remote()  # resolves the actor handle now
+        if self._rl is not None:
+            await asyncio.wait_for(
+                self._rl.decide.remote(np.zeros((n, OBS_DIM), np.float32)), self.cfg.rl_timeout_s * 3
+            )
         try:
             await asyncio.to_thread(self._model_id, answer.version)
         except RuntimeError as e:  # each close reports it (counted as a hook error)
@@ -246,7 +298,13 @@ class Decider:
             # entries of all groups together in the backtest's symbol order
             traded = tuple(self.cfg.trade_symbols or event.symbols)
             self.counts["entries_sent"] += len(intents)
-            self._track(self._execution.submit.remote(intents, event.ts_ms, traded))
+            ref = self._execution.submit.remote(intents, event.ts_ms, traded)
+            if self._rl is None:
+                self._track(ref)
+            else:
+                future = asyncio.ensure_future(self._rl_results(ref))
+                self._pending.add(future)
+                future.add_done_callback(self._pending.discard)
             self.last_close_ms = max(self.last_close_ms, event.ts_ms)
         if to_explain is not None:
             future = asyncio.ensure_future(self._explain_entries(to_explain))
@@ -307,10 +365,15 @@ class Decider:
         model_id = await asyncio.to_thread(self._model_id, version)
         equity = float(await self._execution.equity.remote())
         rows = signal_rows(event, symbols, preds, decided, atr, model_id, version, equity)
+        if self._rl is not None:  # the Predictor's record; the RL agent's decision is in rl_decisions
+            for r in rows:
+                r["explain"]["policy"] = "rl"
         await asyncio.to_thread(self._store, rows)
         await asyncio.to_thread(self._publish, event, rows)
         self.latencies_ms.append(time.time() * 1000 - event.received_ms)
         self.counts["signals"] += len(rows)
+        if self._rl is not None:
+            return await self._rl_decide(event, fresh, symbols, preds, price, atr, version), None
         entries = np.flatnonzero(decided.direction != 0)
         to_explain = None
         if len(entries):
@@ -341,6 +404,188 @@ class Decider:
                 book_ts=int(book_ts), mark=float(mark), signal_received_ms=event.received_ms,
             ))  # fmt: skip
         return out
+
+    # --- the hybrid RL decision (decision_policy "rl") ------------------------------------------------
+    async def _rl_decide(
+        self,
+        event: CloseEvent,
+        fresh: list[int],
+        symbols: Sequence[str],
+        preds: Mapping[str, np.ndarray],
+        price: np.ndarray,
+        atr: np.ndarray,
+        predictor_version: str,
+    ) -> list[EntryIntent]:
+        """The RL agent decides the fresh symbols of one close on the Predictor's outputs (``rl_decide``
+        in the module docstring); return the entries for the execution actor (its guards apply)."""
+        book = await asyncio.to_thread(self._rl_book, list(symbols))
+        n = len(symbols)
+        side, held, upnl = np.zeros(n), np.zeros(n), np.zeros(n)
+        inputs = event.inputs[fresh]
+        for j, s in enumerate(symbols):
+            if s in book:
+                d, entry_ts, entry_price = book[s]
+                mark = inputs[j, _I["mark_close"]]
+                mark = mark if math.isfinite(mark) else price[j]
+                side[j] = d
+                held[j] = max(0.0, round((event.ts_ms + 60_000 - entry_ts) / 60_000))
+                upnl[j] = d * (mark - entry_price) / entry_price if entry_price else 0.0
+        feats = event.features[fresh]
+        obs = build_observations(
+            {k: preds[k] for k in PREDICTION_INPUTS},
+            {f: feats[:, FEATURE_INDEX[f]] for f in FEATURE_INPUTS.values()},
+            side=side, bars_held=held, unrealized_return=upnl, hold_norm_min=float(self.cfg.label.h_bars),
+        )  # fmt: skip
+        answer = await asyncio.wait_for(self._rl.decide.remote(obs), self.cfg.rl_timeout_s)
+        intents: list[EntryIntent] = []
+        rows: list[dict[str, Any]] = []
+        entry_of: dict[int, int] = {}  # row index → side of its entry intent
+        pol, spec = self.cfg.policy, self.cfg.label
+        for j, s in enumerate(symbols):
+            a = int(answer.actions[j])
+            d = _RL_SIDE.get(a, 0)
+            why = None
+            if d and side[j] == d:
+                why = "already in position"
+            elif d and side[j] == -d:
+                why = "reversal: the books take no close intent"
+            elif d and not (math.isfinite(atr[j]) and math.isfinite(price[j]) and atr[j] > 0):
+                why = "no ATR"
+            elif a == 3 and side[j] != 0:
+                why = "close: the books take no close intent"
+            if d and why is None:
+                bid, ask, book_ts = event.book[s]
+                mark = event.mark.get(s, (math.nan, 0))[0]
+                intents.append(EntryIntent(
+                    symbol=s, decision_ts=event.ts_ms, side=d, size_fraction=float(pol.position_notional_pct),
+                    leverage=int(pol.leverage), sl_price=float(price[j] - d * spec.k_sl * atr[j]),
+                    tp_price=float(price[j] + d * spec.k_tp * atr[j]), decision_price=float(price[j]),
+                    atr=float(atr[j]), quote_volume=float(event.quote_volume.get(s, math.nan)), bid=float(bid),
+                    ask=float(ask), book_ts=int(book_ts), mark=float(mark), signal_received_ms=event.received_ms,
+                ))  # fmt: skip
+                entry_of[j] = d
+            if why is not None:
+                self.rl_counts["not_executed"] += 1
+                self.rl_not_executed[why] = self.rl_not_executed.get(why, 0) + 1
+            self.rl_counts["decisions"] += 1
+            self.rl_counts[RL_ACTION_NAMES[a]] += 1
+            probs = {name: float(p) for name, p in zip(RL_ACTION_NAMES, answer.action_probs[j], strict=True)}
+            value = float(answer.value_estimates[j])
+            rows.append({
+                "ts": event.ts_ms, "symbol": s, "model_id": answer.model_id, "action": a,
+                "action_name": RL_ACTION_NAMES[a], "confidence": probs[RL_ACTION_NAMES[a]], "action_probs": probs,
+                "value_estimate": value if math.isfinite(value) else None,
+                "model_predictions": {**{k: float(preds[k][j]) if math.isfinite(preds[k][j]) else None
+                                         for k in PREDICTION_KEYS}, "model_version": predictor_version,
+                                      "rl_version": answer.version, "observation": [float(x) for x in obs[j]],
+                                      **({"not_executed": why} if why else {})},
+                "position_before": float(side[j]), "position_after": float(side[j]), "executed": False,
+                "created_at": int(time.time() * 1000),
+            })  # fmt: skip
+        ids = await asyncio.to_thread(self._rl_store, rows)
+        for j, d in entry_of.items():
+            self._rl_waiting[(symbols[j], event.ts_ms)] = (ids[j], d)
+        return intents
+
+    def _rl_store(self, rows: list[dict[str, Any]]) -> list[int]:
+        from storage.schema import rl_decisions
+
+        with self._engine.begin() as conn:
+            return [
+                int(conn.execute(rl_decisions.insert().values(**r)).inserted_primary_key[0]) for r in rows
+            ]
+
+    async def _rl_results(self, ref: Any) -> None:
+        """The execution actor's results of one close's entries: a filled entry marks its decision
+        executed (position_after = its side); a refused one is final; PENDING ones are resolved from the
+        ``positions`` table at a later close (``_rl_book``)."""
+        try:
+            results = await ref
+        except Exception:
+            self.counts["errors"] += 1
+            log.exception("decider: the execution actor failed a call")
+            return
+        done: list[tuple[int, int, str | None]] = []
+        for r in results or ():
+            get = r.get if isinstance(r, dict) else (lambda k, _r=r: getattr(_r, k, None))
+            key = (str(get("symbol")), int(get("decision_ts")))
+            if key not in self._rl_waiting or tuple(get("reasons") or ()) == ("PENDING",):
+                continue
+            waiting = self._rl_waiting.pop(key, None)
+            if waiting is None:
+                continue
+            if get("filled"):
+                done.append((waiting[0], waiting[1], get("trade_group_id")))
+            else:
+                self.rl_counts["not_executed"] += 1
+                why = "refused: " + ",".join(get("reasons") or ())
+                self.rl_not_executed[why] = self.rl_not_executed.get(why, 0) + 1
+        if done:
+            await asyncio.to_thread(self._rl_executed, done)
+
+    def _rl_executed(self, done: list[tuple[int, int, str | None]]) -> None:
+        import sqlalchemy as sa
+
+        from storage.schema import rl_decisions
+
+        with self._engine.begin() as conn:
+            for row_id, d, group in done:
+                conn.execute(sa.update(rl_decisions).where(rl_decisions.c.id == row_id)
+                             .values(executed=True, position_after=float(d)))  # fmt: skip
+                if group:
+                    self._rl_held[group] = row_id
+        self.rl_counts["executed"] += len(done)
+
+    def _rl_book(self, symbols: list[str]) -> dict[str, tuple[int, int, float]]:
+        """This session's open positions of ``symbols`` from the ``positions`` table (the execution
+        book's entry rows without a FINAL): symbol → (side, entry ts, entry price). Also resolves the
+        entries that were PENDING (their entry row came) and writes ``pnl_result`` of executed decisions
+        whose trade closed (its FINAL row's realized PnL)."""
+        import sqlalchemy as sa
+
+        from storage.schema import positions, rl_decisions
+
+        p = positions.c
+        prefix = f"{self.cfg.session_id}:"
+        finals = sa.select(p.trade_group_id).where(
+            p.event_type == "FINAL", p.trade_group_id.like(prefix + "%")
+        )
+        groups = {f"{prefix}{s}:{ts}": (s, ts) for (s, ts) in list(self._rl_waiting)}
+        with self._engine.begin() as conn:
+            open_rows = conn.execute(
+                sa.select(p.symbol, p.ts, p.side, p.entry_price).where(
+                    p.event_type == "entry", p.trade_group_id.like(prefix + "%"), p.symbol.in_(symbols),
+                    p.trade_group_id.not_in(finals),
+                )
+            ).all()  # fmt: skip
+            asked = [*groups, *self._rl_held]
+            if asked:
+                found = conn.execute(
+                    sa.select(p.trade_group_id, p.event_type, p.realized_pnl).where(
+                        p.trade_group_id.in_(asked)
+                    )
+                ).all()
+                for group, kind, _ in found:
+                    waiting = (
+                        self._rl_waiting.pop(groups[group], None)
+                        if kind == "entry" and group in groups
+                        else None
+                    )
+                    if waiting is not None:
+                        row_id, d = waiting
+                        conn.execute(sa.update(rl_decisions).where(rl_decisions.c.id == row_id)
+                                     .values(executed=True, position_after=float(d)))  # fmt: skip
+                        self.rl_counts["executed"] += 1
+                        self._rl_held[group] = row_id
+                for group, kind, pnl in found:
+                    held_id = self._rl_held.pop(group, None) if kind == "FINAL" else None
+                    if held_id is not None:
+                        conn.execute(sa.update(rl_decisions).where(rl_decisions.c.id == held_id)
+                                     .values(pnl_result=None if pnl is None else float(pnl)))  # fmt: skip
+        return {
+            r.symbol: (1 if r.side == "LONG" else -1, int(r.ts), float(r.entry_price or 0.0))
+            for r in open_rows
+        }
 
     async def _explain_entries(self, job: _ToExplain) -> None:
         """Add the Predictor's feature contributions to the entry signals of one close.
@@ -445,6 +690,9 @@ class Decider:
         return {
             **self.counts,
             "skip_reasons": dict(self.skip_reasons),
+            "rl": {**self.rl_counts, "not_executed_reasons": dict(self.rl_not_executed)}
+            if self._rl is not None
+            else None,
             "last_close_ms": self.last_close_ms,
             "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else math.nan,
             "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else math.nan,

@@ -57,6 +57,12 @@ def run(
         "--session",
         help="session id; an existing one resumes its book from the database (default: new)",
     ),
+    policy: str = typer.Option(
+        "supervised",
+        "--policy",
+        help="supervised (the policy on the model's outputs) | rl (the hybrid RL agent of <model>-rl@production "
+        "decides on them; every decision in rl_decisions)",
+    ),
 ) -> None:
     """Run the realtime system: ingest actors, Serve Predictor, policy, risk/execution actor (shadow)."""
     from raytrade.realtime import ShadowOptions, ShadowSession, default_replay_window
@@ -70,13 +76,15 @@ def run(
         approve_live(settings, model)
     if mark_fallback not in ("none", "last"):
         raise typer.BadParameter("none or last", param_hint="--mark-fallback")
+    if policy not in ("supervised", "rl"):
+        raise typer.BadParameter("supervised or rl", param_hint="--policy")
     try:
         chosen = parse_universe(symbols) if symbols else tuple(settings.universe)
     except SymbolError as e:
         raise typer.BadParameter(str(e), param_hint="--symbols") from None
     options = ShadowOptions(symbols=tuple(chosen), model_name=model, venue=venue, group_size=group_size,  # type: ignore[arg-type]
                             speed=speed, mark_ticks_per_minute=mark_ticks, flatten_at_end=not keep_open,
-                            mark_fallback=mark_fallback, mode=mode, api=api)  # type: ignore[arg-type]  # fmt: skip
+                            mark_fallback=mark_fallback, mode=mode, api=api, policy=policy)  # type: ignore[arg-type]  # fmt: skip
     if session:
         options.session_id = session
     try:

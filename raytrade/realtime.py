@@ -10,6 +10,9 @@ every decision is skipped as stale. ``start`` refuses such a replay, naming the 
 ``raytrade history`` command that downloads Binance's mark-price klines, unless
 ``mark_fallback="last"`` replays the last price as a derived mark (said in the report's ``mark``).
 The report always counts why decisions were skipped (``skip_reasons``).
+With ``policy="rl"`` (``raytrade run --policy rl``) the ``RLPolicy`` deployment (``serve.rl_policy``) runs
+beside the Predictor on ``<model>-rl@production`` (``storage.rl_registry``; its ``rl_models`` row is
+made sure of at start) and the deciders take the hybrid decision (``actors.decide``).
 ``raytrade run`` drives it; the integration tests and ``bench/realtime.py`` use it the same way.
 """
 
@@ -68,6 +71,9 @@ class ShadowOptions:
     mark_fallback: Literal["none", "last"] = "none"  # replay without mark_1m: refuse, or last price as mark
     mode: Literal["shadow", "live"] = "shadow"  # live: orders go to the venue (actors.live_book)
     api: bool = False  # also serve the API and dashboard (serve.ingress) on 127.0.0.1:settings.api_port
+    # supervised: core.policy decides on the Predictor's outputs; rl: the hybrid RL agent does (the RLPolicy
+    # deployment on <model_name>-rl@production beside the Predictor, decisions in rl_decisions; actors.decide)
+    policy: Literal["supervised", "rl"] = "supervised"
 
 
 def binance_keys(settings: Settings) -> tuple[SecretStr, SecretStr]:
@@ -138,6 +144,13 @@ class ShadowSession:
                 f"model {o.model_name!r} has no production version: run `raytrade promote` first"
             )
         registry.sync(o.model_name)  # the models rows the signals refer to
+        if o.policy == "rl":
+            from storage.rl_registry import rl_model_name, sync_rl_production
+
+            if sync_rl_production(registry, rl_model_name(o.model_name), engine=engine) is None:
+                raise ConfigError(
+                    f"RL model {rl_model_name(o.model_name)!r} has no production version: train and promote one first"
+                )
         engine.dispose()
         start_ray(s, progress=False)
         if o.api:
@@ -145,6 +158,10 @@ class ShadowSession:
 
             start_serve(s.api_port)  # before the Predictor: Serve's HTTP options are fixed at its start
         deploy_predictor(s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s)
+        if o.policy == "rl":
+            from serve.rl_policy import deploy_rl_policy
+
+            deploy_rl_policy(s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s)
         if o.api:
             from raytrade.cmd_serve import api_config, start_promotion_watch
             from serve.ingress import deploy_api
@@ -159,7 +176,7 @@ class ShadowSession:
         decider = DeciderConfig(
             session_id=o.session_id, database_url=s.database_url, redis_url=s.redis_url, model_name=o.model_name,
             predictor_app=APP_NAME, predictor_deployment=DEPLOYMENT_NAME, execution_actor=self.execution_name,
-            policy=s.policy, label=s.label,
+            policy=s.policy, label=s.label, decision_policy=o.policy,
         )  # fmt: skip
         for gid, group in enumerate(symbol_groups(o.symbols, o.group_size)):
             cfg = IngestConfig(
@@ -331,6 +348,10 @@ class ShadowSession:
             ray.kill(self.execution, no_restart=True)
             self.execution = None
         serve.delete(APP_NAME)
+        if self.options.policy == "rl":
+            from serve.rl_policy import APP_NAME as RL_APP_NAME
+
+            serve.delete(RL_APP_NAME)
 
 
 def symbols_without_mark(lake_root: Path, symbols: Sequence[str], start_ms: int, end_ms: int) -> list[str]:

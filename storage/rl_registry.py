@@ -187,3 +187,32 @@ def download_rl_checkpoint(registry: ModelRegistry, info: ModelVersionInfo, dst:
             f"{info.name} version {info.version} is not an RLModule checkpoint: lacks {missing}"
         )
     return folder
+
+
+def sync_rl_production(
+    registry: ModelRegistry, name: str, *, engine: sa.Engine | None = None
+) -> ModelVersionInfo | None:
+    """Make sure the version ``name``'s ``production`` alias points to has its ``rl_models`` row (from its
+    tags and run metrics: a version registered without an engine) and the only production flag of
+    ``name``; return it, or None when nothing is promoted. Serving's decisions refer to that row."""
+    if name not in registry.registered_names():
+        return None
+    info = registry.production_version(name)
+    if info is None:
+        return None
+    model_id = rl_model_id(info)
+    if model_id is None:
+        raise RegistryError(
+            f"{name} version {info.version} is not an RL checkpoint (no {TAG_RL_MODEL_ID} tag)"
+        )
+    target = engine if engine is not None else registry.engine
+    if target is not None:
+        tags = info.tags
+        version = RLVersion(
+            name, info.version, model_id, info.run_id or "", tags.get(TAG_RL_ARTIFACT, RL_MODULE_ARTIFACT)
+        )
+        upsert_rl_model(target, version, symbol=tags.get(TAG_RL_SYMBOL, ""), algorithm=tags.get(TAG_RL_ALGORITHM, "PPO"),
+                        train_start_ms=int(tags.get(TAG_TRAIN_START, 0)), train_end_ms=int(tags.get(TAG_TRAIN_END, 0)),
+                        metrics=dict(info.metrics))  # fmt: skip
+        set_rl_production(registry, name, info.version, engine=target)
+    return info
