@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from ray import serve
+from ray.serve.schema import LoggingConfig
 
 from serve.api.app import ApiConfig, create_app
 
@@ -69,6 +70,11 @@ def deploy_api(config: ApiConfig, http_port: int) -> str:
         return build_api(config)
 
     ingress = serve.ingress(builder)
-    deployment = serve.deployment(name="Api", num_replicas=1, ray_actor_options={"num_cpus": 0})(ingress())
+    # no per-request access log: at hundreds of requests a second its formatting and writing cost the
+    # replica and the proxy CPU the state endpoints need (bench/api.py)
+    deployment = serve.deployment(
+        name="Api", num_replicas=1, ray_actor_options={"num_cpus": 0},
+        logging_config=LoggingConfig(enable_access_log=False),
+    )(ingress())  # fmt: skip
     serve.run(deployment.bind(), name=API_APP_NAME, route_prefix="/")
     return f"http://127.0.0.1:{int(http_port)}"
