@@ -239,9 +239,9 @@ class Decider:
             self._rl = serve.get_deployment_handle(cfg.rl_deployment, app_name=cfg.rl_app)
         # rl: entry decisions waiting for the book's answer: (symbol, decision ts) → (rl_decisions id, side)
         self._rl_waiting: dict[tuple[str, int], tuple[int, int]] = {}
-        self._rl_held: dict[
-            str, int
-        ] = {}  # trade group of an executed entry → its decision id (for pnl_result)
+        # trade group of an executed entry → its decision id (for pnl_result)
+        self._rl_held: dict[str, int] = {}
+        self._rl_known: set[str] = set()  # model ids seen in rl_models
         self.rl_counts: dict[str, int] = {"decisions": 0, **dict.fromkeys(RL_ACTION_NAMES, 0), "executed": 0,
                                           "not_executed": 0}  # fmt: skip
         self.rl_not_executed: dict[str, int] = {}  # why an LONG/SHORT/CLOSE was not carried out
@@ -488,9 +488,24 @@ class Decider:
         return intents
 
     def _rl_store(self, rows: list[dict[str, Any]]) -> list[int]:
-        from storage.schema import rl_decisions
+        import sqlalchemy as sa
+
+        from storage.schema import rl_decisions, rl_models
 
         with self._engine.begin() as conn:
+            model_id = rows[0]["model_id"] if rows else None
+            if model_id is not None and model_id not in self._rl_known:
+                found = conn.execute(
+                    sa.select(rl_models.c.model_id).where(rl_models.c.model_id == model_id)
+                ).first()
+                # registered without the rl_models mirror: the version stays in model_predictions
+                if found is None:
+                    log.warning(
+                        "decider: RL model %s has no rl_models row; its decisions name no model_id", model_id
+                    )
+                    rows = [{**r, "model_id": None} for r in rows]
+                else:
+                    self._rl_known.add(model_id)
             return [
                 int(conn.execute(rl_decisions.insert().values(**r)).inserted_primary_key[0]) for r in rows
             ]
