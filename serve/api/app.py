@@ -44,6 +44,7 @@ def create_app(config: ApiConfig, *, routers: Sequence[APIRouter] = ()) -> FastA
     """
     from serve.api.routes_control import router as control_router
     from serve.api.routes_models import router as models_router
+    from serve.api.routes_rl import router as rl_router
     from serve.api.routes_state import health_router
     from serve.api.routes_state import router as state_router
     from serve.api.routes_trading import router as trading_router
@@ -67,6 +68,14 @@ def create_app(config: ApiConfig, *, routers: Sequence[APIRouter] = ()) -> FastA
     app.state.token_file = config.token_file
     app.state.mutation_lock = threading.Lock()
     app.state.registry = None
-    for r in (health_router, state_router, models_router, control_router, trading_router, *routers):
+    for r in (
+        health_router,
+        state_router,
+        models_router,
+        control_router,
+        trading_router,
+        rl_router,
+        *routers,
+    ):
         app.include_router(r)
     return app

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from serve.api import ApiConfig, create_app, ensure_token
-from serve.api.routes_rl import router
 from storage.schema import instruments, rl_decisions, rl_models
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -52,7 +51,7 @@ def client(engine: sa.Engine, db_url: str, tmp_path: Path) -> Iterator[TestClien
     seed(engine)
     config = ApiConfig(database_url=db_url, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                        data_dir=tmp_path / "data", token_file=tmp_path / "api" / "token")  # fmt: skip
-    with TestClient(create_app(config, routers=[router])) as c:
+    with TestClient(create_app(config)) as c:  # create_app includes the RL routes
         c.headers["Authorization"] = f"Bearer {ensure_token(config.token_file)}"
         yield c
 
