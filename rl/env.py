@@ -21,17 +21,32 @@ runs a signal of bar t (``core.sim.kernel.portfolio_bar``, called here on the si
   HOLD; ``info["refused"]`` names its reason codes and ``refusal_counts`` counts them by code. Exits
   are never refused (as in the backtest): a reversal whose entry is refused still closes the old
   position, so it becomes CLOSE (``info["executed"]``).
-- Reward (§25.2: ``realized_pnl − trading_cost − funding_cost``), per step, over what happened in bar
-  t + 1: ``realized_pnl`` = gross PnL at reference prices (``side·qty·(exit_ref − entry_ref)``) of the
-  trades that closed in the bar (signal exits, SL/TP, time exit, liquidation, the END close);
-  ``trading_cost`` = taker fees (a liquidation's clearance fee included) + slippage of the fills in the
-  bar (fill vs reference price, entries and exits); ``funding_cost`` = funding paid in the bar (< 0:
-  received). Unrealized PnL is never rewarded. Where the spec is silent we chose: costs are charged
-  when they are incurred (an entry's fee and slippage at the entry step; funding at the funding
-  time), the price move only when the trade closes; amounts in USDT times ``reward_scale`` (default
-  1 / initial equity: a fraction of the starting equity). Summed over an episode that ends flat, the
-  rewards are exactly the simulator's PnL net of all costs and funding: ``Σ reward / reward_scale =
-  final wallet − initial equity = Σ trade pnl``. ``info`` has the three parts in USDT.
+- Reward, per step, over what happened in bar t + 1; two modes (``reward=``):
+
+  ``"mark_to_market"`` (the default): the change of the account's equity over the bar (wallet +
+  unrealized PnL at the mark): ``realized_pnl − trading_cost − funding_cost`` of the bar plus the
+  change of the open position's unrealized PnL (``info["unrealized_change"]``, at the mark, from the
+  entry's reference price: the entry's slippage is in ``trading_cost``). Spec 001 §25.2 is a
+  draft, and its literal form (below) pays a trade's price move only when the trade closes, up to
+  ``max_hold_bars`` (360) bars after the decision, while its costs are paid at once: with γ = 0.99
+  (a horizon of ~100 steps) the critic sees nearly every entry as a loss, and PPO learned to churn
+  instead of the planted edge (bench/RESULTS.md #17). The mark-to-market form is what the spec
+  intends, the same money on a per-step schedule: it telescopes, so over an episode that ends flat
+  its sum is exactly the spec's ``Σ (realized_pnl − trading_cost − funding_cost)`` (both equal the
+  simulator's net PnL; tests/unit/test_rl_env.py checks both modes against the backtest).
+
+  ``"realized"``: the spec's literal ``realized_pnl − trading_cost − funding_cost``: ``realized_pnl`` =
+  gross PnL at reference prices (``side·qty·(exit_ref − entry_ref)``) of the trades that closed in the
+  bar (signal exits, SL/TP, time exit, liquidation, the END close); ``trading_cost`` = taker fees (a
+  liquidation's clearance fee included) + slippage of the fills in the bar (fill vs reference price,
+  entries and exits); ``funding_cost`` = funding paid in the bar (< 0: received). Unrealized PnL is
+  never rewarded in this mode. Where the spec is silent we chose: costs are charged when they are
+  incurred (an entry's fee and slippage at the entry step; funding at the funding time), the price move
+  only when the trade closes; amounts in USDT times ``reward_scale`` (default 1 / initial equity: a
+  fraction of the starting equity), in both modes. Summed over an episode that ends flat, the rewards of
+  either mode are exactly the simulator's PnL net of all costs and funding: ``Σ reward / reward_scale =
+  final wallet − initial equity = Σ trade pnl``. ``info`` has the three parts and ``unrealized_change``
+  in USDT whatever the mode.
 - Episode end: the last bar of the episode (or of the ``episode_bars`` window) closes what is open at
   its close (END) and ends the episode (``terminated``); with ``close_at_end=False`` the position stays
   open and the episode is ``truncated``. Equity ≤ 0 terminates too.
@@ -44,7 +59,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -69,6 +84,8 @@ ACTION_NAMES: tuple[str, ...] = tuple(a.name for a in Action)
 #: (direction, exit flags) of each action as a backtest signal; exits: bit 0 closes a long, bit 1 a short.
 ACTION_SIGNALS: tuple[tuple[int, int], ...] = ((0, 0), (1, 2), (-1, 1), (0, 3))
 _HOLD, _LONG, _SHORT, _CLOSE = 0, 1, 2, 3
+RewardMode = Literal["mark_to_market", "realized"]
+REWARD_MODES: tuple[str, ...] = ("mark_to_market", "realized")
 
 
 class TradingEnv(gym.Env[np.ndarray, int]):
@@ -79,7 +96,8 @@ class TradingEnv(gym.Env[np.ndarray, int]):
     run a window of that many bars at a random start (None: the whole episode). ``config``: the
     simulator (default ``sim_config_for(label, policy)``, the backtest's); ``risk``: the guard's limits
     (default the ``RiskConfig`` preset; None: venue and book checks only); ``rules``: venue rules by
-    symbol. ``reward_scale``: USDT → reward (default 1 / initial equity).
+    symbol. ``reward``: ``"mark_to_market"`` (default) or the spec's literal ``"realized"`` (module
+    docstring). ``reward_scale``: USDT → reward (default 1 / initial equity).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -96,6 +114,7 @@ class TradingEnv(gym.Env[np.ndarray, int]):
         episode_bars: int | None = None,
         close_at_end: bool = True,
         sequential: bool = False,
+        reward: RewardMode = "mark_to_market",
         reward_scale: float | None = None,
         hold_norm_min: float | None = None,
     ) -> None:
@@ -115,6 +134,9 @@ class TradingEnv(gym.Env[np.ndarray, int]):
         self.episode_bars = episode_bars
         self.close_at_end = close_at_end
         self.sequential = sequential
+        if reward not in REWARD_MODES:
+            raise ValueError(f"reward must be one of {REWARD_MODES}, got {reward!r}")
+        self.reward_mode: RewardMode = reward
         self.reward_scale = (
             1.0 / self.config.initial_equity_usdt if reward_scale is None else float(reward_scale)
         )
@@ -189,6 +211,7 @@ class TradingEnv(gym.Env[np.ndarray, int]):
             self._tp[0] = close + d * self.label.k_tp * atr
         side_before = pos[0, _k.P_SIDE]
         fees0, slip0, fund0 = acct[_k.A_FEES], acct[_k.A_SLIPPAGE], acct[_k.A_FUNDING]
+        equity0 = float(acct[_k.A_EQUITY])
         n_trades0, n_events0 = int(acct[_k.A_N_TRADES]), int(acct[_k.A_N_EVENTS])
         if (n_trades0 + 2 > logs.trades.shape[0] or acct[_k.A_N_FILLS] + 3 > logs.fills.shape[0]
                 or n_events0 + 2 > logs.events.shape[0]):  # fmt: skip
@@ -225,7 +248,9 @@ class TradingEnv(gym.Env[np.ndarray, int]):
         equity = float(acct[_k.A_EQUITY])
         terminated = (last and self.close_at_end) or equity <= 0.0
         truncated = last and not terminated
-        reward = (gross - cost - funding) * self.reward_scale
+        realized = gross - cost - funding
+        unrealized_change = (equity - equity0) - realized
+        reward = (realized if self.reward_mode == "realized" else equity - equity0) * self.reward_scale
         info = {
             "action": a,
             "executed": executed,
@@ -233,6 +258,7 @@ class TradingEnv(gym.Env[np.ndarray, int]):
             "realized_pnl": gross,
             "trading_cost": cost,
             "funding": funding,
+            "unrealized_change": unrealized_change,
             "equity": equity,
             "refusal_counts": self.refusal_counts,
         }

@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rl.env import TradingEnv
+import gymnasium as gym
+import numpy as np
+
+from rl.env import Action, TradingEnv
 from rl.episodes import EpisodeData
 
 ENV_NAME = "raytrade-trading-env"
@@ -51,6 +54,9 @@ class RLTrainConfig:
     clip_range: float = 0.2
     ent_coef: float = 0.01
     hidden: tuple[int, ...] = (64, 64)
+    reward: str = "mark_to_market"  # rl.env.TradingEnv's reward mode ("realized": the spec's literal one)
+    reward_scale: float | None = None  # USDT → reward; None: the env's 1 / initial equity
+    decision_every: int = 1  # bars per training decision (``DecisionEvery``); 1: every bar
     num_env_runners: int = 0
     seed: int = 0
     checkpoint_dir: Path | None = None  # default: a fresh temporary folder
@@ -62,7 +68,8 @@ class RLTrainConfig:
             "learning_rate": self.learning_rate, "train_batch_size": self.train_batch_size,
             "minibatch_size": self.minibatch_size, "num_epochs": self.num_epochs, "gamma": self.gamma,
             "gae_lambda": self.gae_lambda, "clip_range": self.clip_range, "ent_coef": self.ent_coef,
-            "hidden": ",".join(map(str, self.hidden)), "num_env_runners": self.num_env_runners, "seed": self.seed,
+            "hidden": ",".join(map(str, self.hidden)), "reward": self.reward,
+            "reward_scale": self.reward_scale, "decision_every": self.decision_every, "num_env_runners": self.num_env_runners, "seed": self.seed,
         }  # fmt: skip
 
 
@@ -95,15 +102,48 @@ class RLTrainResult:
     algo: Any = None
 
 
-def make_env(env_config: dict[str, Any]) -> TradingEnv:
+class DecisionEvery(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
+    """Training wrapper: the agent decides every ``k`` bars; its action acts at the first bar, then the
+    env runs HOLD (which keeps the position and its barriers) for the other ``k − 1``; the reward is the
+    sum of the ``k`` bars' rewards (an episode's end stops early). Serving and ``rl.evaluate`` still
+    decide every bar: a policy learned this way is a function of the observation, and LONG while long /
+    SHORT while short change nothing, so it acts the same when asked every bar."""
+
+    def __init__(self, env: TradingEnv, k: int) -> None:
+        super().__init__(env)
+        if k < 1:
+            raise ValueError(f"decision_every must be ≥ 1, got {k}")
+        self.k = k
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        total = 0.0
+        a = int(action)
+        for _ in range(self.k):
+            obs, reward, terminated, truncated, info = self.env.step(a)
+            total += float(reward)
+            a = int(Action.HOLD)
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info
+
+
+def make_env(env_config: dict[str, Any]) -> gym.Env[np.ndarray, int]:
     """The env creator: ``TradingEnv`` over the episodes of ``env_config["episodes"]`` (an ObjectRef of a
-    list of ``EpisodeData``, or the list itself), random windows of ``episode_bars``."""
+    list of ``EpisodeData``, or the list itself), random windows of ``episode_bars``, reward mode
+    ``reward`` scaled by ``reward_scale``."""
     import ray
 
     episodes = env_config["episodes"]
     if isinstance(episodes, ray.ObjectRef):
         episodes = ray.get(episodes)
-    return TradingEnv(list(episodes), episode_bars=env_config.get("episode_bars"))
+    env = TradingEnv(
+        list(episodes),
+        episode_bars=env_config.get("episode_bars"),
+        reward=env_config.get("reward", "mark_to_market"),
+        reward_scale=env_config.get("reward_scale"),
+    )
+    k = int(env_config.get("decision_every", 1))
+    return env if k == 1 else DecisionEvery(env, k)
 
 
 def register_trading_env() -> str:
@@ -126,7 +166,13 @@ def ppo_config(episodes_ref: Any, config: RLTrainConfig) -> Any:
         .framework("torch")
         .environment(
             register_trading_env(),
-            env_config={"episodes": episodes_ref, "episode_bars": config.episode_bars},
+            env_config={
+                "episodes": episodes_ref,
+                "episode_bars": config.episode_bars,
+                "reward": config.reward,
+                "reward_scale": config.reward_scale,
+                "decision_every": config.decision_every,
+            },
         )
         .env_runners(
             num_env_runners=runners,

@@ -176,13 +176,14 @@ def test_an_entry_without_atr_has_no_stop_and_is_refused():
 # --- reward against the simulator ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("reward", ["mark_to_market", "realized"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("risk", [None, RiskConfig(daily_loss_limit_pct=0.02, max_orders_per_day=40)])
-def test_rewards_sum_to_the_backtests_net_pnl_of_the_same_actions(seed, risk):
+def test_rewards_sum_to_the_backtests_net_pnl_of_the_same_actions(seed, risk, reward):
     ep = episode(1_500, seed)
     rng = np.random.default_rng(seed)
     actions = rng.choice(4, size=len(ep) - 1, p=[0.7, 0.12, 0.12, 0.06])
-    env = TradingEnv(ep, risk=risk)
+    env = TradingEnv(ep, risk=risk, reward=reward)
     rewards, infos, _ = run(env, actions)
     assert len(rewards) == len(ep) - 1
     # the same decisions as backtest signals, through the portfolio backtest (run_portfolio)
@@ -215,14 +216,22 @@ def test_rewards_sum_to_the_backtests_net_pnl_of_the_same_actions(seed, risk):
     )
     assert parts["funding"] == pytest.approx(result.account["funding"], abs=1e-9)
     assert parts["funding"] != 0.0
+    # per step: mark-to-market = the spec's realized − cost − funding + the change of unrealized PnL
+    spec = np.array([i["realized_pnl"] - i["trading_cost"] - i["funding"] for i in infos])
+    mtm = spec + np.array([i["unrealized_change"] for i in infos])
+    equity = np.r_[10_000.0, [i["equity"] for i in infos]]
+    assert np.allclose(mtm, np.diff(equity), atol=1e-6)
+    assert np.allclose(rewards * 10_000, spec if reward == "realized" else mtm, atol=1e-6)
+    assert spec.sum() == pytest.approx(mtm.sum(), abs=1e-6)  # telescopes: the episode ends flat
+    assert not np.allclose(spec, mtm)  # yet the schedules differ
     curve = env.equity_curve()
     assert np.allclose(curve["equity"].to_numpy(), result.equity["equity"].to_numpy()[1:])
     if risk is not None:
         assert sum(env.refusal_counts.values()) > 0
 
 
-def test_no_unrealized_pnl_in_the_reward():
-    env = TradingEnv(episode(vol=0.0002), risk=None)
+def test_realized_mode_pays_no_unrealized_pnl():
+    env = TradingEnv(episode(vol=0.0002), risk=None, reward="realized")
     env.reset(seed=0)
     _, r_entry, _, _, info = env.step(Action.LONG)
     assert r_entry == pytest.approx(-(info["trading_cost"] + info["funding"]) / 10_000)
@@ -230,6 +239,26 @@ def test_no_unrealized_pnl_in_the_reward():
     _, r_hold, _, _, info = env.step(Action.HOLD)
     assert side(env) == 1 and env.sim.unrealized != 0.0
     assert r_hold == pytest.approx(-info["funding"] / 10_000)
+
+
+def test_mark_to_market_mode_pays_the_open_positions_move_each_step():
+    env = TradingEnv(episode(vol=0.0002), risk=None)
+    assert env.reward_mode == "mark_to_market"
+    env.reset(seed=0)
+    _, r_entry, _, _, info = env.step(Action.LONG)
+    assert info["realized_pnl"] == 0.0 and info["trading_cost"] > 0
+    assert r_entry == pytest.approx((env.sim.equity - 10_000) / 10_000)  # the equity change
+    assert r_entry == pytest.approx(
+        (info["unrealized_change"] - info["trading_cost"] - info["funding"]) / 10_000
+    )
+    u0, e0 = env.sim.unrealized, env.sim.equity
+    _, r_hold, _, _, info = env.step(Action.HOLD)
+    assert side(env) == 1 and env.sim.unrealized != u0
+    assert info["unrealized_change"] == pytest.approx(env.sim.unrealized - u0)
+    assert r_hold == pytest.approx((env.sim.unrealized - u0 - info["funding"]) / 10_000)
+    assert r_hold == pytest.approx((env.sim.equity - e0) / 10_000) and r_hold != 0.0
+    with pytest.raises(ValueError, match="reward must be one of"):
+        TradingEnv(episode(), reward="unrealized")  # type: ignore[arg-type]
 
 
 def test_the_last_step_closes_and_terminates():
@@ -274,3 +303,29 @@ def test_observation_at_t_is_the_same_when_data_after_t_is_removed():
         # the observation of bar t (returned by step t − 1) and every reward up to it are unchanged
         assert np.array_equal(obs_cut[-1], obs_full[t - 1]), t
         assert np.array_equal(rewards_cut, rewards_full[:t]), t
+
+
+def test_decision_every_wrapper_holds_between_decisions_and_sums_the_rewards():
+    from rl.train import DecisionEvery, make_env
+
+    ep = episode(100, vol=0.0002)
+    env = DecisionEvery(TradingEnv(ep, risk=None), 10)
+    ref = TradingEnv(ep, risk=None)
+    env.reset(seed=0, options={"episode": 0, "start": 0})
+    ref.reset(seed=0, options={"episode": 0, "start": 0})
+    obs, r, *_ = env.step(Action.LONG)
+    rewards = [ref.step(Action.LONG)[1]] + [ref.step(Action.HOLD)[1] for _ in range(9)]
+    assert r == pytest.approx(sum(rewards)) and side(env.unwrapped) == 1
+    assert np.array_equal(obs, ref._observation(10)) and env.unwrapped._t == 10
+    steps = 1
+    while True:  # 99 bars to run: 9 more full decisions, then the last one stops at the episode's end
+        _, _, terminated, truncated, _ = env.step(Action.CLOSE)
+        steps += 1
+        if terminated or truncated:
+            break
+    assert terminated and steps == 10 and env.unwrapped._t == 99
+    with pytest.raises(ValueError, match="decision_every"):
+        DecisionEvery(TradingEnv(ep), 0)
+    made = make_env({"episodes": [ep], "episode_bars": 50, "decision_every": 5, "reward": "realized"})
+    assert isinstance(made, DecisionEvery) and made.unwrapped.reward_mode == "realized"
+    assert isinstance(make_env({"episodes": [ep]}), TradingEnv)
