@@ -34,6 +34,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("models", "cmd_models", "List registered models, or the versions of one with metrics and which is production."),
     ("worker", "cmd_models", "Run the batch worker: claim queued jobs and run them until interrupted."),
     ("backtest", "cmd_backtest", "Backtest the baseline strategies on the lake's 1m data and write a report (HTML, PNG, JSON)."),
+    ("train-rl", "cmd_rl", "Train the RL agent (PPO) on lake data, evaluate it beside the supervised policy, gate, log and register it."),
     ("venue", "cmd_venue", "Replay the lake as a local Binance USDⓈ-M venue until the replay ends or Ctrl-C."),
     ("research", "cmd_research", "Train, gate and report on real history in the lake: folds, Tune sweep, registration, backtest, report."),
     ("serve", "cmd_serve", "Serve the API and dashboard on 127.0.0.1 (RAYTRADE_API_PORT) until Ctrl-C."),
