@@ -105,7 +105,7 @@ def run_train_rl(settings: Settings, request: TrainRLRequest, *, console: Consol
     import numpy as np
     import pandas as pd
 
-    from core.errors import SchemaMismatchError
+    from core.errors import DataQualityError, SchemaMismatchError
     from core.features_schema import FEATURE_SCHEMA_VERSION, KEY_COLUMNS, SCHEMA_HASH
     from pipelines.backtest import load_panel
     from pipelines.features import load_features
@@ -197,9 +197,10 @@ def run_train_rl(settings: Settings, request: TrainRLRequest, *, console: Consol
         model = registry.load_model(f"models:/{request.model_name}/{info.version}")
         try:
             features = {s: load_features(lake, s, start, eval_end) for s in symbols}
-        except SchemaMismatchError as e:
+            panel = load_panel(lake, symbols, start, eval_end)
+            eval_panel = load_panel(lake, symbols, train_end, eval_end)
+        except (SchemaMismatchError, DataQualityError) as e:
             raise ConfigError(str(e)) from None
-        panel = load_panel(lake, symbols, start, eval_end)
         train_eps = fold_episodes(panel, features, model, test_start_ms=start, test_end_ms=train_end, fold=0,
                                   trained_until_ms=model_end)  # fmt: skip
         eval_eps = fold_episodes(panel, features, model, test_start_ms=train_end, test_end_ms=eval_end, fold=1,
@@ -210,7 +211,6 @@ def run_train_rl(settings: Settings, request: TrainRLRequest, *, console: Consol
         )
 
         # the supervised policy on the eval window: the same model's predictions, the same simulator
-        eval_panel = load_panel(lake, symbols, train_end, eval_end)
         rows = pd.concat([features[s].assign(symbol=s) for s in symbols], ignore_index=True)
         rows = rows[(rows["ts"] >= train_end) & (rows["ts"] < eval_end)].reset_index(drop=True)
         preds = model.predict(rows, FEATURE_SCHEMA_VERSION, SCHEMA_HASH, num_threads=1)
