@@ -447,11 +447,27 @@ function drawPrice(series, open) {
     traces.push({ type: "scatter", mode: "lines", name: isActive ? "active stop" : l.kind, x: [new Date(l.from_ms), l.to_ms ? new Date(l.to_ms) : end], y: [l.price, l.price],
       line: { color: LINE_COLORS[l.kind], width: isActive ? 3 : 1.5, dash: l.kind === "entry" ? "solid" : l.kind === "mark" ? "dot" : "dash" } });
   }
+  // y range: the prices and the lines near them; a line far off (a liquidation at low leverage) is
+  // named at the edge rather than squashing the candles flat
+  const near = traces[0].type === "candlestick" ? traces[0].low.concat(traces[0].high) : traces[0].y.slice();
+  for (const l of lines) if (l.kind !== "liquidation") near.push(l.price);
+  let yaxis = {};
+  if (near.length) {
+    const lo = Math.min(...near), hi = Math.max(...near);
+    const pad = Math.max((hi - lo) * 0.15, Math.abs(hi) * 0.002);
+    yaxis = { range: [lo - pad, hi + pad] };
+    for (const l of lines) {
+      if (l.kind === "liquidation" && (l.price < lo - pad || l.price > hi + pad)) {
+        annotations.push({ x: end, y: l.price < lo ? lo - pad : hi + pad, xanchor: "right", yanchor: l.price < lo ? "bottom" : "top", showarrow: false,
+          font: { color: LINE_COLORS.liquidation }, text: "liquidation " + fmt(l.price) + (l.price < lo ? " ↓ (off chart)" : " ↑ (off chart)") });
+      }
+    }
+  }
   for (const r of active) {
     annotations.push({ x: end, y: r.sl_price, xanchor: "right", yanchor: "bottom", showarrow: false, font: { color: LINE_COLORS.sl },
       text: "active stop " + fmt(r.sl_price) + " · risk " + fmt(r.risk_usdt) + " USDT (" + (100 * r.risk_pct).toFixed(2) + "%)" });
   }
-  window.Plotly.react(target, traces, { margin: { t: 10 }, xaxis: { rangeslider: { visible: false } }, annotations }, { displayModeBar: false });
+  window.Plotly.react(target, traces, { margin: { t: 10 }, xaxis: { rangeslider: { visible: false } }, yaxis, annotations }, { displayModeBar: false });
 }
 
 // EV beside its parts: EV and ER (long/short), and the tail: q05 and expected MAE (long/short).
@@ -607,6 +623,8 @@ function connectWs() {
     window.setTimeout(connectWs, 5000);
   };
   ws.onerror = () => ws.close();
+  // leaving the page closes the socket at once (the server holds a request slot per open socket)
+  window.addEventListener("pagehide", () => { ws.onclose = null; ws.close(1000, "page left"); }, { once: true });
 }
 
 let started = false;
