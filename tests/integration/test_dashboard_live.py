@@ -4,8 +4,9 @@ plays 10 minutes of a synthetic market over about 40 s, and the browser watches 
 
 Every one of the nine pages loads with no script error in the console; values update live over the
 WebSocket (the overview's newest-signal time moves on, no reload); a kill from the header (confirm
-dialog) shows the kill switch active as the API reports it, and a resume clears it. A screenshot of each
-page is saved under the test's temporary folder.
+dialog) shows the kill switch active as the API reports it, and a resume clears it; where the app has
+the trading controls, a double click on "Stop entries" sends one request and "Start" resumes. A
+screenshot of each page is saved under the test's temporary folder (the path is printed; the token never).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class Live:
     base: str
     token: str = field(repr=False)  # never in a failure's output
     session: ShadowSession = field(repr=False)
+
+    def status(self, path: str) -> int:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return requests.get(self.base + path, headers=headers, timeout=30).status_code
 
     def get(self, path: str) -> Any:
         answer = requests.get(self.base + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
@@ -217,15 +222,33 @@ def test_the_dashboard_follows_a_running_shadow_replay_and_kills_and_resumes(
     assert live.get("/api/risk/state")["kill_switch"]["active"] is True
     assert live.get("/api/status")["kill_switch_active"] is True
     browser.save_screenshot(str(shots / "killed.png"))
+    steps.append(("kill", time.monotonic() - started))
     click_and_confirm(browser, "resume-button")
     see(browser, "killswitch-state", "off")
     see(browser, "action-result", "kill switch off")
     assert live.get("/api/risk/state")["kill_switch"]["active"] is False
     assert console_errors(browser) == []
 
+    # Trading controls (when the app has them): a double click on "Stop entries" sends one request.
+    if live.status("/api/trading") == 200:
+        browser.execute_script(
+            "window.confirm = () => true;"
+            "const b = document.getElementById('stop-entries-button'); b.click(); b.click();"
+        )
+        see(browser, "trading-state", "entries stopped")
+        see(browser, "action-result", "trading entries stopped")
+        assert live.get("/api/trading")["state"] == "entries_stopped"
+        sent = "return performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/api/trading/stop-entries')).length;"
+        assert browser.execute_script(sent) == 1
+        browser.find_element(By.ID, "start-button").click()
+        see(browser, "trading-state", "running")
+        assert live.get("/api/trading")["state"] == "running"
+        assert console_errors(browser) == []
+        steps.append(("trading stop-entries and start", time.monotonic() - started))
+
     assert sorted(p.name for p in shots.iterdir()) == sorted(
         [*(f"{n}.png" for n in PAGES), "symbol.png", "killed.png"]
     )
-    steps.append(("kill and resume", time.monotonic() - started))
+    steps.append(("end", time.monotonic() - started))
     print("steps (s since start):", ", ".join(f"{n} {t:.1f}" for n, t in steps))
     print(f"browser part {time.monotonic() - started:.1f} s; screenshots: {shots}")
