@@ -74,7 +74,9 @@ def deploy_api(config: ApiConfig, http_port: int) -> str:
     # replica and the proxy CPU the state endpoints need (bench/api.py)
     deployment = serve.deployment(
         name="Api", num_replicas=1, ray_actor_options={"num_cpus": 0},
-        logging_config=LoggingConfig(enable_access_log=False),
+        # every open dashboard WebSocket holds one request slot for its lifetime: Serve's default of 5
+        # hung every request once five pages had been opened
+        max_ongoing_requests=256, logging_config=LoggingConfig(enable_access_log=False),
     )(ingress())  # fmt: skip
     serve.run(deployment.bind(), name=API_APP_NAME, route_prefix="/")
     return f"http://127.0.0.1:{int(http_port)}"
