@@ -28,7 +28,8 @@ from core.errors import ConfigError
 from core.features_schema import FEATURE_SCHEMA_VERSION, SCHEMA_HASH
 from core.messages import PREDICTOR_APP_NAME, PREDICTOR_DEPLOYMENT_NAME, Prediction
 from core.model import MultiTargetModel
-from storage.registry import PRODUCTION_ALIAS, ModelRegistry, RegistryError
+from serve.alias_follow import AliasFollower
+from storage.registry import PRODUCTION_ALIAS, ModelRegistry, ModelVersionInfo, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,11 @@ def explain_rows(
 @serve.deployment(
     name=DEPLOYMENT_NAME, num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256
 )
-class Predictor:
+class Predictor(AliasFollower):
     """Batched inference of the production model; see the module docstring."""
+
+    _label = "Predictor"
+    _load_errors = (RegistryError, ConfigError, ValueError)
 
     def __init__(
         self,
@@ -88,52 +92,20 @@ class Predictor:
         batch_wait_timeout_s: float = 0.005,
         num_threads: int = 1,
     ) -> None:
-        self._registry = ModelRegistry(tracking_uri)
-        self._name = model_name
-        self._poll_s = poll_s
+        registry = ModelRegistry(tracking_uri)
         self._num_threads = num_threads
-        self._current = load_production(self._registry, model_name)
-        self._swaps = 0
+        self._follow(registry, model_name, poll_s, load_production(registry, model_name))
         self._batches = 0
         self._rows = 0
         self.predict_batch.set_max_batch_size(max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self._poller: asyncio.Task[None] | None = None
 
-    def _ensure_poller(self) -> None:
-        if self._poller is None and self._poll_s > 0:
-            self._poller = asyncio.get_running_loop().create_task(self._poll_alias())
-
-    async def _poll_alias(self) -> None:
-        while True:
-            await asyncio.sleep(self._poll_s)
-            try:
-                await asyncio.to_thread(self.refresh)
-            except Exception:  # the current model keeps serving; the next poll tries again
-                log.exception("Predictor: could not refresh %s@%s", self._name, PRODUCTION_ALIAS)
-
-    def refresh(self) -> str:
-        """Load the version the alias now points to if it moved; return the version serving."""
-        info = self._registry.production_version(self._name)
-        if info is None or str(info.version) == self._current.version:
-            return self._current.version
-        try:
-            loaded = load_production(self._registry, self._name)
-            loaded.model.predict(  # refuse a model of another feature schema before it serves
-                np.zeros((1, len(loaded.model.feature_names))), FEATURE_SCHEMA_VERSION, SCHEMA_HASH
-            )
-        except (RegistryError, ConfigError, ValueError) as e:
-            log.error("Predictor: version %s of %s not loaded, %s keeps serving: %s",
-                      info.version, self._name, self._current.version, e)  # fmt: skip
-            return self._current.version
-        self._current = loaded  # one assignment: batches in flight keep the model they started with
-        self._swaps += 1
-        log.info("Predictor: now serving %s version %s", self._name, loaded.version)
-        return loaded.version
-
-    async def check_now(self) -> str:
-        """Refresh immediately (tests, operators); return the version serving."""
-        return await asyncio.to_thread(self.refresh)
+    def _load_version(self, info: ModelVersionInfo) -> LoadedModel:
+        loaded = load_production(self._registry, self._name)
+        loaded.model.predict(  # refuse a model of another feature schema before it serves
+            np.zeros((1, len(loaded.model.feature_names))), FEATURE_SCHEMA_VERSION, SCHEMA_HASH
+        )
+        return loaded
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def predict_batch(self, blocks: list[np.ndarray]) -> list[Prediction]:

@@ -22,7 +22,6 @@ current one keeps serving.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 import time
@@ -34,6 +33,7 @@ from ray import serve
 
 from core.errors import ConfigError
 from core.rl_obs import OBS_DIM
+from serve.alias_follow import AliasFollower
 from storage.registry import PRODUCTION_ALIAS, ModelRegistry, ModelVersionInfo
 from storage.rl_registry import download_rl_checkpoint, rl_model_id, rl_model_name
 
@@ -116,8 +116,10 @@ def load_rl_production(
 @serve.deployment(
     name=DEPLOYMENT_NAME, num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256
 )
-class RLPolicy:
+class RLPolicy(AliasFollower):
     """Batched inference of the production RL module; see the module docstring."""
+
+    _label = "RLPolicy"
 
     def __init__(
         self,
@@ -132,51 +134,17 @@ class RLPolicy:
         import torch
 
         torch.set_num_threads(num_threads)
-        self._registry = ModelRegistry(tracking_uri)
-        self._name = rl_model_name(model_name)
-        self._poll_s = poll_s
-        self._current = load_rl_production(self._registry, self._name)
-        self._swaps = 0
-        self._failed: set[str] = set()
+        registry = ModelRegistry(tracking_uri)
+        name = rl_model_name(model_name)
+        self._follow(registry, name, poll_s, load_rl_production(registry, name))
         self._batches = 0
         self._rows = 0
         self.decide_batch.set_max_batch_size(max_batch_size)
         self.decide_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self._poller: asyncio.Task[None] | None = None
 
-    def _ensure_poller(self) -> None:
-        if self._poller is None and self._poll_s > 0:
-            self._poller = asyncio.get_running_loop().create_task(self._poll_alias())
-
-    async def _poll_alias(self) -> None:
-        while True:
-            await asyncio.sleep(self._poll_s)
-            try:
-                await asyncio.to_thread(self.refresh)
-            except Exception:  # the current module keeps serving; the next poll tries again
-                log.exception("RLPolicy: could not refresh %s@%s", self._name, PRODUCTION_ALIAS)
-
-    def refresh(self) -> str:
-        """Restore the version the alias now points to if it moved; return the version serving."""
-        info = self._registry.production_version(self._name)
-        if info is None or str(info.version) == self._current.version:
-            return self._current.version
-        try:
-            loaded = load_rl_production(self._registry, self._name, info)
-        except Exception as e:  # any failure to restore (missing files, unpickling, shapes): keep serving
-            if str(info.version) not in self._failed:
-                log.error("RLPolicy: version %s of %s not loaded, %s keeps serving: %s",
-                          info.version, self._name, self._current.version, e)  # fmt: skip
-                self._failed.add(str(info.version))
-            return self._current.version
-        self._current = loaded  # one assignment: batches in flight keep the module they started with
-        self._swaps += 1
-        log.info("RLPolicy: now serving %s version %s", self._name, loaded.version)
-        return loaded.version
-
-    async def check_now(self) -> str:
-        """Refresh immediately (tests, operators); return the version serving."""
-        return await asyncio.to_thread(self.refresh)
+    def _load_version(self, info: ModelVersionInfo) -> LoadedPolicy:
+        # any failure to restore (missing files, unpickling, shapes) keeps the current module serving
+        return load_rl_production(self._registry, self._name, info)
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def decide_batch(self, blocks: list[np.ndarray]) -> list[PolicyAnswer]:
