@@ -10,21 +10,23 @@ loss limit above all: the slow paths of a step are exercised), pinned to one CPU
 time, steps/s of each run, trades and refusals; with ``--profile`` the top functions of one run
 under cProfile. Target: ≥ 20,000 steps/s.
 
-Then PPO (``rl.train.train_ppo``, RLlib new API stack, local Ray on 2 CPUs, unpinned) on the controls:
-a synthetic BTCUSDT + ETHUSDT market (``--control-days``, 6) with the planted lead-lag edge
-(``PLANTED_EDGE_STRENGTH``) and the same market without it (the null market). The agent trades ETHUSDT;
-its "model outputs" are an ideal supervised model's: ``er_long`` is the planted drift known at t
-(``core.synthetic_edge.oracle_expected_moves``; on the null market the drift the planted strength would
-give, which there is pure noise), the other three outputs neutral. Train on the first 2/3 of the bars
-(``--timesteps`` env steps, random 1-day windows), evaluate greedily on the last 1/3 (out of sample).
-``ppo_env_steps_per_s``: training throughput (sampling + learning) of the planted run; ``eval_sharpe``:
-the agent's out-of-sample Sharpe (``core.metrics``); ``oracle_sharpe_ratio``: that ÷ the oracle's
-Sharpe on the same window (``core.synthetic_edge.oracle_backtest``); ``null_gates_passed``: whether the
-agent trained on the null market passes the §25.7 gates (``rl.evaluate``; the supervised comparison is
-"no trades", PF 0). Last line JSON: ``env_steps_per_s``, ``ppo_env_steps_per_s``, ``eval_sharpe``,
-``oracle_sharpe_ratio``, ``null_gates_passed``.
+Then PPO (``rl.train.train_ppo`` with ``RLTrainConfig``'s defaults: mark-to-market reward, a training
+decision every 15 bars; RLlib new API stack, local Ray on 2 CPUs, unpinned) on the controls: for each
+of ``--seeds`` (3,4,5) a synthetic BTCUSDT + ETHUSDT market (``--control-days``, 6) with the planted
+lead-lag edge (``PLANTED_EDGE_STRENGTH``) and the same market without it (the null market). The agent
+trades ETHUSDT; its "model outputs" are an ideal supervised model's: ``er_long`` is the planted drift
+known at t (``core.synthetic_edge.oracle_expected_moves``; on the null market the drift the planted
+strength would give, which there is pure noise), the other three outputs neutral. Train on the first 2/3
+of the bars (``--timesteps`` env steps, random 1-day windows), evaluate greedily, deciding every bar,
+on the last 1/3 (out of sample). ``ppo_env_steps_per_s``: training throughput (sampling + learning);
+``eval_sharpe``: the agent's out-of-sample Sharpe (``core.metrics``); ``oracle_sharpe_ratio``: that ÷
+the oracle's Sharpe on the same window (``core.synthetic_edge.oracle_backtest``), both the median over
+the seeds (each seed's in ``*_by_seed``); ``null_gates_passed``: whether an agent trained on a null
+market passes the §25.7 gates (``rl.evaluate``; the supervised comparison is "no trades", PF 0) for
+any seed. Last line JSON: ``env_steps_per_s``, ``ppo_env_steps_per_s``, ``eval_sharpe``,
+``oracle_sharpe_ratio``, ``null_gates_passed``, ``seeds`` and the per-seed figures.
 
-    python bench/rl.py [--days 30] [--repeats 3] [--cpu 0] [--profile] [--timesteps 40000] [--control-days 6]
+    python bench/rl.py [--days 30] [--repeats 3] [--cpu 0] [--profile] [--timesteps 40000] [--control-days 6] [--seeds 3,4,5]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import pstats
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
@@ -55,6 +58,8 @@ from rl.env import TradingEnv
 from rl.episodes import EpisodeData, episode_from_panel
 
 START = parse_utc("2025-01-06")
+#: PPO settings of the controls (``RLTrainConfig`` fields beyond timesteps and seed).
+CONTROL_PPO: dict[str, Any] = {"episode_bars": 1440}  # the rest: RLTrainConfig's defaults
 
 
 def build_episode(days: int) -> EpisodeData:
@@ -98,12 +103,12 @@ def run_episode(env: TradingEnv, actions: np.ndarray) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def control_run(edge_strength: float, days: float, timesteps: int, seed: int = 3) -> dict[str, float | bool]:
-    """Train PPO on the first 2/3 of a control market, evaluate on the last 1/3 (module docstring)."""
+def control_episodes(
+    edge_strength: float, days: float, seed: int = 3
+) -> tuple[Any, EpisodeData, EpisodeData]:
+    """A control market (planted edge or null) and its ETHUSDT episode split 2/3 train, 1/3 test."""
     from core.synthetic import PLANTED_EDGE_STRENGTH, SyntheticParams
-    from core.synthetic_edge import oracle_backtest, oracle_expected_moves
-    from rl.evaluate import evaluate_policy, evaluate_rl_gates, greedy_policy
-    from rl.train import RLTrainConfig, load_module, train_ppo
+    from core.synthetic_edge import oracle_expected_moves
 
     symbols, s = ("BTCUSDT", "ETHUSDT"), "ETHUSDT"
     m = generate_market(symbols, START, int(days * 1440), seed, SyntheticParams(edge_strength=edge_strength))
@@ -120,9 +125,28 @@ def control_run(edge_strength: float, days: float, timesteps: int, seed: int = 3
     }
     ep = episode_from_panel(panel_from_market(m), s, frame, preds)
     cut = 2 * len(ep) // 3
-    train, test = ep.rows(0, cut), ep.rows(cut, len(ep))
+    return m, ep.rows(0, cut), ep.rows(cut, len(ep))
+
+
+def control_train_config(timesteps: int, seed: int = 3, **overrides: Any) -> Any:
+    """The controls' PPO configuration (``rl.train.RLTrainConfig``; see RESULTS.md #17 for the tuning)."""
+    from rl.train import RLTrainConfig
+
+    return RLTrainConfig(timesteps=timesteps, seed=seed, **{**CONTROL_PPO, **overrides})
+
+
+def control_run(
+    edge_strength: float, days: float, timesteps: int, seed: int = 3, **overrides: Any
+) -> dict[str, float | bool]:
+    """Train PPO on the first 2/3 of a control market, evaluate on the last 1/3 (module docstring)."""
+    from core.synthetic import PLANTED_EDGE_STRENGTH
+    from core.synthetic_edge import oracle_backtest
+    from rl.evaluate import evaluate_policy, evaluate_rl_gates, greedy_policy
+    from rl.train import load_module, train_ppo
+
+    m, train, test = control_episodes(edge_strength, days, seed)
     t = time.perf_counter()
-    result = train_ppo([train], RLTrainConfig(timesteps=timesteps, seed=seed, episode_bars=1440))
+    result = train_ppo([train], control_train_config(timesteps, seed, **overrides))
     wall = time.perf_counter() - t
     ev = evaluate_policy([test], greedy_policy(load_module(result.module_dir)))
     gates = evaluate_rl_gates(ev.metrics, ev.chosen, {"profit_factor": float("nan")})
@@ -137,9 +161,10 @@ def control_run(edge_strength: float, days: float, timesteps: int, seed: int = 3
           f"{len(test):,} bars: trades {ev.metrics['trades']:.0f}, PF {ev.metrics['profit_factor']:.3f}, "
           f"Sharpe {ev.metrics['sharpe']:.2f}, MDD {ev.metrics['max_drawdown']:.2%}, actions {ev.chosen}; "
           f"oracle Sharpe {oracle.sharpe:.2f} ({oracle.trades} trades), ratio {ratio:.3f}; "
-          f"gates {'PASS' if gates.passed else 'fail: ' + ', '.join(gates.failed)}")  # fmt: skip
+          f"gates {'PASS' if gates.passed else 'fail: ' + ', '.join(gates.failed)}", flush=True)  # fmt: skip
     return {"steps_per_s": result.ppo_env_steps_per_s, "sharpe": ev.metrics["sharpe"], "ratio": ratio,
-            "gates_passed": gates.passed}  # fmt: skip
+            "gates_passed": gates.passed, "wall_s": wall, "trades": ev.metrics["trades"],
+            "pf": ev.metrics["profit_factor"]}  # fmt: skip
 
 
 def main() -> None:
@@ -150,6 +175,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--timesteps", type=int, default=40_000, help="PPO env steps per control run")
     ap.add_argument("--control-days", type=float, default=6.0)
+    ap.add_argument("--seeds", default="3,4,5", help="control markets (and PPO seeds), comma-separated")
     args = ap.parse_args()
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else None
     if hasattr(os, "sched_setaffinity"):
@@ -184,19 +210,25 @@ def main() -> None:
         os.sched_setaffinity(0, allowed)  # PPO: 2 cores
     import ray
 
+    seeds = [int(x) for x in args.seeds.split(",")]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        planted = control_run(3.0, args.control_days, args.timesteps)
-        null = control_run(0.0, args.control_days, args.timesteps)
+        planted = [control_run(3.0, args.control_days, args.timesteps, seed) for seed in seeds]
+        null = [control_run(0.0, args.control_days, args.timesteps, seed) for seed in seeds]
     finally:
         ray.shutdown()
 
     def num(x: object) -> float | None:
         return round(float(x), 3) if np.isfinite(float(x)) else None  # type: ignore[arg-type]
 
-    print(json.dumps({"env_steps_per_s": round(best), "ppo_env_steps_per_s": round(float(planted["steps_per_s"])),
-                      "eval_sharpe": num(planted["sharpe"]), "oracle_sharpe_ratio": num(planted["ratio"]),
-                      "null_gates_passed": bool(null["gates_passed"])}))  # fmt: skip
+    def median(key: str) -> float:
+        return float(np.median([float(r[key]) for r in planted]))
+
+    print(json.dumps({"env_steps_per_s": round(best), "ppo_env_steps_per_s": round(median("steps_per_s")),
+                      "eval_sharpe": num(median("sharpe")), "oracle_sharpe_ratio": num(median("ratio")),
+                      "null_gates_passed": any(bool(r["gates_passed"]) for r in null),
+                      "seeds": seeds, "eval_sharpe_by_seed": [num(r["sharpe"]) for r in planted],
+                      "oracle_sharpe_ratio_by_seed": [num(r["ratio"]) for r in planted]}))  # fmt: skip
 
 
 if __name__ == "__main__":

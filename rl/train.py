@@ -15,6 +15,15 @@ Checkpoint layout (``algo.save_to_path(dir)``; verified on Ray 2.60)::
 The last folder (``module_dir``) is the RLModule with its value head: ``RLModule.from_checkpoint``
 restores it without an Algorithm (serving; ``storage.rl_registry`` logs that folder to MLflow).
 
+Defaults (``RLTrainConfig``) differ from spec 001 §25.3's draft ``RLAgentConfig`` where the planted-edge
+control (bench/rl.py, bench/RESULTS.md #17) showed they must: with the spec's lr 3e-4, entropy 0.01,
+a 64×64 MLP, rewards in fractions of equity (~1e-4 a bar) and a decision every 1m bar, PPO did not learn
+the planted edge in 40k steps (the entropy bonus outweighed the rewards ~100×, and a random policy
+never holds a position long enough for a drift of ~0.002% a bar to beat a ~0.1% round trip). Tuned:
+mark-to-market reward in % of the starting equity (``reward_multiplier`` 100), entropy 0.001, lr 1e-3,
+a 32×32 MLP, and a training decision every 15 bars (``decision_every``, ``DecisionEvery``; evaluation
+and serving still decide every bar).
+
 Sized for 2 cores: ``num_env_runners`` 0 (sampling in the driver) or 1, one local learner.
 Ray must be initialised by the caller.
 """
@@ -45,18 +54,18 @@ class RLTrainConfig:
 
     timesteps: int = 20_000
     episode_bars: int | None = 1_440  # bars per training episode (random window); None: whole episodes
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-3
     train_batch_size: int = 2_000  # env steps per train() iteration (the spec's n_steps)
     minibatch_size: int = 128  # the spec's batch_size
     num_epochs: int = 5  # the spec's n_epochs
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_range: float = 0.2
-    ent_coef: float = 0.01
-    hidden: tuple[int, ...] = (64, 64)
+    ent_coef: float = 0.001
+    hidden: tuple[int, ...] = (32, 32)
     reward: str = "mark_to_market"  # rl.env.TradingEnv's reward mode ("realized": the spec's literal one)
-    reward_scale: float | None = None  # USDT → reward; None: the env's 1 / initial equity
-    decision_every: int = 1  # bars per training decision (``DecisionEvery``); 1: every bar
+    reward_multiplier: float = 100.0  # × the env's 1 / initial equity: rewards in % of the starting equity
+    decision_every: int = 15  # bars per training decision (``DecisionEvery``); 1: every bar
     num_env_runners: int = 0
     seed: int = 0
     checkpoint_dir: Path | None = None  # default: a fresh temporary folder
@@ -69,7 +78,7 @@ class RLTrainConfig:
             "minibatch_size": self.minibatch_size, "num_epochs": self.num_epochs, "gamma": self.gamma,
             "gae_lambda": self.gae_lambda, "clip_range": self.clip_range, "ent_coef": self.ent_coef,
             "hidden": ",".join(map(str, self.hidden)), "reward": self.reward,
-            "reward_scale": self.reward_scale, "decision_every": self.decision_every, "num_env_runners": self.num_env_runners, "seed": self.seed,
+            "reward_multiplier": self.reward_multiplier, "decision_every": self.decision_every, "num_env_runners": self.num_env_runners, "seed": self.seed,
         }  # fmt: skip
 
 
@@ -130,7 +139,8 @@ class DecisionEvery(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
 def make_env(env_config: dict[str, Any]) -> gym.Env[np.ndarray, int]:
     """The env creator: ``TradingEnv`` over the episodes of ``env_config["episodes"]`` (an ObjectRef of a
     list of ``EpisodeData``, or the list itself), random windows of ``episode_bars``, reward mode
-    ``reward`` scaled by ``reward_scale``."""
+    ``reward`` times ``reward_multiplier`` (× the env's 1 / initial equity), a decision every
+    ``decision_every`` bars (``DecisionEvery``)."""
     import ray
 
     episodes = env_config["episodes"]
@@ -140,8 +150,8 @@ def make_env(env_config: dict[str, Any]) -> gym.Env[np.ndarray, int]:
         list(episodes),
         episode_bars=env_config.get("episode_bars"),
         reward=env_config.get("reward", "mark_to_market"),
-        reward_scale=env_config.get("reward_scale"),
     )
+    env.reward_scale *= float(env_config.get("reward_multiplier", 1.0))
     k = int(env_config.get("decision_every", 1))
     return env if k == 1 else DecisionEvery(env, k)
 
@@ -170,7 +180,7 @@ def ppo_config(episodes_ref: Any, config: RLTrainConfig) -> Any:
                 "episodes": episodes_ref,
                 "episode_bars": config.episode_bars,
                 "reward": config.reward,
-                "reward_scale": config.reward_scale,
+                "reward_multiplier": config.reward_multiplier,
                 "decision_every": config.decision_every,
             },
         )

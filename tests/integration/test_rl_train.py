@@ -147,3 +147,46 @@ def test_agent_trained_on_a_null_market_does_not_pass_the_gates(trained):
     ev = evaluate_policy(held_out, greedy_policy(load_module(result.module_dir)))
     report = evaluate_rl_gates(ev.metrics, ev.chosen, {"profit_factor": math.nan})
     assert not report.passed and report.failed
+
+
+def planted_edge_episodes(seed: int, days: float = 6.0):
+    """bench/rl.py's positive control: ETHUSDT of a synthetic market with the planted lead-lag edge, an
+    ideal model output (``er_long`` = the planted drift known at t), split 2/3 train, 1/3 test."""
+    from core.features import build_inputs, compute_features
+    from core.sim import panel_from_market
+    from core.synthetic import PLANTED_EDGE_STRENGTH, SyntheticParams, generate_market
+    from core.synthetic_edge import oracle_expected_moves
+    from core.time import parse_utc
+    from rl.episodes import episode_from_panel
+
+    symbols, s = ("BTCUSDT", "ETHUSDT"), "ETHUSDT"
+    m = generate_market(symbols, parse_utc("2025-01-06"), int(days * 1440), seed,
+                        SyntheticParams(edge_strength=PLANTED_EDGE_STRENGTH))  # fmt: skip
+    feats = compute_features({x: build_inputs(m.candles_1m[x], m.mark_1m[x], m.premium_1m[x], m.funding[x])
+                              for x in symbols})  # fmt: skip
+    frame = feats[s].to_pandas()
+    n = len(frame)
+    preds = {"er_long": oracle_expected_moves(m, strength=PLANTED_EDGE_STRENGTH)[s][:n]}
+    preds |= {k: np.zeros(n) for k in ("q05_long", "e_mae_long", "e_hold_long")}
+    ep = episode_from_panel(panel_from_market(m), s, frame, preds)
+    cut = 2 * len(ep) // 3
+    return m, ep.rows(0, cut), ep.rows(cut, len(ep))
+
+
+@pytest.mark.slow
+def test_ppo_learns_the_planted_edge_out_of_sample(ray_session, tmp_path):
+    """Positive control with RLTrainConfig's defaults (mark-to-market reward, a decision every 15 bars):
+    40k env steps (~45 s of training on 2 shared cores). Floor: over markets/seeds 3, 4, 5 the ratio to
+    the oracle measured 0.34, 1.45, 0.94 (bench/RESULTS.md #17); 0.15 is well below the worst of them,
+    and far above what the spec's draft settings reached (−2.8: churning at a loss)."""
+    from core.synthetic import PLANTED_EDGE_STRENGTH
+    from core.synthetic_edge import oracle_backtest
+
+    m, train, test = planted_edge_episodes(seed=3)
+    result = train_ppo([train], RLTrainConfig(timesteps=40_000, seed=3, checkpoint_dir=tmp_path))
+    ev = evaluate_policy([test], greedy_policy(load_module(result.module_dir)))
+    oracle = oracle_backtest(m, strength=PLANTED_EDGE_STRENGTH, start_ms=int(test.ts[0]),
+                             end_ms=int(test.ts[-1]) + 60_000)  # fmt: skip
+    assert oracle.sharpe > 0
+    assert ev.metrics["trades"] >= 10 and ev.metrics["sharpe"] > 0
+    assert ev.metrics["sharpe"] / oracle.sharpe > 0.15, (ev.metrics, ev.chosen, oracle.sharpe)
