@@ -9,22 +9,38 @@
   many decisions were executed, the mean confidence and the sum of ``pnl_result``.
 
 ``/decisions/stats`` is declared before anything that could take "stats" for a path parameter. Bad
-input is a 422 naming the field. Promotion (``POST /api/rl/models/{id}/promote``) is not here: it
-needs the §25.7 gates of the RL evaluation.
+input is a 422 naming the field.
+
+``POST /api/rl/models/{model_id}/promote`` (``Idempotency-Key``, the ``idempotent`` pattern of
+``routes_control``: a repeated key answers the stored response and changes nothing) judges the model's
+registered version by the §25.7 gates (``core.rl_gates``, the code train-rl gates with) on what its
+MLflow run recorded — ``evaluation.json``, else the run's ``eval_*``/``supervised_*`` metrics; nothing
+is re-run. Gates pass, or an ``override_reason`` is given (recorded with the ``actor``): the
+``production`` alias moves and ``rl_models.is_production`` with it (``storage.rl_registry.set_rl_production``;
+the RL policy deployment swaps at its next poll), the version gets the ``raytrade.promotion.*`` tags, an
+``events`` row ``rl_model.promoted`` holds the decision and the gate results, 200. Gates fail without an
+override: ``rl_model.refused`` event, nothing moves, 409 with the same body. 404: no such model.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+import time
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
+from core.jsonsafe import json_safe
+from core.rl_gates import evaluate_rl_gates, promotion_decision, recorded_evaluation
 from serve.api.routes_common import AUTH, EngineDep, json_object
-from storage.schema import rl_decisions, rl_models
+from serve.api.routes_control import KEY_REUSED, IdempotencyKey, idempotent
+from serve.api.routes_models import registry_of
+from storage.schema import events, rl_decisions, rl_models
 
-__all__ = ["RLDecisionDTO", "RLModelDTO", "RLStatsDTO", "router"]
+__all__ = ["RLDecisionDTO", "RLModelDTO", "RLPromoteRequest", "RLPromotionDTO", "RLStatsDTO", "router"]
 
 router = APIRouter(prefix="/api/rl", tags=["rl"], **AUTH)
 
@@ -244,3 +260,147 @@ def get_rl_model(
             raise HTTPException(404, detail=f"no RL model {model_id!r}")
         stats = _stats(conn, [rl_decisions.c.model_id == model_id])
     return _model(row, stats.get(model_id) or _empty(model_id))
+
+
+# --- promotion ---------------------------------------------------------------------------------------
+
+EVENT_PROMOTED = "rl_model.promoted"
+EVENT_REFUSED = "rl_model.refused"
+EVALUATION_FILE = "evaluation.json"
+_MODEL_PATH = re.compile(r"^models:/(?P<name>[^/]+)/(?P<version>\d+)$")
+
+
+class RLPromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str = Field(
+        "api", min_length=1, max_length=100, pattern=r"\S", description="who promotes (recorded)"
+    )
+    override_reason: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        pattern=r"\S",
+        description="promote despite failed gates, for this reason",
+    )
+
+
+class RLGateDTO(BaseModel):
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    reason: str
+
+
+class RLPromotionDTO(BaseModel):
+    """The decision on one promotion request (also the ``events`` row's payload)."""
+
+    model_id: str
+    name: str = Field(description="registered model (``<strategy>-rl``)")
+    version: str
+    kind: Literal["promote", "override", "refused"]
+    promoted: bool
+    gates_passed: bool
+    failed_gates: list[str]
+    gates: list[RLGateDTO]
+    override_reason: str | None
+    actor: str
+    evidence: Literal["evaluation.json", "run metrics", "none"] = Field(
+        description="what the gates judged: the run's evaluation.json, its metrics, or nothing recorded"
+    )
+    event_id: int
+    ts_ms: int
+
+
+def _gate_value(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@router.post(
+    "/models/{model_id}/promote",
+    response_model=RLPromotionDTO,
+    responses={
+        404: {"description": "no such RL model"},
+        409: {
+            "model": RLPromotionDTO,
+            "description": "gates failed without an override, or the key was reused",
+        },
+        **{k: v for k, v in KEY_REUSED.items() if k != 409},
+    },
+)
+def promote_rl_model(
+    request: Request,
+    engine: EngineDep,
+    model_id: Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._:-]+$")],
+    body: RLPromoteRequest,
+    idempotency_key: IdempotencyKey,
+) -> JSONResponse:
+    """Promote the RL model through the §25.7 gates of its recorded evaluation (module docstring)."""
+
+    def act() -> tuple[int, BaseModel]:
+        from storage.registry import PROMOTION_TAG_PREFIX, ModelNotFoundError, RegistryError
+        from storage.rl_registry import set_rl_production
+
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(rl_models).where(rl_models.c.model_id == model_id)).first()
+        if row is None:
+            raise HTTPException(404, detail=f"no RL model {model_id!r}")
+        where = _MODEL_PATH.match(row.model_path or "")
+        if where is None:
+            raise HTTPException(
+                409, detail=f"RL model {model_id!r} has no registered version ({row.model_path!r})"
+            )
+        name, version = where["name"], where["version"]
+        registry = registry_of(request)
+        try:
+            info = registry.version(name, version)
+            evaluation = registry.read_run_json(name, version, EVALUATION_FILE)
+        except ModelNotFoundError:
+            raise HTTPException(
+                404, detail=f"RL model {model_id!r}: {name} version {version} is not in the registry"
+            ) from None
+        except RegistryError as e:
+            raise HTTPException(409, detail=f"cannot read {name} version {version}: {e}") from None
+        metrics, chosen, supervised = recorded_evaluation(evaluation, info.metrics)
+        evidence = (
+            "evaluation.json" if evaluation and "rl" in evaluation else "run metrics" if metrics else "none"
+        )
+        report = evaluate_rl_gates(metrics, chosen, supervised)
+        decision = promotion_decision(report, override=body.override_reason, actor=body.actor)
+        record = decision.record
+        if decision.promote:
+            try:
+                set_rl_production(registry, name, version, engine=engine)
+            except RegistryError as e:
+                raise HTTPException(409, detail=f"cannot promote {name} version {version}: {e}") from None
+            tags = {f"{PROMOTION_TAG_PREFIX}{k}": str(record[k]) for k in ("kind", "actor", "ts_ms")}
+            tags[f"{PROMOTION_TAG_PREFIX}failed_gates"] = ",".join(report.failed)
+            if record["override"]:
+                tags[f"{PROMOTION_TAG_PREFIX}override"] = str(record["override"])
+            registry.set_version_tags(name, version, tags)
+        payload = {"model_id": model_id, "name": name, "version": version, "evidence": evidence,
+                   "metrics": dict(metrics), "actions_chosen": chosen,
+                   "supervised": supervised, **record}  # fmt: skip
+        kind = EVENT_PROMOTED if decision.promote else EVENT_REFUSED
+        with engine.begin() as conn:
+            event_id = conn.execute(
+                sa.insert(events)
+                .values(
+                    ts=int(time.time() * 1000),
+                    kind=kind,
+                    source="api",
+                    symbol=row.symbol,
+                    payload=json_safe(payload),
+                )
+                .returning(events.c.id)  # fmt: skip
+            ).scalar_one()
+        gates = [RLGateDTO(name=g.name, passed=g.passed, value=_gate_value(json_safe(g.value)),
+                           threshold=_gate_value(json_safe(g.threshold)), reason=g.reason) for g in report.gates]  # fmt: skip
+        answer = RLPromotionDTO(model_id=model_id, name=name, version=version, kind=decision.kind,
+                                promoted=decision.promote, gates_passed=report.passed, failed_gates=report.failed,
+                                gates=gates, override_reason=record["override"], actor=body.actor, evidence=evidence,
+                                event_id=int(event_id), ts_ms=int(record["ts_ms"]))  # fmt: skip
+        return (200 if decision.promote else 409), answer
+
+    return idempotent(request, engine, idempotency_key, body, act)
