@@ -29,6 +29,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("synth", "cmd_demo", "Generate a synthetic market for the universe into the lake (labelled source=synthetic)."),
     ("features", "cmd_pipelines", "Compute the 132 merged features of every 1m bar in the lake (Ray Data), into the lake."),
     ("label", "cmd_pipelines", "Label every 1m bar of the lake, long and short, with the configured LabelSpec (Ray Data)."),
+    ("drift", "cmd_drift", "Compute feature drift (PSI), missing and outlier rates and message latency into drift_metrics."),
     ("promote", "cmd_models", "Evaluate the promotion gates of a version and make it production if they pass (or on --override)."),
     ("rollback", "cmd_models", "Move production back to the version the current one replaced."),
     ("models", "cmd_models", "List registered models, or the versions of one with metrics and which is production."),

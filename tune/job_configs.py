@@ -1,4 +1,5 @@
-"""Config models of the batch worker's ``label``, ``train`` and ``backtest`` jobs (spec 001 §18).
+"""Config models of the batch worker's ``label``, ``train``, ``backtest``, ``drift`` and ``bootstrap_history``
+jobs (spec 001 §18).
 
 ``tune.worker.enqueue_job`` checks a job's config against its model when the job is queued, and the
 handler (``tune.jobs_handlers``) checks it again when it runs. Pure pydantic: no I/O here.
@@ -6,11 +7,13 @@ handler (``tune.jobs_handlers``) checks it again when it runs. Pure pydantic: no
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.features_schema import FEATURE_NAMES
 from core.strategies import BASELINES
 from core.symbols import SymbolError, validate_internal
 from core.time import parse_utc
@@ -143,9 +146,83 @@ class BacktestJobConfig(_Period):
         return value
 
 
+class DriftJobConfig(BaseModel):
+    """Config of a ``drift`` job (``pipelines.drift``): symbols, windows, optionally a feature subset."""
+
+    model_config = _CONFIG
+
+    symbols: list[str] = Field(min_length=1, description="internal symbols with features_1m in the lake")
+    reference_days: float = Field(
+        7.0, gt=0, le=365, description="reference window before the current one, days"
+    )
+    current_hours: float = Field(
+        24.0, gt=0, le=24 * 30, description="current window, hours (1 h of 1m bars: PSI noise alone ≈ 0.15)"
+    )
+    end: str | None = Field(
+        None,
+        description="ISO date/time, UTC, exclusive end of the current window; default: each symbol's newest bar",
+    )
+    features: list[str] | None = Field(None, min_length=1, description="feature names; default: all of them")
+
+    @field_validator("symbols")
+    @classmethod
+    def _check_symbols(cls, value: list[str]) -> list[str]:
+        return _symbols(value)
+
+    @field_validator("end")
+    @classmethod
+    def _check_time(cls, value: str | None) -> str | None:
+        return _utc(value)
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: list[str] | None) -> list[str] | None:
+        unknown = [n for n in value or () if n not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; names look like {FEATURE_NAMES[0]}")
+        return value
+
+    @property
+    def reference_ms(self) -> int:
+        return round(self.reference_days * 86_400_000)
+
+    @property
+    def current_ms(self) -> int:
+        return round(self.current_hours * 3_600_000)
+
+    @property
+    def end_ms(self) -> int | None:
+        return None if self.end is None else parse_utc(self.end)
+
+
+#: History datasets a ``bootstrap_history`` job may name (the full parse is ``pipelines.history_plan``).
+_HISTORY_DATASET = re.compile(r"^(?:(?:klines|markPriceKlines|premiumIndexKlines)/\d+[mhdw]|fundingRate)$")
+
+
+class BootstrapHistoryJobConfig(_Period):
+    """Config of a ``bootstrap_history`` job: what ``raytrade history`` downloads, as a job."""
+
+    datasets: list[str] = Field(
+        default_factory=lambda: ["klines/1m", "markPriceKlines/1m", "premiumIndexKlines/1m", "fundingRate"],
+        min_length=1,
+        description="e.g. klines/1m, markPriceKlines/1m, premiumIndexKlines/1m, fundingRate",
+    )
+    replace: bool = Field(False, description="take new rows whose ts the lake holds with other values")
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, value: list[str]) -> list[str]:
+        bad = [d for d in value if not _HISTORY_DATASET.match(d)]
+        if bad:
+            raise ValueError(f"unknown dataset(s) {bad}; expected e.g. klines/1m, fundingRate")
+        return value
+
+
 #: Config models of the kinds defined here (``tune.worker.JOB_CONFIG_MODELS`` adds ``promote``).
 JOB_CONFIGS: Mapping[str, type[BaseModel]] = {
     "label": LabelJobConfig,
     "train": TrainJobConfig,
     "backtest": BacktestJobConfig,
+    "drift": DriftJobConfig,
+    "bootstrap_history": BootstrapHistoryJobConfig,
 }
