@@ -4,7 +4,9 @@ The pages hold no data: each one is a frame whose script (``static/app.js``) fet
 endpoints under ``/api`` with the operator's token and refreshes live (over ``/ws`` when the app
 has it, else by polling). State comes first on every page: a header with health, the kill switch
 and drift, the trading state, and the operator's controls (start, stop entries, stop, kill, kill and close,
-resume) always at hand; the overview and models pages warn of a promotion whose gates failed. plotly.js is
+resume) always at hand; the overview and models pages warn of a promotion whose gates failed. The
+Training & models page also holds the RL agent (spec 001 §25.6): its models with the §25.7 gates and a
+Promote button, the action distribution per model and the recent decisions. plotly.js is
 served from the installed plotly package, so nothing is fetched from a CDN.
 """
 
@@ -69,7 +71,15 @@ _SECTIONS: dict[str, list[tuple[str, str]]] = {
         ("orders-table", "Orders"),
         ("fills-table", "Fills"),
     ],
-    "training": [("jobs-table", "Training jobs"), ("enqueue", "Enqueue a job"), ("models-table", "Models")],
+    "training": [
+        ("jobs-table", "Training jobs"),
+        ("enqueue", "Enqueue a job"),
+        ("models-table", "Models"),
+        # §25.6: the RL agent's models (metrics, gates, production, promote), actions and decisions
+        ("rl-models", "RL agent: models"),
+        ("rl-actions", "RL agent: action distribution per model"),
+        ("rl-decisions", "RL agent: recent decisions"),
+    ],
     "risk": [("risk-state", "Risk state"), ("safety-events", "Safety / risk event timeline")],
     "data-quality": [("dq-summary", "Data quality by symbol"), ("drift-table", "Drift")],
     "settings": [("settings-view", "Settings")],
@@ -120,7 +130,11 @@ def _render(page: str, title: str, *, symbol: str = "") -> str:
     banner = (
         '<div id="promotion-banner" role="alert" hidden></div>' if page in ("dashboard", "training") else ""
     )
-    plotly = '<script src="/static/plotly.min.js"></script>' if page in ("symbol", "data-quality") else ""
+    plotly = (
+        '<script src="/static/plotly.min.js"></script>'
+        if page in ("symbol", "data-quality", "training")
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

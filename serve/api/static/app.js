@@ -363,9 +363,11 @@ const pages = {
   },
 
   async training() {
+    await rlSection();
     const [jobs, models] = await Promise.all([api("/api/training/jobs"), api("/api/models"), promotionBanner()]);
     fill("jobs-table", table(jobs, ["job_id", "kind", "status", "progress", "created_at_ms", "report_uri", "error"].map((k) => ({ key: k })), { empty: "no job" }));
-    fill("models-table", table(models, [
+    // the RL agent's registered models (<strategy>-rl) are promoted in their own section below
+    fill("models-table", table(models.filter((m) => !/-rl$/.test(m.name)), [
       { key: "name" }, { key: "versions" }, { key: "production" }, { key: "previous" },
       { key: "actions", value: (m) => el("span", {}, [
         actionButton("promote", "Promote the newest version of " + m.name + "?", "/api/models/" + encodeURIComponent(m.name) + "/promote", {}),
@@ -403,6 +405,145 @@ const pages = {
     fill("settings-view", el("div", {}, [keyValues(flat), el("h3", { text: "kill switch" }), keyValues(settings.killswitch)]));
   },
 };
+
+// RL agent (spec 001 §25.6) on the Training & models page: models with metrics, gates and Promote; the
+// action distribution per model (all decisions, and the last 24 h); the recent decisions with their
+// action probabilities. Endpoints not wired read "not available" and the rest of the page goes on.
+const RL_ACTIONS = ["HOLD", "LONG", "SHORT", "CLOSE"];
+const RL_COLORS = { HOLD: "#9ca3af", LONG: "#0f7b3f", SHORT: "#b42318", CLOSE: "#1d4ed8" };
+const rlDecisionsOf = {};  // model_id -> the newest promote answer of this page (gates, refused or not)
+
+function rlMetric(metrics, ...keys) {
+  for (const k of keys) if (metrics && typeof metrics[k] === "number") return metrics[k];
+  return null;
+}
+
+function rlVersion(m) {
+  const match = /^models:\/(.+)\/(\d+)$/.exec(m.model_path || "");
+  return match ? match[1] + " v" + match[2] : (m.model_path || "–");
+}
+
+function pct(v) { return v === null || v === undefined ? "–" : (100 * v).toFixed(1) + " %"; }
+
+function rlGates(m) {
+  const answer = rlDecisionsOf[m.model_id];
+  if (answer) {
+    const text = answer.gates_passed ? "passed" : "failed: " + answer.failed_gates.join(", ");
+    return el("span", { class: answer.gates_passed ? "long" : "bad", title: answer.gates.map((g) => g.reason).join("; "), text });
+  }
+  const g = rlMetric(m.metrics, "gates_passed");
+  if (g === null) return el("span", { class: "muted", text: "not recorded" });
+  return el("span", { class: g >= 1 ? "long" : "bad", text: g >= 1 ? "passed (train)" : "failed (train)" });
+}
+
+function probsBar(probs) {
+  const bar = el("span", { class: "probs", title: RL_ACTIONS.map((a) => a + " " + pct(probs[a])).join(", ") });
+  for (const a of RL_ACTIONS) {
+    const v = typeof probs[a] === "number" ? probs[a] : 0;
+    const part = el("span", { class: "prob prob-" + a });
+    part.style.width = (100 * Math.max(0, Math.min(1, v))).toFixed(1) + "%";
+    part.style.background = RL_COLORS[a];
+    bar.append(part);
+  }
+  return bar;
+}
+
+function rlSummary(r) {
+  const who = r.kind === "override" ? " with override by " + r.actor + " (" + r.override_reason + ")" : "";
+  if (r.promoted) return r.name + " v" + r.version + " is production" + who + (r.gates_passed ? ", all gates passed" : ", gates failed: " + r.failed_gates.join(", "));
+  return "refused: gates failed: " + r.gates.filter((g) => !g.passed).map((g) => g.name + " (" + g.reason + ")").join("; ");
+}
+
+// One POST per click (a busy flag, the button disabled in flight), a fresh Idempotency-Key each time.
+async function rlPromote(button, m, override) {
+  if (button.dataset.busy === "1") return;
+  const ok = override === null ? window.confirm("Promote " + rlVersion(m) + " through the gates?") : true;
+  if (!ok) return;
+  button.dataset.busy = "1";
+  button.disabled = true;
+  const body = { actor: "dashboard" };
+  if (override) body.override_reason = override;
+  try {
+    const result = await api("/api/rl/models/" + encodeURIComponent(m.model_id) + "/promote", {
+      method: "POST", headers: { "Content-Type": "application/json", "Idempotency-Key": newKey() }, body: JSON.stringify(body),
+    });
+    rlDecisionsOf[m.model_id] = result;
+    showResult("RL promote: " + rlSummary(result), false);
+  } catch (e) {
+    if (e instanceof Unauthorized) { showResult("token refused", true); return; }
+    if (e.body && e.body.kind === "refused") { rlDecisionsOf[m.model_id] = e.body; showResult("RL promote " + rlVersion(m) + ": " + rlSummary(e.body), true); }
+    else if (e.status === 404 || e.status === 405) showResult("RL promote: not available on this server", true);
+    else showResult("RL promote failed: " + e.message, true);
+  } finally {
+    button.dataset.busy = "0";
+    button.disabled = false;
+    refresh();
+  }
+}
+
+function rlActions(m) {
+  const promote = el("button", { text: "Promote", "data-action": "rl-promote", id: "rl-promote-" + m.model_id });
+  promote.onclick = () => rlPromote(promote, m, null);
+  const override = el("button", { text: "Override…", "data-action": "rl-override", id: "rl-override-" + m.model_id });
+  override.onclick = () => {
+    const reason = window.prompt("Promote " + rlVersion(m) + " even if gates fail. Reason (recorded with the event):", "");
+    if (reason && reason.trim()) rlPromote(override, m, reason.trim());
+  };
+  const answer = rlDecisionsOf[m.model_id];
+  return el("span", {}, answer && !answer.promoted ? [promote, override] : [promote]);
+}
+
+async function rlSection() {
+  const since = Date.now() - 24 * 3600 * 1000;
+  const [models, decisions, day] = await Promise.all([
+    optional("/api/rl/models"), optional("/api/rl/decisions?limit=50"), optional("/api/rl/decisions/stats?from=" + since),
+  ]);
+  const unavailable = (r, what) => el("p", { class: r.notAvailable ? "muted" : "bad", text: what + ": " + (r.notAvailable ? "not available" : r.error) });
+  if (models.notAvailable || models.error) {
+    fill("rl-models", unavailable(models, "RL models"));
+    fill("rl-actions", unavailable(models, "RL action distribution"));
+  } else {
+    fill("rl-models", table(models, [
+      { key: "version", value: (m) => el("span", { title: m.model_id, text: rlVersion(m) }) },
+      { key: "symbol" },
+      { key: "train window", value: (m) => fmtTime(m.train_start_ms).slice(0, 10) + " → " + fmtTime(m.train_end_ms).slice(0, 10) },
+      { key: "PF", value: (m) => rlMetric(m.metrics, "eval_profit_factor", "profit_factor", "pf") },
+      { key: "win rate", value: (m) => pct(rlMetric(m.metrics, "eval_win_rate", "win_rate")) },
+      { key: "Sharpe", value: (m) => rlMetric(m.metrics, "eval_sharpe", "sharpe") },
+      { key: "max DD", value: (m) => pct(rlMetric(m.metrics, "eval_max_drawdown", "max_drawdown")) },
+      { key: "gates", value: rlGates },
+      { key: "production", value: (m) => el("span", { class: m.is_production ? "badge ok" : "muted", text: m.is_production ? "production" : "–" }) },
+      { key: "decisions", value: (m) => m.stats.decisions },
+      { key: "actions", value: rlActions },
+    ], { id: "rl-models-table", rowId: (m) => "rl-model-" + m.model_id, empty: "no RL model" }));
+    const target = el("div", { class: "chart", id: "rl-actions-plot" });
+    const dayRows = day.notAvailable || day.error ? [] : day;
+    const versionOf = Object.fromEntries(models.map((m) => [m.model_id, rlVersion(m)]));
+    const dayTable = day.notAvailable || day.error
+      ? unavailable(day, "24 h stats")
+      : table(dayRows.map((s) => Object.assign({ model: versionOf[s.model_id] || s.model_id || "(none)", decisions: s.decisions, executed: s.executed,
+          mean_confidence: s.mean_confidence, pnl: s.pnl_result }, s.actions)), null, { id: "rl-stats-24h", empty: "no decision in 24 h" });
+    fill("rl-actions", target, el("h3", { text: "last 24 h" }), dayTable);
+    const withDecisions = models.filter((m) => m.stats.decisions > 0);
+    if (window.Plotly && withDecisions.length) {
+      const traces = withDecisions.map((m) => ({ type: "bar", name: rlVersion(m), x: RL_ACTIONS, y: RL_ACTIONS.map((a) => m.stats.action_share[a] || 0) }));
+      window.Plotly.react(target, traces, { barmode: "group", margin: { t: 10 }, yaxis: { title: { text: "share of decisions" }, tickformat: ".0%" } }, { displayModeBar: false });
+    } else if (!withDecisions.length) target.replaceChildren(el("p", { class: "muted", text: "no RL decision recorded" }));
+  }
+  if (decisions.notAvailable || decisions.error) fill("rl-decisions", unavailable(decisions, "RL decisions"));
+  else fill("rl-decisions", table(decisions, [
+    { key: "ts_ms", label: "time" },
+    { key: "symbol", value: (d) => symbolLink(d.symbol) },
+    { key: "action", value: (d) => el("span", { style: "color:" + RL_COLORS[d.action_name], text: d.action_name }) },
+    { key: "probabilities", value: (d) => probsBar(d.action_probs || {}) },
+    { key: "confidence", value: (d) => pct(d.confidence) },
+    { key: "value", value: (d) => d.value_estimate },
+    { key: "executed" },
+    { key: "position", value: (d) => fmt(d.position_before) + " → " + fmt(d.position_after) },
+    { key: "pnl", value: (d) => d.pnl_result },
+    { key: "model", value: (d) => (d.model_id || "–").slice(0, 8) },
+  ], { id: "rl-decisions-table", empty: "no RL decision" }));
+}
 
 // Charts ---------------------------------------------------------------------------------------------
 // Price: last (1m candles) or mark (stored marks, else the positions' marks), chosen by the toggle;
