@@ -227,7 +227,8 @@ def jobs_list(
 def worker_handlers(
     settings: Settings, registry: ModelRegistry, *, after_ray_start: Callable[[], None] | None = None
 ) -> dict[str, JobHandler]:
-    """The handler of every job kind this installation runs: label, train, backtest and promote.
+    """The handler of every job kind this installation runs: label, train, backtest, promote, drift and
+    bootstrap_history.
 
     ``after_ray_start`` runs each time a handler has started (or found) Ray: Ray replaces the
     driver's SIGTERM handler when it starts, and the worker puts its own back.
@@ -252,7 +253,11 @@ def worker_handlers(
         reports_dir=(settings.data_dir / "reports" / "jobs").resolve(),
         start_ray=ray_for_jobs,
     )
-    return {**job_handlers(env), "promote": promote_handler(registry)}
+    from raytrade.cmd_drift import ops_handlers
+    from storage import db
+
+    engine = registry.engine if registry.engine is not None else db.make_engine(settings.database_url)
+    return {**job_handlers(env), "promote": promote_handler(registry), **ops_handlers(settings, engine)}
 
 
 def worker_cmd(

@@ -414,7 +414,7 @@ class RollbackRequest(_Request):
 
 
 class JobRequest(_Request):
-    kind: Literal["label", "train", "backtest", "promote"]
+    kind: Literal["label", "train", "backtest", "promote", "drift", "bootstrap_history"]
     config: dict[str, Any] = Field(
         default_factory=dict, description="the job's config (checked by the worker)"
     )

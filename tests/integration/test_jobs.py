@@ -392,7 +392,7 @@ def _run_worker(settings) -> tuple[list[TrainingUpdate], ModelRegistry, sa.Engin
     worker = BatchWorker(engine, bus=bus, progress_interval_s=0.0)
     for kind, handler in worker_handlers(settings, registry).items():
         worker.register(kind, handler)
-    assert set(worker.kinds) == {"label", "train", "backtest", "promote"}
+    assert set(worker.kinds) == {"label", "train", "backtest", "promote", "drift", "bootstrap_history"}
     worker.run(exit_when_idle=True)
     return [d.message for d in bus.read(Topic.TRAINING_UPDATE, "t", "c", count=10_000)], registry, engine
 
