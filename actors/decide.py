@@ -30,19 +30,26 @@ instead of ``core.policy`` (the signals rows are still written, as the Predictor
   closes): side, bars held = (close of this bar − entry fill time) in 1m bars, unrealized return at
   the bar's mark close. One indexed query per close; a book that writes no ``positions`` rows (the live
   book) is seen as flat.
-- The ``RLPolicy`` deployment (``serve.rl_policy``) answers actions, probabilities and value estimates.
-  LONG/SHORT become entry intents sized as the environment sizes them (``PolicyConfig``'s notional
-  share and leverage, SL/TP at close ∓ k_sl·ATR / ± k_tp·ATR of ``LabelSpec``) and go through the
-  execution actor's risk guards as usual. Not carried out, and said so in the row's
-  ``model_predictions.not_executed``: LONG while long / SHORT while short (nothing to do), a reversal
-  and CLOSE of an open position (the books take entries only: no close intent exists), an entry
-  without ATR.
+- The ``RLPolicy`` deployment (``serve.rl_policy``) answers actions, probabilities and value estimates,
+  carried out as the environment's signals (``rl.env.ACTION_SIGNALS``): CLOSE becomes a
+  ``CloseIntent`` of either side; LONG/SHORT become a ``CloseIntent`` of the opposite side followed
+  by the entry intent in the same submit (the reversal: close, then enter), the entry sized as the
+  environment sizes it (``PolicyConfig``'s notional share and leverage, SL/TP at close ∓ k_sl·ATR /
+  ± k_tp·ATR of ``LabelSpec``) and through the execution actor's risk guards as usual; the close is
+  never refused by them. The book, not this view, decides whether there is a position to close (it
+  answers ``FLAT`` otherwise: the live book writes no ``positions`` rows, so this decider sees it flat,
+  and its closes still reach the position it holds). The close's client id is
+  ``close_client_id(session, symbol, decision bar)``. Not carried out, and said so in the row's
+  ``model_predictions.not_executed``: LONG while long / SHORT while short (nothing to do), an entry
+  without ATR (a reversal still closes).
 - One ``rl_decisions`` row per fresh symbol and close, written before the intents go out
-  (``executed`` false, ``position_after`` = before); when the book reports the entry filled — in
-  the submit's answer, or for an entry admitted with another group's report, by its ``entry`` row seen
-  at a later close — the row gets ``executed`` true and ``position_after`` = the side; when the trade's
-  ``FINAL`` row appears, ``pnl_result`` = its realized PnL (USDT). A trade still open when the session
-  stops (flattened at END after the last close) keeps ``pnl_result`` null.
+  (``executed`` false, ``position_after`` = before); the book's answer sets them: a close filled makes
+  the row ``executed`` with ``position_after`` 0 (a reversal whose entry the guards refuse stays so,
+  as the environment's CLOSE); an entry filled — in the submit's answer, or for an entry admitted with
+  another group's report, by its ``entry`` row seen at a later close — makes it ``executed`` with
+  ``position_after`` = the side; when the trade's ``FINAL`` row appears, the row that opened it gets
+  ``pnl_result`` = its realized PnL (USDT). A trade still open when the session stops (flattened at END
+  after the last close) keeps ``pnl_result`` null.
 
 The 15m ATR needs history: the decider keeps a window of 1m bars per symbol (``ATR_WINDOW_BARS``)
 seeded by ``warm`` from the ingest's warm-up history (lake plus REST top-up) and extended by every
@@ -74,11 +81,13 @@ from core.messages import (
     PREDICTOR_DEPLOYMENT_NAME,
     BarClose,
     CloseEvent,
+    CloseIntent,
     EntryIntent,
     MarketTick,
     Prediction,
     SignalNew,
     Topic,
+    close_client_id,
 )
 from core.policy import PREDICTION_KEYS, Action, PolicyArrays, decide_arrays, reason_names
 from core.rl_obs import FEATURE_INPUTS, OBS_DIM, PREDICTION_INPUTS, build_observations
@@ -239,6 +248,9 @@ class Decider:
             self._rl = serve.get_deployment_handle(cfg.rl_deployment, app_name=cfg.rl_app)
         # rl: entry decisions waiting for the book's answer: (symbol, decision ts) → (rl_decisions id, side)
         self._rl_waiting: dict[tuple[str, int], tuple[int, int]] = {}
+        # rl: close intents waiting for the book's answer: (symbol, decision ts) → rl_decisions id
+        self._rl_closing: dict[tuple[str, int], int] = {}
+        self._rl_close_counted: set[int] = set()  # rows counted executed by a close, their entry pending
         # trade group of an executed entry → its decision id (for pnl_result)
         self._rl_held: dict[str, int] = {}
         self._rl_known: set[str] = set()  # model ids seen in rl_models
@@ -289,7 +301,7 @@ class Decider:
             log.warning("decider: %s", e)
 
     async def on_close(self, event: CloseEvent) -> None:
-        intents: list[EntryIntent] = []
+        intents: list[EntryIntent | CloseIntent] = []
         to_explain: _ToExplain | None = None
         try:
             intents, to_explain = await self._on_close(event)
@@ -297,7 +309,7 @@ class Decider:
             # every close is reported, entries or none, so the execution actor can admit the bar's
             # entries of all groups together in the backtest's symbol order
             traded = tuple(self.cfg.trade_symbols or event.symbols)
-            self.counts["entries_sent"] += len(intents)
+            self.counts["entries_sent"] += sum(isinstance(i, EntryIntent) for i in intents)
             ref = self._execution.submit.remote(intents, event.ts_ms, traded)
             if self._rl is None:
                 self._track(ref)
@@ -311,7 +323,7 @@ class Decider:
             self._pending.add(future)
             future.add_done_callback(self._pending.discard)
 
-    async def _on_close(self, event: CloseEvent) -> tuple[list[EntryIntent], _ToExplain | None]:
+    async def _on_close(self, event: CloseEvent) -> tuple[list[EntryIntent | CloseIntent], _ToExplain | None]:
         """Decide one close; return the entries for the execution actor and the entry rows to explain."""
         self.counts["closes"] += 1
         inputs = event.inputs
@@ -380,7 +392,7 @@ class Decider:
             to_explain = _ToExplain(
                 event.ts_ms, [rows[j] for j in entries], np.ascontiguousarray(event.features[fresh][entries])
             )
-        return self._intents(event, symbols, decided, price, atr), to_explain
+        return [*self._intents(event, symbols, decided, price, atr)], to_explain
 
     async def on_ticks(self, ticks: list[MarketTick]) -> None:
         if ticks:
@@ -415,9 +427,9 @@ class Decider:
         price: np.ndarray,
         atr: np.ndarray,
         predictor_version: str,
-    ) -> list[EntryIntent]:
-        """The RL agent decides the fresh symbols of one close on the Predictor's outputs (``rl_decide``
-        in the module docstring); return the entries for the execution actor (its guards apply)."""
+    ) -> list[EntryIntent | CloseIntent]:
+        """The RL agent decides the fresh symbols of one close on the Predictor's outputs (module
+        docstring); return the closes and entries for the execution actor, each close before its entry."""
         book = await asyncio.to_thread(self._rl_book, list(symbols))
         n = len(symbols)
         side, held, upnl = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -437,9 +449,10 @@ class Decider:
             side=side, bars_held=held, unrealized_return=upnl, hold_norm_min=float(self.cfg.label.h_bars),
         )  # fmt: skip
         answer = await asyncio.wait_for(self._rl.decide.remote(obs), self.cfg.rl_timeout_s)
-        intents: list[EntryIntent] = []
+        intents: list[EntryIntent | CloseIntent] = []
         rows: list[dict[str, Any]] = []
         entry_of: dict[int, int] = {}  # row index → side of its entry intent
+        closes: list[int] = []  # row indices with a close intent
         pol, spec = self.cfg.policy, self.cfg.label
         for j, s in enumerate(symbols):
             a = int(answer.actions[j])
@@ -447,12 +460,12 @@ class Decider:
             why = None
             if d and side[j] == d:
                 why = "already in position"
-            elif d and side[j] == -d:
-                why = "reversal: the books take no close intent"
-            elif d and not (math.isfinite(atr[j]) and math.isfinite(price[j]) and atr[j] > 0):
-                why = "no ATR"
-            elif a == 3 and side[j] != 0:
-                why = "close: the books take no close intent"
+            elif a == 3 or d:  # CLOSE exits either side; LONG exits a short, SHORT a long, first
+                intents.append(CloseIntent(s, event.ts_ms, close_client_id(self.cfg.session_id, s, event.ts_ms),
+                                           side=-d))  # fmt: skip
+                closes.append(j)
+                if d and not (math.isfinite(atr[j]) and math.isfinite(price[j]) and atr[j] > 0):
+                    why = "no ATR"
             if d and why is None:
                 bid, ask, book_ts = event.book[s]
                 mark = event.mark.get(s, (math.nan, 0))[0]
@@ -485,6 +498,8 @@ class Decider:
         ids = await asyncio.to_thread(self._rl_store, rows)
         for j, d in entry_of.items():
             self._rl_waiting[(symbols[j], event.ts_ms)] = (ids[j], d)
+        for j in closes:
+            self._rl_closing[(symbols[j], event.ts_ms)] = ids[j]
         return intents
 
     def _rl_store(self, rows: list[dict[str, Any]]) -> list[int]:
@@ -511,9 +526,10 @@ class Decider:
             ]
 
     async def _rl_results(self, ref: Any) -> None:
-        """The execution actor's results of one close's entries: a filled entry marks its decision
-        executed (position_after = its side); a refused one is final; PENDING ones are resolved from the
-        ``positions`` table at a later close (``_rl_book``)."""
+        """The execution actor's results of one close's intents: a filled close marks its decision
+        executed (position_after 0), a filled entry too (position_after = its side); a refused one is
+        final; PENDING entries are resolved from the ``positions`` table at a later close (``_rl_book``).
+        A close that found nothing to close (``FLAT``) is the environment's no-op, not a refusal."""
         try:
             results = await ref
         except Exception:
@@ -521,9 +537,20 @@ class Decider:
             log.exception("decider: the execution actor failed a call")
             return
         done: list[tuple[int, int, str | None]] = []
+        closed: list[int] = []
         for r in results or ():
             get = r.get if isinstance(r, dict) else (lambda k, _r=r: getattr(_r, k, None))
             key = (str(get("symbol")), int(get("decision_ts")))
+            if get("kind") == "close":
+                row_id = self._rl_closing.pop(key, None)
+                reasons = tuple(get("reasons") or ())
+                if row_id is not None and get("filled"):
+                    closed.append(row_id)
+                elif row_id is not None and reasons != ("FLAT",):
+                    self.rl_counts["not_executed"] += 1
+                    why = "close refused: " + ",".join(reasons)
+                    self.rl_not_executed[why] = self.rl_not_executed.get(why, 0) + 1
+                continue
             if key not in self._rl_waiting or tuple(get("reasons") or ()) == ("PENDING",):
                 continue
             waiting = self._rl_waiting.pop(key, None)
@@ -535,21 +562,33 @@ class Decider:
                 self.rl_counts["not_executed"] += 1
                 why = "refused: " + ",".join(get("reasons") or ())
                 self.rl_not_executed[why] = self.rl_not_executed.get(why, 0) + 1
-        if done:
-            await asyncio.to_thread(self._rl_executed, done)
+        if done or closed:
+            await asyncio.to_thread(self._rl_executed, done, closed)
 
-    def _rl_executed(self, done: list[tuple[int, int, str | None]]) -> None:
+    def _rl_executed(self, done: list[tuple[int, int, str | None]], closed: Sequence[int] = ()) -> None:
+        """Mark decisions executed: ``closed`` rows by their close (position_after 0), then ``done`` rows
+        by their entry (position_after = its side); a row counts once."""
         import sqlalchemy as sa
 
         from storage.schema import rl_decisions
 
+        waiting = {row_id for row_id, _ in self._rl_waiting.values()}
         with self._engine.begin() as conn:
+            for row_id in closed:
+                conn.execute(sa.update(rl_decisions).where(rl_decisions.c.id == row_id)
+                             .values(executed=True, position_after=0.0))  # fmt: skip
+                self.rl_counts["executed"] += 1
+                if row_id in waiting or any(row_id == e[0] for e in done):
+                    self._rl_close_counted.add(row_id)
             for row_id, d, group in done:
                 conn.execute(sa.update(rl_decisions).where(rl_decisions.c.id == row_id)
                              .values(executed=True, position_after=float(d)))  # fmt: skip
                 if group:
                     self._rl_held[group] = row_id
-        self.rl_counts["executed"] += len(done)
+                if row_id in self._rl_close_counted:
+                    self._rl_close_counted.discard(row_id)
+                else:
+                    self.rl_counts["executed"] += 1
 
     def _rl_book(self, symbols: list[str]) -> dict[str, tuple[int, int, float]]:
         """This session's open positions of ``symbols`` from the ``positions`` table (the execution
@@ -590,7 +629,10 @@ class Decider:
                         row_id, d = waiting
                         conn.execute(sa.update(rl_decisions).where(rl_decisions.c.id == row_id)
                                      .values(executed=True, position_after=float(d)))  # fmt: skip
-                        self.rl_counts["executed"] += 1
+                        if row_id in self._rl_close_counted:
+                            self._rl_close_counted.discard(row_id)
+                        else:
+                            self.rl_counts["executed"] += 1
                         self._rl_held[group] = row_id
                 for group, kind, pnl in found:
                     held_id = self._rl_held.pop(group, None) if kind == "FINAL" else None

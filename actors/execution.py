@@ -38,6 +38,14 @@ admits and closes what the backtest of the same window does:
   (the backtest's equity at the next open), after a pending daily-loss flatten. So when
   ``max_positions`` or a notional limit binds, the same symbols win. An intent submitted without a
   decision bar report (``decision_ts=None``) is admitted at once, in symbol order within the call.
+- Closes (``CloseIntent``: the RL agent's CLOSE, or a reversal's close before its entry) run at once
+  in a submit, before the bar's entries — the backtest's signal exits precede its entries at the next
+  open (``rl.env``'s CLOSE and reversal) — and are never refused by the guards. The position (on the
+  intent's side, entered on an earlier decision bar) closes at the book's bid (long) or ask (short),
+  else the bar's close, else the last mark, as the daily loss flatten does, through the simulator's
+  per-symbol market exit (``FillSimulator.close_position``, reason SIGNAL: the env's CLOSE) with the
+  bar's volume; its ``FINAL`` row carries the intent's reason (``RL_CLOSE``). A close whose client id
+  was seen, or that finds no such position, closes nothing (``DUPLICATE_INTENT``, ``FLAT``).
 
 The operator's controls, read at most once a second of wall time on a tick, a bar or a submit (one
 query: ``storage.trading_control.read_controls``, the control rows written since the last read):
@@ -74,6 +82,7 @@ from core.messages import (
     EXECUTION_ACTOR_NAME,
     AccountUpdate,
     BarClose,
+    CloseIntent,
     EntryIntent,
     MarketTick,
     PositionUpdate,
@@ -120,6 +129,7 @@ class EntryResult:
     reasons: tuple[str, ...] = ()
     trade_group_id: str | None = None
     price: float | None = None
+    kind: str = "entry"  # "close": the answer to a CloseIntent (filled = the position was closed)
 
 
 @dataclass(slots=True)
@@ -138,6 +148,11 @@ class SessionStats:
 def trade_group_id(session_id: str, symbol: str, decision_ts: int) -> str:
     """The trade group of an entry decided on bar ``decision_ts``: unique per session and symbol-bar."""
     return f"{session_id}:{symbol}:{int(decision_ts)}"
+
+
+def _group_ts(group: str) -> int:
+    """The decision bar of a trade group ``<session>:<symbol>:<decision ts>``."""
+    return int(group.rsplit(":", 1)[1])
 
 
 def _json_array(a: np.ndarray) -> list[Any]:
@@ -165,6 +180,7 @@ class ExecutionBook:
         self._reported: dict[int, set[str]] = {}  # decision bar → symbols whose decision came
         self._closes: dict[str, BarClose] = {}  # symbol → its last closed bar
         self._quotes: dict[str, tuple[float, float]] = {}  # symbol → last (bid, ask) of its ticks
+        self._closes_seen: set[str] = set()  # client ids of the close intents taken
         self._flatten_due_ms: int | None = None  # a requested flatten runs at the latest then
         self._controls_id = 0  # the last control row read (kill switch, trading state, settings)
         self._next_controls_s = 0.0
@@ -248,30 +264,81 @@ class ExecutionBook:
     # --- entries -----------------------------------------------------------------------------------
     def submit(
         self,
-        intents: Sequence[EntryIntent],
+        intents: Sequence[EntryIntent | CloseIntent],
         decision_ts: int | None = None,
         symbols: Sequence[str] | None = None,
     ) -> list[EntryResult]:
-        """Take the entries decided on the close of bar ``decision_ts`` for ``symbols`` (a decider's
-        report of one close: every symbol it decided, entering or not).
+        """Take the entries (and closes) decided on the close of bar ``decision_ts`` for ``symbols`` (a
+        decider's report of one close: every symbol it decided, entering or not); one result per intent,
+        in ``intents``' order (a close's has ``kind`` "close").
 
-        With a report, the bar's entries are admitted once every symbol of the book was reported (or
-        a later bar shows up), in the book's symbol order; until then an intent's result says
-        ``PENDING``. Without one (``decision_ts`` None) the intents are admitted now, in symbol order.
+        Closes run now, before any entry of the call. With a report, the bar's entries are admitted
+        once every symbol of the book was reported (or a later bar shows up), in the book's symbol
+        order; until then an entry's result says ``PENDING``. Without one (``decision_ts`` None) the
+        entries are admitted now, in symbol order.
         """
         self.read_controls()
+        if decision_ts is not None:
+            self._admit_before(int(decision_ts))  # an earlier bar's entries go before this bar's closes
+        closed = {id(c): self._close(c) for c in intents if isinstance(c, CloseIntent)}
+        entries = [i for i in intents if not isinstance(i, CloseIntent)]
         if decision_ts is None:
-            return self._admit(list(intents))
-        bar = int(decision_ts)
-        self._admit_before(bar)
-        self._pending.setdefault(bar, []).extend(intents)
-        reported = self._reported.setdefault(bar, set())
-        reported.update(symbols or ())
-        reported.update(i.symbol for i in intents)
-        if not reported.issuperset(self.sim.symbols):
-            return [EntryResult(i.symbol, i.decision_ts, filled=False, reasons=("PENDING",)) for i in intents]
-        done = {(r.symbol, r.decision_ts): r for r in self._admit_bar(bar)}
-        return [done[(i.symbol, i.decision_ts)] for i in intents]
+            admitted = self._admit(entries)
+            done = {(r.symbol, r.decision_ts): r for r in admitted}
+        else:
+            bar = int(decision_ts)
+            self._pending.setdefault(bar, []).extend(entries)
+            reported = self._reported.setdefault(bar, set())
+            reported.update(symbols or ())
+            reported.update(i.symbol for i in entries)
+            if reported.issuperset(self.sim.symbols):
+                done = {(r.symbol, r.decision_ts): r for r in self._admit_bar(bar)}
+            else:
+                done = {
+                    (i.symbol, i.decision_ts): EntryResult(i.symbol, i.decision_ts, filled=False, reasons=("PENDING",))
+                    for i in entries
+                }  # fmt: skip
+        return [
+            closed[id(i)] if isinstance(i, CloseIntent) else done[(i.symbol, i.decision_ts)] for i in intents
+        ]
+
+    def _close(self, ci: CloseIntent) -> EntryResult:
+        """Close ``ci.symbol``'s position now, never refused by the guards (module docstring, "Closes")."""
+        result = EntryResult(ci.symbol, int(ci.decision_ts), filled=False, kind="close")
+        if ci.client_id in self._closes_seen:
+            self.stats.duplicates += 1
+            result.reasons = ("DUPLICATE_INTENT",)
+            return result
+        pos = self.sim.position(ci.symbol)
+        group = self._groups.get(ci.symbol)
+        if (pos is None or group is None or (ci.side and pos.side != ci.side)
+                or _group_ts(group) >= int(ci.decision_ts)):  # fmt: skip
+            result.reasons = ("FLAT",)  # nothing it may close (a retry of a done close lands here too)
+            return result
+        self._closes_seen.add(ci.client_id)  # the closes that acted: as many as trades
+        ts = max(int(ci.decision_ts) + self.cfg.sim.bar_ms, self._last_ts)
+        self._last_ts = ts
+        price, volume = self._exit_quote(ci.symbol, pos)
+        assert self.sim.close_position(ci.symbol, ts, price, reason="SIGNAL", quote_volume_usdt=volume)
+        self._final(ci.symbol, ts, ci.reason)
+        trade = self.sim.trades().iloc[-1]
+        result.filled, result.trade_group_id, result.price = True, group, float(trade["exit_price"])
+        return result
+
+    def _exit_quote(self, symbol: str, pos: Any) -> tuple[float, float | None]:
+        """Where a market exit of ``symbol``'s position fills before slippage: the book's bid (long) or ask
+        (short), else the last bar's close, else the last mark; and the last bar's quote volume."""
+        quote = self._quotes.get(symbol)
+        bar = self._closes.get(symbol)
+        price = math.nan
+        if quote is not None:
+            price = quote[0] if pos.side > 0 else quote[1]
+        if not (math.isfinite(price) and price > 0) and bar is not None:
+            price = bar.close
+        if not (math.isfinite(price) and price > 0):
+            price = pos.mark_price
+        volume = bar.quote_volume if bar is not None and math.isfinite(bar.quote_volume) else None
+        return float(price), volume
 
     def _admit_before(self, bar: int) -> None:
         """Admit the waiting entries of decision bars before ``bar`` (a later bar came: they are due)."""
@@ -454,16 +521,7 @@ class ExecutionBook:
         for s in held:
             pos = self.sim.position(s)
             assert pos is not None
-            quote = self._quotes.get(s)
-            bar = self._closes.get(s)
-            price = math.nan
-            if quote is not None:
-                price = quote[0] if pos.side > 0 else quote[1]
-            if not (math.isfinite(price) and price > 0) and bar is not None:
-                price = bar.close
-            if not (math.isfinite(price) and price > 0):
-                price = pos.mark_price
-            volume = bar.quote_volume if bar is not None and math.isfinite(bar.quote_volume) else None
+            price, volume = self._exit_quote(s, pos)
             self.sim.close_position(s, ts, price, reason="FLATTEN", quote_volume_usdt=volume)
             self._final(s, ts, "FLATTEN")
         self.sim.flatten(ts, reason="FLATTEN")  # nothing is left open: clears the request
@@ -704,7 +762,7 @@ def execution_actor_class() -> Any:
 
         def submit(
             self,
-            intents: Sequence[EntryIntent],
+            intents: Sequence[EntryIntent | CloseIntent],
             decision_ts: int | None = None,
             symbols: Sequence[str] | None = None,
         ) -> list[EntryResult]:

@@ -21,6 +21,16 @@ execution actor holds one or the other (``make_book``), and no shared code asks 
   client id, or type LIQUIDATION) and a MARGIN_CALL are risk events; a ``Gap`` makes the next drain
   reconcile. The stream's silence (no message and no pong) and closure beyond the kill switch's bounds
   block entries (``user_stream_silent``, ``user_stream_closed``); a healthy stream clears them.
+- Closes (``CloseIntent``: the RL agent's CLOSE, or a reversal's close, which a submit runs before
+  its entries): a reduce-only MARKET of the entry's quantity with a client id derived from the
+  intent's (``client_id(intent.client_id, "close")``) through the protected entry's own close path
+  (``protected._settled``: an unknown outcome is queried before anything is sent again, so a retried
+  close is found, not sent twice), written to the ledger (engine signal first, then the order and its
+  fills) with an ``rl_close`` risk event. The protections are cancelled only after the venue reports
+  the close FILLED: a refused, unknown or partly filled close leaves SL and TP resting (a
+  ``close_failed`` / ``close_unknown`` / ``close_incomplete`` risk event, and reconciliation next), so
+  the position is never without protection; the resting reduce-only orders can neither open nor grow a
+  position in the moment between the fill and their cancel. Never refused by the guards.
 - ``sync`` (on start, then every ``reconciler.interval_s`` of wall time, driven by ticks, and after a
   gap) runs a reconciliation round (``actors.reconciler``): the venue's fills enter the ledger, the
   protection left behind when its sibling filled is an orphan and is cancelled, a naked position is
@@ -53,9 +63,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from actors.live_stream import Arrival, StreamThread
 from actors.reconciler import Reconciler, ReconcilerConfig
 from core.config import RiskConfig
+from core.errors import RejectedError, TransientError
 from core.killswitch import KillSwitch, KillSwitchConfig, KillSwitchEvent
 from core.ledger import EngineSignal, Fill
-from core.messages import BarClose, EntryIntent, MarketTick
+from core.messages import BarClose, CloseIntent, EntryIntent, MarketTick
 from core.sim import FillSimulator, SimConfig
 from core.sim import kernel as sim_kernel
 from exchange.binance.emergency import cancel_all_and_flatten
@@ -80,11 +91,14 @@ from exchange.binance.protected import (
     Outcome,
     ProtectedEntry,
     ProtectionConfig,
+    _position_qty,
+    _settled,
     cancel_protection,
     cancel_sibling,
     enter_protected,
 )
-from exchange.binance.signed import TradingConfig
+from exchange.binance.protected import _final as _until_final
+from exchange.binance.signed import OrderOutcomeUnknown, TradingConfig
 from exchange.binance.trading import BinanceTrading
 from exchange.binance.user_stream import Gap, MalformedEvent, UserStreamConfig
 from exchange.logging_safety import install_redaction
@@ -187,6 +201,7 @@ class LiveBook:
         self.audit = AuditLog(cfg.audit_dir) if cfg.audit_dir is not None else None
         self.stats = LiveStats()
         self.entries: dict[str, ProtectedEntry] = {}  # symbol → its open protected entry
+        self._closes_seen: set[str] = set()  # client ids of the close intents taken
         self._last_tick_ms = 0
         self._next_sync_s = 0.0
         self._sync_due = False  # a gap in the user stream: reconcile at the next drain
@@ -214,16 +229,79 @@ class LiveBook:
     # --- entries -----------------------------------------------------------------------------------
     def submit(
         self,
-        intents: Sequence[EntryIntent],
+        intents: Sequence[EntryIntent | CloseIntent],
         decision_ts: int | None = None,
         symbols: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Enter ``intents`` now, in the book's symbol order; return one result per intent."""
+        """Run the closes of ``intents``, then enter the entries in the book's symbol order; return one
+        result per intent, in ``intents``' order (a close's has ``kind`` "close")."""
         self._pump()
         self._kill_file()
+        closed = {id(c): self._close(c) for c in intents if isinstance(c, CloseIntent)}
         order = {s: k for k, s in enumerate(self.cfg.symbols)}
-        ranked = sorted(intents, key=lambda i: (int(i.decision_ts), order.get(i.symbol, len(order))))
-        return [self._enter(it) for it in ranked]
+        entries = [i for i in intents if not isinstance(i, CloseIntent)]
+        ranked = sorted(entries, key=lambda i: (int(i.decision_ts), order.get(i.symbol, len(order))))
+        entered = {id(it): self._enter(it) for it in ranked}
+        return [closed[id(i)] if isinstance(i, CloseIntent) else entered[id(i)] for i in intents]
+
+    def _close(self, ci: CloseIntent) -> dict[str, Any]:
+        """Close ``ci.symbol``'s protected position reduce-only; cancel its protections once the close
+        filled, never before (module docstring, "Closes")."""
+        now = self.wall_ms()
+        close_id = client_id(ci.client_id, "close")
+        result: dict[str, Any] = {"symbol": ci.symbol, "decision_ts": int(ci.decision_ts), "kind": "close",
+                                  "client_order_id": close_id, "filled": False}  # fmt: skip
+        entry = self.entries.get(ci.symbol)
+        if ci.client_id in self._closes_seen:
+            return result | {"reasons": ("DUPLICATE_INTENT",)}
+        if (entry is None or (ci.side and entry.plan.side != _SIDE[int(ci.side)])
+                or int(entry.plan.decision_key.rsplit(":", 1)[1]) >= int(ci.decision_ts)):  # fmt: skip
+            return result | {"reasons": ("FLAT",)}  # nothing it may close (a retry of a done close too)
+        self._closes_seen.add(ci.client_id)  # the closes sent: as many as trades
+        plan, qty = entry.plan, entry.filled_qty
+        result["trade_group_id"] = plan.decision_key
+        self.store.record_signal(EngineSignal(
+            now, ci.symbol, plan.side, engine="rl", reason=ci.reason, trade_group_id=plan.decision_key,
+            client_order_id=close_id, meta={"decision_ts": int(ci.decision_ts), "quantity": str(qty)},
+        ))  # fmt: skip
+        self._audit("decision", now, symbol=ci.symbol, side=plan.closing_side, trade_group_id=plan.decision_key,
+                    reason=ci.reason, quantity=qty)  # fmt: skip
+        details = {"trade_group_id": plan.decision_key, "client_order_id": close_id, "quantity": str(qty)}
+        cfg = self.cfg.protection
+        try:
+            close = _settled(self.trading, ci.symbol, close_id, lambda: self.trading.close_position(
+                ci.symbol, plan.closing_side, qty, close_id), cfg.close_attempts, time.sleep)  # fmt: skip
+        except RejectedError as e:
+            if _position_qty(self.trading, plan) == 0:  # already flat on the venue: its protection is moot
+                self._closed(ci.symbol, "VENUE")
+                self._risk_event(now, "close_flat", ci.symbol, 1, f"{ci.symbol} {ci.reason}: already flat ({e})",
+                                 details)  # fmt: skip
+                return result | {"reasons": ("FLAT",)}
+            self._risk_event(now, "close_failed", ci.symbol, 2,
+                             f"{ci.symbol} {ci.reason} refused: {e}; SL and TP stay", details)  # fmt: skip
+            self._kill_events(self.kill.order_result(now, False))
+            return result | {"reasons": ("CLOSE_REJECTED",)}
+        except (OrderOutcomeUnknown, TransientError) as e:
+            self._next_sync_s = 0.0  # the venue's record decides at the next tick
+            self._risk_event(now, "close_unknown", ci.symbol, 2,
+                             f"{ci.symbol} {ci.reason}: {e}; SL and TP stay", details)  # fmt: skip
+            return result | {"reasons": ("CLOSE_UNKNOWN",)}
+        close = _until_final(self.trading, close, cfg, time.monotonic, time.sleep)
+        records: list[Any] = [order_of_response(close)]
+        records += self._fills_of([close] if close.executedQty > 0 else [])
+        self.store.record(records)
+        self._audit("order", now, symbol=ci.symbol, client_order_id=close_id, side=close.side, status=close.status,
+                    qty=close.executedQty, price=close.avgPrice)  # fmt: skip
+        self._kill_events(self.kill.order_result(now, True))
+        if close.status != "FILLED" or close.executedQty < qty:
+            self._next_sync_s = 0.0
+            self._risk_event(now, "close_incomplete", ci.symbol, 2, f"{ci.symbol} {ci.reason}: {close.status} "
+                             f"{close.executedQty} of {qty}; SL and TP stay", details | {"status": close.status})  # fmt: skip
+            return result | {"reasons": ("CLOSE_INCOMPLETE",)}
+        self._closed(ci.symbol, ci.reason, price=float(close.avgPrice))  # flat now: cancel SL and TP
+        self._risk_event(now, "rl_close", ci.symbol, 1, f"{ci.symbol} {plan.side} closed ({ci.reason}) at "
+                         f"{close.avgPrice}", details | {"price": str(close.avgPrice)})  # fmt: skip
+        return result | {"filled": True, "reasons": (), "price": float(close.avgPrice)}
 
     def _enter(self, it: EntryIntent) -> dict[str, Any]:
         now = self.wall_ms()

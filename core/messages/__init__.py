@@ -42,10 +42,12 @@ from core.messages.realtime import (
     PREDICTOR_DEPLOYMENT_NAME,
     BarClose,
     CloseEvent,
+    CloseIntent,
     EntryIntent,
     IngestHook,
     MarketTick,
     Prediction,
+    close_client_id,
 )
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "BookTicker",
     "CandleClosed",
     "CloseEvent",
+    "CloseIntent",
     "DataQualityEvent",
     "Decision",
     "EntryIntent",
@@ -79,6 +82,7 @@ __all__ = [
     "TrainingUpdate",
     "as_topic",
     "check_message",
+    "close_client_id",
     "decode",
     "encode",
     "encode_for",

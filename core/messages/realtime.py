@@ -10,8 +10,9 @@ calls, so they are frozen dataclasses that may hold numpy arrays (the bus messag
   the writer;
 - a decider → the Predictor (Serve app ``PREDICTOR_APP_NAME``, deployment
   ``PREDICTOR_DEPLOYMENT_NAME``): a feature block; the answer is a ``Prediction``;
-- a decider → the execution actor (``EXECUTION_ACTOR_NAME``): ``EntryIntent`` lists, ``BarClose``
-  lists, and the ``MarketTick`` batches.
+- a decider → the execution actor (``EXECUTION_ACTOR_NAME``): ``EntryIntent`` lists (and the RL
+  agent's ``CloseIntent``s, each before the entry it precedes), ``BarClose`` lists, and the
+  ``MarketTick`` batches.
 
 Times are epoch milliseconds of the venue's clock unless a name says ``wall``.
 """
@@ -106,6 +107,32 @@ class EntryIntent:
     book_ts: int
     mark: float = math.nan
     signal_received_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CloseIntent:
+    """A close of ``symbol``'s position decided on the close of bar ``decision_ts`` (its open time, ms):
+    the RL agent's CLOSE, or the first half of a reversal (LONG while short, SHORT while long).
+
+    ``side`` is the side it closes: +1 only a long, −1 only a short, 0 either (the backtest's signal
+    exits: LONG exits a short, SHORT a long, CLOSE either). A book closes only a position entered on
+    a decision bar before ``decision_ts``, so a re-delivered close never closes the position the same
+    reversal (or a later decision) opened. ``client_id`` (``close_client_id``) is deterministic from
+    the session, the symbol and the decision bar: the live book derives its venue order id from it, so
+    a retried close is found, not sent twice. Exits are never refused by the risk guards.
+    """
+
+    symbol: str
+    decision_ts: int
+    client_id: str
+    side: int = 0
+    reason: str = "RL_CLOSE"
+
+
+def close_client_id(session_id: str, symbol: str, decision_ts: int) -> str:
+    """The client id of the close of ``symbol`` decided on bar ``decision_ts`` in session ``session_id``
+    (distinct from the trade group ``<session>:<symbol>:<ts>`` of an entry decided on the same bar)."""
+    return f"{session_id}:{symbol}:{int(decision_ts)}:close"
 
 
 @dataclass(frozen=True, slots=True)

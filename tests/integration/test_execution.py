@@ -15,7 +15,7 @@ from actors.execution import (
     trade_group_id,
 )
 from core.config import RiskConfig
-from core.messages import BarClose, EntryIntent, MarketTick
+from core.messages import BarClose, CloseIntent, EntryIntent, MarketTick, close_client_id
 from core.signals import empty_signals
 from core.sim import FillSimulator, MarketPanel, SimConfig, run_backtest
 from core.time import MINUTE_MS
@@ -366,3 +366,76 @@ def test_a_second_session_on_the_same_window_records_its_refusals_without_stoppi
     assert [(r.symbol, r.details["session"]) for r in got] == [("BTCUSDT", "s1")]
     assert sorted(r["trade_group_id"] for r in rows(cfg.database_url)) == ["s1:ETHUSDT:1717200000000",
                                                                            "s2:ETHUSDT:1717200000000"]  # fmt: skip
+
+
+# --- close intents (the RL agent's CLOSE and reversals) --------------------------------------------
+
+
+def test_a_close_intent_closes_at_the_bid_with_the_simulators_per_symbol_exit(cfg):
+    book = ExecutionBook(cfg)
+    assert book.submit([intent()])[0].filled  # ETH long decided on T0
+    tick = MarketTick("ETHUSDT", T0 + MINUTE_MS + 1050, 2010.0, 2009.9, 2010.1)
+    assert book.on_ticks([tick]) == 0
+    bar = T0 + MINUTE_MS
+    close = CloseIntent("ETHUSDT", bar, close_client_id("s1", "ETHUSDT", bar))
+    (res,) = book.submit([close])
+    assert res.kind == "close" and res.filled and res.trade_group_id == trade_group_id("s1", "ETHUSDT", T0)
+    got = rows(cfg.database_url)
+    assert [r["event_type"] for r in got] == ["entry", "FINAL"]
+    final = got[1]
+    assert final["exit_reason"] == "RL_CLOSE" and final["ts"] == bar + MINUTE_MS
+    # the same trade through a bare simulator: open, the tick, the per-symbol market exit at the bid
+    sim = FillSimulator(SYMBOLS, SIM, RiskConfig())
+    it = intent()
+    assert sim.open_position(it.symbol, 1, it.book_ts, it.ask, 0.1 * sim.equity, decision_price=2000.0, atr=20.0,
+                             sl=it.sl_price, tp=it.tp_price, leverage=5, mark_price=2000.0,
+                             quote_volume_usdt=5e6) == ()  # fmt: skip
+    assert sim.on_mark("ETHUSDT", tick.ts_ms, tick.mark, bid=tick.bid, ask=tick.ask) is None
+    assert sim.close_position("ETHUSDT", bar + MINUTE_MS, 2009.9, reason="SIGNAL")
+    ref = sim.trades().iloc[-1]
+    for key, col in (
+        ("realized_pnl", "pnl"),
+        ("fees", "fees"),
+        ("funding", "funding"),
+        ("exit_price", "exit_price"),
+    ):
+        assert final[key] == pytest.approx(float(ref[col]), rel=1e-12, abs=1e-12), key
+    assert book.sim.wallet == pytest.approx(sim.wallet, rel=1e-12)
+    # the same close again (a retry): nothing more is closed or written
+    again = book.submit([close])[0]
+    assert not again.filled and again.reasons == ("DUPLICATE_INTENT",)
+    assert len(rows(cfg.database_url)) == 2 and book.summary()["exits"] == 1
+
+
+def test_a_reversal_closes_then_enters_in_one_submit_and_exits_pass_the_kill_switch(cfg):
+    book = ExecutionBook(cfg)
+    assert book.submit([intent()])[0].filled  # long
+    bar = T0 + 2 * MINUTE_MS
+    rev = [
+        CloseIntent("ETHUSDT", bar, close_client_id("s1", "ETHUSDT", bar), side=1),
+        intent(ts=bar, side=-1, book_ts=bar + MINUTE_MS + 20),
+    ]
+    wrong_side = CloseIntent("ETHUSDT", bar, close_client_id("s1", "ETHUSDT", bar + 1), side=-1)
+    assert book.submit([wrong_side])[0].reasons == ("FLAT",)  # a SHORT's exit does not close a long
+    closed, entered = book.submit(rev, bar, SYMBOLS)
+    assert closed.kind == "close" and closed.filled and entered.kind == "entry" and entered.filled
+    got = rows(cfg.database_url)
+    assert [(r["event_type"], r["side"]) for r in got] == [
+        ("entry", "LONG"),
+        ("FINAL", "LONG"),
+        ("entry", "SHORT"),
+    ]
+    assert got[1]["ts"] <= got[2]["ts"] and got[1]["exit_reason"] == "RL_CLOSE"
+    # a close re-delivered (even under a new id) never closes the position its own reversal opened
+    redelivered = CloseIntent("ETHUSDT", bar, close_client_id("s2", "ETHUSDT", bar))
+    assert book.submit([redelivered])[0].reasons == ("FLAT",)
+    # with the kill switch on, an entry is refused but a close goes through (exits are never refused)
+    book.kill_switch(close_positions=False)
+    later = bar + 3 * MINUTE_MS
+    closed, refused = book.submit(
+        [CloseIntent("ETHUSDT", later, close_client_id("s1", "ETHUSDT", later)),
+         intent(ts=later, book_ts=later + MINUTE_MS + 20)], later, SYMBOLS,
+    )  # fmt: skip
+    assert closed.filled and not refused.filled and "KILL_SWITCH" in refused.reasons
+    assert [r["event_type"] for r in rows(cfg.database_url)] == ["entry", "FINAL", "entry", "FINAL"]
+    assert book.sim.position("ETHUSDT") is None and book.summary()["exit_reasons"] == {"RL_CLOSE": 2}

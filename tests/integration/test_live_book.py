@@ -19,7 +19,7 @@ from venue_fixtures import exchange_info as exchange_info
 from actors.live_book import LiveBook, LiveConfig
 from core.config import RiskConfig
 from core.killswitch import KillSwitch
-from core.messages import BarClose, EntryIntent, MarketTick
+from core.messages import BarClose, CloseIntent, EntryIntent, MarketTick, close_client_id
 from exchange.binance.orders import client_id
 from exchange.binance.signed import TradingConfig
 from storage import killswitch_store
@@ -192,3 +192,101 @@ def test_a_kill_and_a_resume_recorded_by_another_process_reach_the_running_book(
     live.on_ticks([])
     assert live.kill.entries_allowed
     assert killswitch_store.latest_state(engine) is not None  # the book's own rows read back as states
+
+
+# --- close intents (the RL agent's CLOSE and reversals) --------------------------------------------
+
+
+def rl_close(result: dict[str, Any], *, session: str = "live-test", side: int = 0) -> CloseIntent:
+    """The agent's close of BTC decided on the bar after the entry's."""
+    bar = result["decision_ts"] + MINUTE
+    return CloseIntent(BTC, bar, close_client_id(session, BTC, bar), side=side)
+
+
+def venue_orders(venue: Venue, client_order_id: str) -> list[Any]:
+    return [o for o in venue.broker.order_state.orders.values() if o.client_order_id == client_order_id]
+
+
+def test_a_close_intent_closes_reduce_only_then_cancels_both_protections(
+    book: tuple[LiveBook, Monotonic], venue: Venue, engine: sa.Engine
+) -> None:
+    live, _ = book
+    (entry,) = live.submit([intent(venue)])
+    assert entry["outcome"] == "protected" and len(venue.open_algos()) == 2
+    close = rl_close(entry, side=1)
+    (done,) = live.submit([close])
+    venue_id = client_id(close.client_id, "close")
+    assert done["kind"] == "close" and done["filled"] and done["client_order_id"] == venue_id
+    assert venue.position() == 0 and venue.open_algos() == []
+    (order,) = venue_orders(venue, venue_id)
+    assert order.reduce_only and order.status == "FILLED" and order.executed_qty == D("0.003")
+    assert {a.status for a in venue.broker.algos.values()} == {"CANCELED"}
+    ledger_matches_venue(live, venue)
+    assert live.store.positions()[BTC].qty == 0 and live.summary()["open_positions"] == []
+    with engine.connect() as c:
+        signal = c.execute(
+            sa.select(engine_signals).where(engine_signals.c.client_order_id == venue_id)
+        ).one()
+        kinds = [r.event_type for r in c.execute(sa.select(risk_events.c.event_type))]
+    assert signal.engine == "rl" and signal.reason == "RL_CLOSE" and kinds == ["rl_close"]
+    # the same close again, and after a restart (the venue's record is the book's): no second order
+    assert live.submit([close])[0]["reasons"] == ("DUPLICATE_INTENT",)
+    again = LiveBook(live.cfg)
+    try:
+        assert again.submit([close])[0]["reasons"] == ("FLAT",)
+    finally:
+        again.close()
+    assert len(venue_orders(venue, venue_id)) == 1 and venue.position() == 0
+
+
+def test_a_close_whose_answer_is_lost_is_found_by_its_client_id_not_sent_twice(
+    book: tuple[LiveBook, Monotonic], venue: Venue
+) -> None:
+    live, _ = book
+    (entry,) = live.submit([intent(venue)])
+    venue.faults.rest_timeout("/fapi/v1/order", sleep_s=2.0, apply=True)  # placed; the answer comes too late
+    close = rl_close(entry)
+    (done,) = live.submit([close])
+    assert done["filled"], done
+    assert len(venue_orders(venue, client_id(close.client_id, "close"))) == 1
+    assert venue.position() == 0 and venue.open_algos() == []
+    ledger_matches_venue(live, venue)
+
+
+def test_a_refused_close_leaves_the_position_protected_and_a_later_close_goes_through(
+    book: tuple[LiveBook, Monotonic], venue: Venue, engine: sa.Engine
+) -> None:
+    live, _ = book
+    (entry,) = live.submit([intent(venue)])
+    venue.faults.reject_order(-2010, "Order would immediately trigger.", kind="order")
+    (failed,) = live.submit([rl_close(entry)])
+    assert not failed["filled"] and failed["reasons"] == ("CLOSE_REJECTED",)
+    # never naked: the position and both protections stay on the venue, the book still holds it
+    assert venue.position() == D("0.003") and len(venue.open_algos()) == 2
+    assert sorted(a.order_type for a in venue.open_algos()) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]
+    assert live.summary()["open_positions"] == [BTC]
+    ledger_matches_venue(live, venue)
+    with engine.connect() as c:
+        failures = c.execute(sa.select(risk_events).where(risk_events.c.event_type == "close_failed")).all()
+    assert len(failures) == 1 and failures[0].severity == 2
+    # the agent's next close (a new decision bar) closes it and only then cancels the protections
+    bar = entry["decision_ts"] + 2 * MINUTE
+    (done,) = live.submit([CloseIntent(BTC, bar, close_client_id("live-test", BTC, bar))])
+    assert done["filled"] and venue.position() == 0 and venue.open_algos() == []
+    ledger_matches_venue(live, venue)
+
+
+def test_a_reversal_closes_then_enters_the_other_side_protected(
+    book: tuple[LiveBook, Monotonic], venue: Venue
+) -> None:
+    live, _ = book
+    (entry,) = live.submit([intent(venue)])  # long
+    close = rl_close(entry, side=1)
+    short = EntryIntent(BTC, close.decision_ts, -1, 0.02, 3, 60_600.0, 59_400.0, MARK, 50.0, 1e9, 60_000.0,
+                        60_000.1, venue.wall(), mark=MARK)  # fmt: skip
+    closed, entered = live.submit([close, short])
+    assert closed["kind"] == "close" and closed["filled"] and entered["outcome"] == "protected"
+    assert venue.position() == D("-0.003") and len(venue.open_algos()) == 2  # the short's SL and TP
+    group = entered["trade_group_id"]
+    assert {a.client_algo_id for a in venue.open_algos()} == {client_id(group, "sl"), client_id(group, "tp")}
+    ledger_matches_venue(live, venue)
