@@ -24,7 +24,7 @@ execution actor holds one or the other (``make_book``), and no shared code asks 
 - Closes (``CloseIntent``: the RL agent's CLOSE, or a reversal's close, which a submit runs before
   its entries): a reduce-only MARKET of the entry's quantity with a client id derived from the
   intent's (``client_id(intent.client_id, "close")``) through the protected entry's own close path
-  (``protected._settled``: an unknown outcome is queried before anything is sent again, so a retried
+  (``protected.place_settled``: an unknown outcome is queried before anything is sent again, so a retried
   close is found, not sent twice), written to the ledger (engine signal first, then the order and its
   fills) with an ``rl_close`` risk event. The protections are cancelled only after the venue reports
   the close FILLED: a refused, unknown or partly filled close leaves SL and TP resting (a
@@ -91,13 +91,13 @@ from exchange.binance.protected import (
     Outcome,
     ProtectedEntry,
     ProtectionConfig,
-    _position_qty,
-    _settled,
     cancel_protection,
     cancel_sibling,
     enter_protected,
+    place_settled,
+    position_qty,
+    wait_final,
 )
-from exchange.binance.protected import _final as _until_final
 from exchange.binance.signed import OrderOutcomeUnknown, TradingConfig
 from exchange.binance.trading import BinanceTrading
 from exchange.binance.user_stream import Gap, MalformedEvent, UserStreamConfig
@@ -269,10 +269,10 @@ class LiveBook:
         details = {"trade_group_id": plan.decision_key, "client_order_id": close_id, "quantity": str(qty)}
         cfg = self.cfg.protection
         try:
-            close = _settled(self.trading, ci.symbol, close_id, lambda: self.trading.close_position(
+            close = place_settled(self.trading, ci.symbol, close_id, lambda: self.trading.close_position(
                 ci.symbol, plan.closing_side, qty, close_id), cfg.close_attempts, time.sleep)  # fmt: skip
         except RejectedError as e:
-            if _position_qty(self.trading, plan) == 0:  # already flat on the venue: its protection is moot
+            if position_qty(self.trading, plan) == 0:  # already flat on the venue: its protection is moot
                 self._closed(ci.symbol, "VENUE")
                 self._risk_event(now, "close_flat", ci.symbol, 1, f"{ci.symbol} {ci.reason}: already flat ({e})",
                                  details)  # fmt: skip
@@ -286,7 +286,7 @@ class LiveBook:
             self._risk_event(now, "close_unknown", ci.symbol, 2,
                              f"{ci.symbol} {ci.reason}: {e}; SL and TP stay", details)  # fmt: skip
             return result | {"reasons": ("CLOSE_UNKNOWN",)}
-        close = _until_final(self.trading, close, cfg, time.monotonic, time.sleep)
+        close = wait_final(self.trading, close, cfg, time.monotonic, time.sleep)
         records: list[Any] = [order_of_response(close)]
         records += self._fills_of([close] if close.executedQty > 0 else [])
         self.store.record(records)

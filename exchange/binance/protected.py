@@ -146,7 +146,7 @@ def enter_protected(
     start = clock()
     entry_id = client_id(plan.decision_key, "entry")
     try:
-        entry = _settled(trading, plan.symbol, entry_id, lambda: trading.place_entry(
+        entry = place_settled(trading, plan.symbol, entry_id, lambda: trading.place_entry(
             plan.symbol, plan.order_side, plan.quantity, entry_id, mark_price=plan.mark_price), cfg.entry_attempts, sleep)  # fmt: skip
     except RejectedError as e:
         out.outcome = Outcome.REJECTED
@@ -156,11 +156,11 @@ def enter_protected(
         out.event("entry_unknown", f"entry {entry_id}: {e}; reading the position", client_id=entry_id)
         entry = None
     if entry is not None:
-        entry = _final(trading, entry, cfg, clock, sleep)
+        entry = wait_final(trading, entry, cfg, clock, sleep)
         out.entry = entry
         out.filled_qty, out.avg_price = entry.executedQty, entry.avgPrice
     if entry is None or entry.status not in _FINAL:
-        qty = _position_qty(trading, plan)
+        qty = position_qty(trading, plan)
         if qty is None:
             out.event("entry_unresolved", f"entry {entry_id}: neither the order nor the position is known")
             return out
@@ -192,7 +192,7 @@ def enter_protected(
     return out
 
 
-def _settled(
+def place_settled(
     trading: BinanceTrading, symbol: str, order_id: str, place: Callable[[], OrderResponse], n: int,
     sleep: Callable[[float], None],
 ) -> OrderResponse:  # fmt: skip
@@ -223,13 +223,15 @@ def _settled(
     raise AssertionError("unreachable")
 
 
-def _final(
+def wait_final(
     trading: BinanceTrading,
     order: OrderResponse,
     cfg: ProtectionConfig,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> OrderResponse:
+    """Poll ``order`` until the venue reports a final status or ``cfg.fill_timeout_s`` passes; the last
+    answer seen (a transient error or unknown outcome of a poll is retried at the next one)."""
     deadline = clock() + cfg.fill_timeout_s
     while order.status not in _FINAL and clock() < deadline:
         sleep(cfg.poll_s)
@@ -240,7 +242,7 @@ def _final(
     return order
 
 
-def _position_qty(trading: BinanceTrading, plan: EntryPlan) -> Decimal | None:
+def position_qty(trading: BinanceTrading, plan: EntryPlan) -> Decimal | None:
     """The position's size on the plan's side (0 when flat or on the other side), None if unreadable."""
     try:
         rows = trading.positions(plan.symbol)
@@ -299,10 +301,10 @@ def _flatten(
     """Close the filled quantity reduce-only at once, then cancel the protections that may rest."""
     close_id = client_id(plan.decision_key, "close")
     try:
-        out.close = _settled(trading, plan.symbol, close_id, lambda: trading.close_position(
+        out.close = place_settled(trading, plan.symbol, close_id, lambda: trading.close_position(
             plan.symbol, plan.closing_side, out.filled_qty, close_id), cfg.close_attempts, sleep)  # fmt: skip
     except RejectedError as e:  # e.g. -2022 ReduceOnly rejected: the position is already gone
-        left = _position_qty(trading, plan)
+        left = position_qty(trading, plan)
         if left == 0:
             out.outcome = Outcome.FLATTENED
             out.event("naked_closed", f"position already flat when closing ({e})", close_id=close_id)
