@@ -1,10 +1,12 @@
-"""``raytrade serve``: the API and the dashboard (``serve.ingress``) on local Ray, on 127.0.0.1."""
+"""``raytrade serve``: the API and the dashboard on local Ray, on 127.0.0.1: uvicorn in one Ray actor
+(``serve.api_server``, the default) or Serve's HTTP proxy (``serve.ingress``), by ``Settings.api_server``."""
 
 from __future__ import annotations
 
 import signal
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -32,15 +34,59 @@ def api_config(settings: Settings) -> ApiConfig:
     )  # fmt: skip
 
 
-def start_api(settings: Settings, model: str) -> str:
-    """Serve's HTTP proxy on 127.0.0.1:``api_port``, the Predictor of ``model``'s production version and
-    the API; return the dashboard's URL."""
-    from serve.ingress import deploy_api, start_serve
+@dataclass
+class RunningApi:
+    """A started API: its base URL and how to stop it."""
+
+    url: str
+    server: str  # Settings.api_server
+    actor: Any = None  # the uvicorn actor (serve.api_server); None behind Serve's proxy
+
+    def stop(self) -> None:
+        """Stop serving: the uvicorn actor stops gracefully and frees the port; the Serve app is deleted."""
+        if self.actor is not None:
+            from serve.api_server import stop_api_server
+
+            stop_api_server(self.actor)
+            self.actor = None
+        elif self.server == "serve":
+            from ray import serve
+
+            from serve.ingress import API_APP_NAME
+
+            serve.delete(API_APP_NAME)
+            self.server = "stopped"
+
+
+def prepare_api(settings: Settings) -> None:
+    """Call before anything deploys on Serve: behind Serve's proxy, Serve must start with HTTP on
+    (its HTTP options are fixed at its first start); the uvicorn actor needs nothing of Serve's HTTP."""
+    if settings.api_server == "serve":
+        from serve.ingress import start_serve
+
+        start_serve(settings.api_port)
+
+
+def launch_api(settings: Settings) -> RunningApi:
+    """Serve the API on 127.0.0.1:``api_port`` with ``settings.api_server`` (the Predictor is running)."""
+    if settings.api_server == "serve":
+        from serve.ingress import deploy_api
+
+        return RunningApi(deploy_api(api_config(settings), settings.api_port), "serve")
+    from serve.api_server import start_api_server
+
+    actor, url = start_api_server(api_config(settings), settings.api_port)
+    return RunningApi(url, settings.api_server, actor)
+
+
+def start_api(settings: Settings, model: str) -> RunningApi:
+    """The Predictor of ``model``'s production version and the API on 127.0.0.1:``api_port``
+    (``settings.api_server``: uvicorn in a Ray actor, or Serve's HTTP proxy); ``.url`` is its address."""
     from serve.predictor import deploy_predictor
 
-    start_serve(settings.api_port)  # before anything deploys: Serve's HTTP options are fixed at its start
+    prepare_api(settings)
     deploy_predictor(settings.tracking_uri, model)
-    return deploy_api(api_config(settings), settings.api_port)
+    return launch_api(settings)
 
 
 def start_promotion_watch(settings: Settings, interval_s: float = 30.0) -> PromotionWatcher:
@@ -95,10 +141,11 @@ def serve_cmd(
     (rotate if rotate_token else ensure_token)(token_file)
     start_ray(settings, progress=False)
     try:
-        url = start_api(settings, model)
-    except ConfigError as e:
+        api = start_api(settings, model)
+    except (ConfigError, OSError) as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
+    url = api.url
     console.print(f"dashboard: {url}/dashboard  (token in {token_file}; send it as Authorization: Bearer …)")
     console.print(f"API schema: {url}/openapi.json; Ctrl-C stops")
     watcher = start_promotion_watch(settings, promotion_watch_s)
@@ -110,6 +157,7 @@ def serve_cmd(
             time.sleep(0.5)
     finally:
         watcher.stop()
+        api.stop()
 
 
 def register(app: typer.Typer) -> None:

@@ -70,7 +70,7 @@ class ShadowOptions:
     close_deadline_ms: int = 3000
     mark_fallback: Literal["none", "last"] = "none"  # replay without mark_1m: refuse, or last price as mark
     mode: Literal["shadow", "live"] = "shadow"  # live: orders go to the venue (actors.live_book)
-    api: bool = False  # also serve the API and dashboard (serve.ingress) on 127.0.0.1:settings.api_port
+    api: bool = False  # also serve the API and dashboard on 127.0.0.1:settings.api_port (Settings.api_server)
     # supervised: core.policy decides on the Predictor's outputs; rl: the hybrid RL agent does (the RLPolicy
     # deployment on <model_name>-rl@production beside the Predictor, decisions in rl_decisions; actors.decide)
     policy: Literal["supervised", "rl"] = "supervised"
@@ -121,6 +121,7 @@ class ShadowSession:
         self.ws_url = TESTNET_WS if testnet else BINANCE_WS
         self.started_wall_s = math.nan
         self.api_url: str | None = None
+        self.api: Any = None  # raytrade.cmd_serve.RunningApi
         self.promotion_watch: Any = None  # with the API: production moves made in the MLflow UI, recorded
 
     # --- start -------------------------------------------------------------------------------------
@@ -154,19 +155,19 @@ class ShadowSession:
         engine.dispose()
         start_ray(s, progress=False)
         if o.api:
-            from serve.ingress import start_serve
+            from raytrade.cmd_serve import prepare_api
 
-            start_serve(s.api_port)  # before the Predictor: Serve's HTTP options are fixed at its start
+            prepare_api(s)  # before the Predictor: Serve's HTTP options are fixed at its start
         deploy_predictor(s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s)
         if o.policy == "rl":
             from serve.rl_policy import deploy_rl_policy
 
             deploy_rl_policy(s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s)
         if o.api:
-            from raytrade.cmd_serve import api_config, start_promotion_watch
-            from serve.ingress import deploy_api
+            from raytrade.cmd_serve import launch_api, start_promotion_watch
 
-            self.api_url = deploy_api(api_config(s), s.api_port)
+            self.api = launch_api(s)  # Settings.api_server: uvicorn in a Ray actor, or Serve's proxy
+            self.api_url = self.api.url
             self.promotion_watch = start_promotion_watch(s)
         if o.venue == "replay":
             self._start_venue()  # before the book: a live book connects to the venue as it starts
@@ -332,6 +333,7 @@ class ShadowSession:
         for actor in self.ingest:
             ray.kill(actor)
         self.ingest.clear()
+        self.stop_api()
         return report
 
     def _stop_promotion_watch(self) -> None:
@@ -339,11 +341,18 @@ class ShadowSession:
             self.promotion_watch.stop()
             self.promotion_watch = None
 
+    def stop_api(self) -> None:
+        """Stop serving the API (graceful; the port is freed). ``shutdown`` does it too."""
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+
     def shutdown(self) -> None:
         """Remove the Predictor and the execution actor (tests; a real session keeps the actor)."""
         from ray import serve
 
         self._stop_promotion_watch()
+        self.stop_api()
         if self.execution is not None:
             ray.kill(self.execution, no_restart=True)
             self.execution = None

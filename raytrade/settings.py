@@ -80,8 +80,11 @@ class Settings(BaseSettings):
     )
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for local Ray; unset: all")
     ray_object_store_mb: int = Field(512, ge=64, description="object store of local Ray, MiB")
-    api_port: int = Field(
-        8765, ge=1, le=65535, description="the API and dashboard (Serve's HTTP proxy on 127.0.0.1)"
+    api_port: int = Field(8765, ge=1, le=65535, description="the API and dashboard, on 127.0.0.1")
+    api_server: Literal["uvicorn-actor", "serve"] = Field(
+        "uvicorn-actor",
+        description="what serves the API: uvicorn in one Ray actor (serve.api_server; ~1 ms CPU a request) "
+        "or a Serve deployment behind Serve's HTTP proxy (serve.ingress; ~8-13 ms CPU a request)",
     )
     worker_lease_s: float = Field(
         60.0, gt=0, le=86_400, description="how long a batch worker holds a job without a heartbeat, s"

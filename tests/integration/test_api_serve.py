@@ -1,4 +1,5 @@
-"""The API as a Ray Serve ingress (``serve.ingress``, what ``raytrade serve`` and ``raytrade run`` start):
+"""The API as a Ray Serve ingress (``serve.ingress``, what ``raytrade serve`` and ``raytrade run`` start with
+``api_server="serve"``; tests/integration/test_api_server.py covers the default, uvicorn in a Ray actor):
 Serve's HTTP proxy on 127.0.0.1, the FastAPI app in a Serve replica, the Predictor behind ``/predict``
 through its deployment handle, the dashboard pages — real HTTP requests against all of it."""
 
@@ -32,12 +33,15 @@ def free_port() -> int:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     from ray import serve
 
-    settings = Settings(_env_file=None, data_dir=tmp_path_factory.mktemp("api"), api_port=free_port())
+    settings = Settings(
+        _env_file=None, data_dir=tmp_path_factory.mktemp("api"), api_port=free_port(), api_server="serve"
+    )
     install_production_model(settings, T0)
     serve.shutdown()  # Serve's HTTP options are fixed at its start: an earlier module may have started it without
     try:
-        url = start_api(settings, SHADOW_MODEL)
-        yield url, read_token(api_config(settings).token_file)
+        api = start_api(settings, SHADOW_MODEL)
+        assert api.actor is None  # Serve's proxy, not the uvicorn actor
+        yield api.url, read_token(api_config(settings).token_file)
     finally:
         serve.shutdown()
 
