@@ -123,6 +123,7 @@ class ShadowSession:
         self.api_url: str | None = None
         self.api: Any = None  # raytrade.cmd_serve.RunningApi
         self.promotion_watch: Any = None  # with the API: production moves made in the MLflow UI, recorded
+        self.health: Any = None  # actors.health: checks, circuit breaker, notifications (Settings.health)
 
     # --- start -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -190,6 +191,7 @@ class ShadowSession:
             self.ingest.append(IngestActor.options(num_cpus=0).remote(cfg, hook))
         ray.get([a.start.remote() for a in self.ingest])
         self._wait_connected(timeout_s=60.0)
+        self._start_health()
         self.started_wall_s = time.monotonic()
         if self.venue is not None:
             self.venue.resume()
@@ -302,6 +304,9 @@ class ShadowSession:
         """Stop ingest (flushing the writers), flatten if asked, stop the venue; return the session report."""
         report: dict[str, Any] = {"session_id": self.options.session_id}
         self._stop_promotion_watch()
+        if self.health is not None:
+            report["health"] = ray.get(self.health.status.remote(), timeout=60)
+        self._stop_health()
         wall = time.monotonic() - self.started_wall_s
         ingest_stats = ray.get([a.stop.remote() for a in self.ingest]) if self.ingest else []
         hooks = ray.get([a.hook_stats.remote() for a in self.ingest]) if self.ingest else []
@@ -336,6 +341,28 @@ class ShadowSession:
         self.stop_api()
         return report
 
+    def _start_health(self) -> None:
+        """The health checker (``actors.health``) with the session's universe and venue clock, notifying
+        through ``Settings.notify`` when a channel is configured; off with RAYTRADE_HEALTH__ENABLED=false."""
+        s = self.settings
+        if not s.health.enabled:
+            return
+        from actors.health import HEALTH_ACTOR_NAME, start_health_actor
+
+        self.health = start_health_actor(
+            name=f"{HEALTH_ACTOR_NAME}-{self.options.session_id}", config=s.health, database_url=s.database_url,
+            redis_url=s.redis_url, tracking_uri=s.tracking_uri, universe=tuple(sorted({*self.options.symbols, BTC_SYMBOL})),
+            rest_url=self.rest_url, notify=s.notify, source=f"health:{self.options.session_id}",
+        )  # fmt: skip
+
+    def _stop_health(self) -> None:
+        if self.health is not None:
+            try:
+                ray.get(self.health.stop.remote(), timeout=60)
+            finally:
+                ray.kill(self.health, no_restart=True)
+                self.health = None
+
     def _stop_promotion_watch(self) -> None:
         if self.promotion_watch is not None:
             self.promotion_watch.stop()
@@ -352,6 +379,7 @@ class ShadowSession:
         from ray import serve
 
         self._stop_promotion_watch()
+        self._stop_health()
         self.stop_api()
         if self.execution is not None:
             ray.kill(self.execution, no_restart=True)

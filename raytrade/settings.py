@@ -19,9 +19,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from actors.health import HealthConfig
 from core.config import LabelSpec, PolicyConfig, RiskConfig, WriterConfig, policy_label_conflicts
 from core.errors import ConfigError
 from core.killswitch import KillSwitchConfig
+from core.notify import NotifyConfig
 from core.symbols import DEFAULT_UNIVERSE, SymbolError, parse_universe
 
 ENV_PREFIX = "RAYTRADE_"
@@ -62,6 +64,14 @@ class Settings(BaseSettings):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     killswitch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
     writer: WriterConfig = Field(default_factory=WriterConfig)
+    notify: NotifyConfig = Field(
+        default_factory=NotifyConfig,
+        description="Slack/Telegram notifications (RAYTRADE_NOTIFY__SLACK_WEBHOOK_URL, __TELEGRAM_BOT_TOKEN, "
+        "__TELEGRAM_CHAT_ID, __EVENTS); off until a channel is set",
+    )
+    health: HealthConfig = Field(
+        default_factory=HealthConfig, description="the health checker of `raytrade run`"
+    )
     binance_api_key: SecretStr | None = Field(None, description="Binance API key (live mode only)")
     binance_api_secret: SecretStr | None = Field(None, description="Binance API secret (live mode only)")
     venue_api_key: SecretStr | None = Field(
