@@ -53,6 +53,7 @@ def start_ray(settings: Settings, *, progress: bool = True) -> None:
         before = process_tree(os.getpid())
         _loopback_only()
         ray.init(
+            address="local",  # start one: never join a cluster found on this machine by accident
             num_cpus=settings.ray_num_cpus,
             object_store_memory=settings.ray_object_store_mb * 1024 * 1024,
             include_dashboard=False,

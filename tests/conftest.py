@@ -88,6 +88,7 @@ def ray_session() -> Iterator[None]:
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # a new local instance, never a cluster some other process started
             num_cpus=2,
             object_store_memory=256 * 1024 * 1024,
             include_dashboard=False,
