@@ -42,7 +42,15 @@ instead of ``core.policy`` (the signals rows are still written, as the Predictor
   ``close_client_id(session, symbol, decision bar)``. Not carried out, and said so in the row's
   ``model_predictions.not_executed``: LONG while long / SHORT while short (nothing to do), an entry
   without ATR (a reversal still closes).
-- One ``rl_decisions`` row per fresh symbol and close, written before the intents go out
+- Cadence: the agent decides as it was trained, every ``decision_every`` bars (the serving version's
+  ``rl_decision_every`` tag, carried by every ``PolicyAnswer``; ``rl.train.DecisionEvery``): it is asked
+  only at closes whose bar index (open time // 1 min) is a multiple of it — the same bars in every
+  group and after a restart. Between them nothing is asked, recorded or sent (the close is still
+  reported to the execution actor with no intents, so SL/TP/time exits keep running on the book). The
+  cadence is learnt from the answers (``warm``'s zero observation first); when the alias moves to a
+  version of another cadence, an answer at a bar off the new cadence is dropped unrecorded and the
+  next bars follow the new one.
+- One ``rl_decisions`` row per fresh symbol and decision close, written before the intents go out
   (``executed`` false, ``position_after`` = before); the book's answer sets them: a close filled makes
   the row ``executed`` with ``position_after`` 0 (a reversal whose entry the guards refuse stays so,
   as the environment's CLOSE); an entry filled — in the submit's answer, or for an entry admitted with
@@ -254,8 +262,9 @@ class Decider:
         # trade group of an executed entry → its decision id (for pnl_result)
         self._rl_held: dict[str, int] = {}
         self._rl_known: set[str] = set()  # model ids seen in rl_models
+        self._rl_every: int | None = None  # the serving version's decision_every (from its answers)
         self.rl_counts: dict[str, int] = {"decisions": 0, **dict.fromkeys(RL_ACTION_NAMES, 0), "executed": 0,
-                                          "not_executed": 0}  # fmt: skip
+                                          "not_executed": 0, "between": 0}  # fmt: skip
         self.rl_not_executed: dict[str, int] = {}  # why an LONG/SHORT/CLOSE was not carried out
 
     # --- the hook ----------------------------------------------------------------------------------
@@ -292,9 +301,10 @@ class Decider:
             decide_symbols(features, preds, price, atr, self.cfg.policy, self.cfg.label)
         await self._execution.equity.remote()  # resolves the actor handle now
         if self._rl is not None:
-            await asyncio.wait_for(
+            probe = await asyncio.wait_for(
                 self._rl.decide.remote(np.zeros((n, OBS_DIM), np.float32)), self.cfg.rl_timeout_s * 3
             )
+            self._rl_every = _decision_every(probe)
         try:
             await asyncio.to_thread(self._model_id, answer.version)
         except RuntimeError as e:  # each close reports it (counted as a hook error)
@@ -429,7 +439,11 @@ class Decider:
         predictor_version: str,
     ) -> list[EntryIntent | CloseIntent]:
         """The RL agent decides the fresh symbols of one close on the Predictor's outputs (module
-        docstring); return the closes and entries for the execution actor, each close before its entry."""
+        docstring); return the closes and entries for the execution actor, each close before its entry.
+        Off the agent's cadence (``rl_due``) nothing is asked: no intents, no rows."""
+        if self._rl_every is not None and not rl_due(event.ts_ms, self._rl_every):
+            self.rl_counts["between"] += 1
+            return []
         book = await asyncio.to_thread(self._rl_book, list(symbols))
         n = len(symbols)
         side, held, upnl = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -449,6 +463,13 @@ class Decider:
             side=side, bars_held=held, unrealized_return=upnl, hold_norm_min=float(self.cfg.label.h_bars),
         )  # fmt: skip
         answer = await asyncio.wait_for(self._rl.decide.remote(obs), self.cfg.rl_timeout_s)
+        every = _decision_every(answer)
+        if every != self._rl_every:
+            log.info("decider: RL version %s decides every %d bar(s)", answer.version, every)
+            self._rl_every = every
+            if not rl_due(event.ts_ms, every):  # a version of another cadence: not its bar
+                self.rl_counts["between"] += 1
+                return []
         intents: list[EntryIntent | CloseIntent] = []
         rows: list[dict[str, Any]] = []
         entry_of: dict[int, int] = {}  # row index → side of its entry intent
@@ -755,6 +776,17 @@ class Decider:
             "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else math.nan,
             "latencies_ms": lat.tolist(),
         }
+
+
+def rl_due(bar_open_ms: int, decision_every: int) -> bool:
+    """Whether the RL agent decides at the close of the 1m bar opened at ``bar_open_ms``: its index
+    (open time // 1 min) is a multiple of ``decision_every`` — the same bars in every group and run."""
+    return decision_every <= 1 or (int(bar_open_ms) // 60_000) % int(decision_every) == 0
+
+
+def _decision_every(answer: Any) -> int:
+    """A ``PolicyAnswer``'s cadence (1 from a deployment that does not state it)."""
+    return max(1, int(getattr(answer, "decision_every", 1) or 1))
 
 
 @dataclass(frozen=True, slots=True)

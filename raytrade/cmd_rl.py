@@ -13,12 +13,13 @@ One run:
    symbol and window with the model's out-of-sample predictions.
 3. ``rl.train.train_ppo`` with one console line per ``train()`` iteration (env steps, episode reward
    mean, steps/s).
-4. ``rl.evaluate``: the greedy agent and the supervised policy (``core.policy`` on the same model's
+4. ``rl.evaluate``: the greedy agent (deciding every ``decision_every`` bars, as trained) and the supervised policy (``core.policy`` on the same model's
    predictions, the installation's simulator and risk preset) on the eval window; the §25.7 gates and
    ``promotion_decision`` (``--override-reason`` / ``--actor`` record an override).
 5. MLflow: one run in experiment ``raytrade-rl`` with the parameters, the train/eval metrics, the
    evaluation and gate reports as JSON and the RLModule checkpoint folder (``rl_module/``), registered
-   as a new version of ``<model>-rl`` and mirrored into ``rl_models`` (``storage.rl_registry``); that
+   as a new version of ``<model>-rl`` (its training cadence as the param and version tag
+   ``decision_every`` / ``rl_decision_every``: serving asks the policy at that cadence) and mirrored into ``rl_models`` (``storage.rl_registry``); that
    version becomes ``production`` only when the gates pass or an override is recorded.
 
 Bad input (unknown symbol, no production model, too little data after the model's training end,
@@ -311,9 +312,8 @@ def _train_evaluate_register(
                 "policy": settings.policy,
                 "label": settings.label,
             }
-            ev = evaluate_policy(
-                eval_eps, greedy_policy(load_module(result.module_dir)), env_kwargs=env_kwargs
-            )
+            ev = evaluate_policy(eval_eps, greedy_policy(load_module(result.module_dir)), env_kwargs=env_kwargs,
+                                 decision_every=cfg.decision_every)  # fmt: skip
             supervised = supervised_backtest(eval_panel, grid, regime, policy=settings.policy, label=settings.label,
                                              sim=sim, risk=settings.risk)  # fmt: skip
             report = evaluate_rl_gates(ev.metrics, ev.chosen, supervised)
@@ -326,12 +326,14 @@ def _train_evaluate_register(
                        **{f"eval_share_{k}": n / max(sum(ev.chosen.values()), 1) for k, n in ev.chosen.items()},
                        "gates_passed": float(report.passed)}  # fmt: skip
             _log_metrics(client, run_id, metrics, step=0)
-            client.log_dict(run_id, {"rl": ev.to_dict(), "supervised": supervised}, "evaluation.json")
+            client.log_dict(run_id, {"rl": ev.to_dict(), "supervised": supervised,
+                                     "decision_every": cfg.decision_every}, "evaluation.json")  # fmt: skip
             client.log_dict(run_id, decision.record, "promotion.json")
             finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
             version = register_rl_checkpoint(
                 registry, rl_name, result.module_dir, symbol=_symbol_label(symbols), train_start_ms=start,
-                train_end_ms=train_end, algorithm=request.algorithm.upper(), metrics=finite, run_id=run_id, engine=engine,
+                train_end_ms=train_end, algorithm=request.algorithm.upper(), decision_every=cfg.decision_every,
+                metrics=finite, run_id=run_id, engine=engine,
             )  # fmt: skip
             tags = {f"{PROMOTION_TAG_PREFIX}{k}": str(decision.record[k]) for k in ("kind", "actor", "ts_ms")}
             tags[f"{PROMOTION_TAG_PREFIX}failed_gates"] = ",".join(report.failed)

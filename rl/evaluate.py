@@ -2,7 +2,8 @@
 
 ``evaluate_policy`` runs an action function (``greedy_policy(module)``: argmax of the RLModule's action
 logits from ``forward_inference``) through ``rl.env.TradingEnv`` over whole episodes (each closes what is
-open at its end) and measures with ``core.metrics``, as the backtests do: profit factor and win rate
+open at its end), asking it every ``decision_every`` bars as the policy was trained (``rl.train.DecisionEvery``,
+the same wrapper: the action acts at the first bar, HOLD for the others), and measures with ``core.metrics``, as the backtests do: profit factor and win rate
 of all trades pooled, Sharpe of the per-bar equity returns of the episodes one after the other
 (``core.metrics.sharpe``: per-minute, annualised), max drawdown the worst episode's, the chosen and the
 executed action counts. ``supervised_backtest`` runs the supervised model's policy (``core.policy`` via
@@ -37,6 +38,7 @@ from core.rl_gates import (
 from core.sim import MarketPanel, SimConfig, run_backtest
 from rl.env import ACTION_NAMES, TradingEnv
 from rl.episodes import EpisodeData
+from rl.train import DecisionEvery
 
 ActFn = Callable[[np.ndarray], int]
 
@@ -93,10 +95,17 @@ def pooled_metrics(trades: pd.DataFrame, returns: np.ndarray, drawdowns: Sequenc
 
 
 def evaluate_policy(
-    episodes: Sequence[EpisodeData], act: ActFn, *, env_kwargs: Mapping[str, Any] | None = None
+    episodes: Sequence[EpisodeData],
+    act: ActFn,
+    *,
+    env_kwargs: Mapping[str, Any] | None = None,
+    decision_every: int = 1,
 ) -> PolicyEvaluation:
-    """Run ``act`` greedily over every episode, whole, through ``TradingEnv`` (module docstring)."""
+    """Run ``act`` greedily over every episode, whole, through ``TradingEnv``, asking it every
+    ``decision_every`` bars (the policy's training cadence; module docstring). ``chosen`` counts the
+    decisions, ``executed`` the environment's bars (the held bars in between are HOLD)."""
     env = TradingEnv(list(episodes), **dict(env_kwargs or {}))
+    stepper = DecisionEvery(env, decision_every)
     chosen = np.zeros(len(ACTION_NAMES), np.int64)
     executed = np.zeros(len(ACTION_NAMES), np.int64)
     refusals: dict[str, int] = {}
@@ -107,7 +116,7 @@ def evaluate_policy(
         while not done:
             a = act(obs)
             chosen[a] += 1
-            obs, _, terminated, truncated, _ = env.step(a)
+            obs, _, terminated, truncated, _ = stepper.step(a)
             done = terminated or truncated
         assert env.sim is not None
         executed += env.action_counts

@@ -21,8 +21,10 @@ a 64×64 MLP, rewards in fractions of equity (~1e-4 a bar) and a decision every 
 the planted edge in 40k steps (the entropy bonus outweighed the rewards ~100×, and a random policy
 never holds a position long enough for a drift of ~0.002% a bar to beat a ~0.1% round trip). Tuned:
 mark-to-market reward in % of the starting equity (``reward_multiplier`` 100), entropy 0.001, lr 1e-3,
-a 32×32 MLP, and a training decision every 15 bars (``decision_every``, ``DecisionEvery``; evaluation
-and serving still decide every bar).
+a 32×32 MLP, and a decision every 15 bars (``decision_every``, ``DecisionEvery``). The cadence is part
+of the model: ``raytrade train-rl`` records it (MLflow param, version tag ``rl_decision_every``),
+``rl.evaluate.evaluate_policy`` steps through the same ``DecisionEvery`` and serving asks the policy only
+at bars whose index (open time // 1 min) is a multiple of it (``actors.decide``).
 
 Sized for 2 cores: ``num_env_runners`` 0 (sampling in the driver) or 1, one local learner.
 Ray must be initialised by the caller.
@@ -114,9 +116,9 @@ class RLTrainResult:
 class DecisionEvery(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
     """Training wrapper: the agent decides every ``k`` bars; its action acts at the first bar, then the
     env runs HOLD (which keeps the position and its barriers) for the other ``k − 1``; the reward is the
-    sum of the ``k`` bars' rewards (an episode's end stops early). Serving and ``rl.evaluate`` still
-    decide every bar: a policy learned this way is a function of the observation, and LONG while long /
-    SHORT while short change nothing, so it acts the same when asked every bar."""
+    sum of the ``k`` bars' rewards (an episode's end stops early). The one cadence implementation:
+    ``rl.evaluate.evaluate_policy`` steps through it too, and serving decides at the same cadence (a
+    policy asked every bar would act differently: CLOSE learned every 15 bars fires far more often)."""
 
     def __init__(self, env: TradingEnv, k: int) -> None:
         super().__init__(env)

@@ -11,7 +11,10 @@ a block of k × 17 observations (``core.rl_obs``), with a ``PolicyAnswer``:
 - ``action_probs``: softmax of those logits, k × 4;
 - ``value_estimates``: the value head, ``compute_values`` (``ValueFunctionAPI``; NaN when the module
   has none, e.g. an inference-only module);
-- the registry ``version`` and the ``rl_models.model_id`` that computed them.
+- the registry ``version`` and the ``rl_models.model_id`` that computed them, and that version's
+  ``decision_every`` (bars between its decisions, as it was trained: the version tag
+  ``rl_decision_every``, 1 for versions without it). The caller asks at that cadence (``actors.decide``:
+  bars whose open time // 1 min is a multiple of it); the deployment answers whatever it is asked.
 
 Requests arriving within ``batch_wait_timeout_s`` are stacked into one forward pass (``@serve.batch``).
 Alias moves are picked up as the ``Predictor`` does: a background task polls the alias every
@@ -35,7 +38,7 @@ from core.errors import ConfigError
 from core.rl_obs import OBS_DIM
 from serve.alias_follow import AliasFollower
 from storage.registry import PRODUCTION_ALIAS, ModelRegistry, ModelVersionInfo
-from storage.rl_registry import download_rl_checkpoint, rl_model_id, rl_model_name
+from storage.rl_registry import decision_every_of, download_rl_checkpoint, rl_model_id, rl_model_name
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class PolicyAnswer:
     name: str
     version: str
     model_id: str | None  # rl_models.model_id
+    decision_every: int = 1  # bars between the version's decisions (its training cadence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,7 @@ class LoadedPolicy:
     version: str
     model_id: str | None
     loaded_at_ms: int
+    decision_every: int = 1  # the version's ``rl_decision_every`` tag (1 without it)
 
 
 def restore_module(path: str) -> Any:
@@ -101,10 +106,11 @@ def load_rl_production(
     info = info or registry.production_version(name)
     if info is None:
         raise ConfigError(f"RL model {name!r} has no {PRODUCTION_ALIAS!r} alias: promote a version first")
+    every = decision_every_of(info)
     with tempfile.TemporaryDirectory(prefix="rl-module-") as tmp:
         folder = download_rl_checkpoint(registry, info, tmp)
         module = restore_module(str(folder))
-    loaded = LoadedPolicy(module, name, str(info.version), rl_model_id(info), int(time.time() * 1000))
+    loaded = LoadedPolicy(module, name, str(info.version), rl_model_id(info), int(time.time() * 1000), every)
     _, probs, _ = module_outputs(module, np.zeros((1, OBS_DIM), np.float32))
     if probs.shape != (1, len(ACTION_NAMES)):
         raise ValueError(
@@ -160,7 +166,7 @@ class RLPolicy(AliasFollower):
         for n in sizes:
             sl = slice(start, start + n)
             out.append(PolicyAnswer(actions[sl], probs[sl], values[sl], current.name, current.version,
-                                    current.model_id))  # fmt: skip
+                                    current.model_id, current.decision_every))  # fmt: skip
             start += n
         return out
 
@@ -174,7 +180,7 @@ class RLPolicy(AliasFollower):
         """Serving version, alias swaps seen, versions that failed to load, batches and rows decided."""
         self._ensure_poller()
         return {"name": self._name, "version": self._current.version, "model_id": self._current.model_id,
-                "swaps": self._swaps, "failed_versions": sorted(self._failed), "batches": self._batches,
+                "decision_every": self._current.decision_every, "swaps": self._swaps, "failed_versions": sorted(self._failed), "batches": self._batches,
                 "rows": self._rows}  # fmt: skip
 
 

@@ -14,7 +14,9 @@ One convention, used by training (``rl.train``) to register and by serving (``se
   ``raytrade-rl`` or logs into the caller's run).
 - Version tags: ``raytrade.rl_model_id`` (the ``rl_models.model_id``: by default the MLflow run id,
   32 hex chars), ``rl_symbol``, ``rl_algorithm``, ``train_start_ms``, ``train_end_ms``,
-  ``rl_artifact_path``; metrics on the run.
+  ``rl_artifact_path``, ``rl_decision_every`` (bars between the policy's decisions, as it was trained:
+  evaluation and serving ask it at that cadence; a version without the tag decides every bar,
+  ``decision_every_of``); metrics on the run.
 - ``rl_models`` mirror: one row per version (``model_path`` = ``models:/<name>/<version>``),
   ``is_production`` true on the version the alias points to (``set_rl_production``).
 
@@ -43,6 +45,7 @@ TAG_RL_ALGORITHM = "rl_algorithm"
 TAG_RL_ARTIFACT = "rl_artifact_path"
 TAG_TRAIN_START = "train_start_ms"
 TAG_TRAIN_END = "train_end_ms"
+TAG_DECISION_EVERY = "rl_decision_every"
 #: The files of an RLModule checkpoint folder (``RLModule.save_to_path``).
 CHECKPOINT_FILES = ("class_and_ctor_args.pkl", "module_state.pkl", "metadata.json")
 
@@ -68,6 +71,23 @@ def rl_model_id(info: ModelVersionInfo) -> str | None:
     return info.tags.get(TAG_RL_MODEL_ID)
 
 
+def decision_every_of(info: ModelVersionInfo) -> int:
+    """Bars between a registered version's decisions (its ``rl_decision_every`` tag; 1 without it).
+    RegistryError when the tag is not a positive integer."""
+    text = info.tags.get(TAG_DECISION_EVERY)
+    if text is None:
+        return 1
+    try:
+        every = int(text)
+    except ValueError:
+        every = 0
+    if every < 1:
+        raise RegistryError(
+            f"{info.name} version {info.version}: {TAG_DECISION_EVERY} {text!r} is not an integer ≥ 1"
+        )
+    return every
+
+
 def register_rl_checkpoint(
     registry: ModelRegistry,
     name: str,
@@ -77,6 +97,7 @@ def register_rl_checkpoint(
     train_start_ms: int,
     train_end_ms: int,
     algorithm: str = "PPO",
+    decision_every: int = 1,
     metrics: Mapping[str, float] | None = None,
     run_id: str | None = None,
     model_id: str | None = None,
@@ -85,9 +106,12 @@ def register_rl_checkpoint(
 ) -> RLVersion:
     """Log the RLModule checkpoint folder ``module_dir`` on a run (``run_id``, else a new run in
     ``experiment``), register it as a new version of ``name`` and mirror it into ``rl_models``
-    (``engine``, default the registry's). Does not move the production alias. ValueError when the
-    folder is not an RLModule checkpoint."""
+    (``engine``, default the registry's). ``decision_every``: the training cadence (tag
+    ``rl_decision_every``). Does not move the production alias. ValueError when the folder is not an
+    RLModule checkpoint or ``decision_every`` < 1."""
     folder = Path(module_dir)
+    if int(decision_every) < 1:
+        raise ValueError(f"decision_every must be ≥ 1, got {decision_every}")
     missing = [f for f in CHECKPOINT_FILES if not (folder / f).is_file()]
     if missing:
         raise ValueError(f"{folder} is not an RLModule checkpoint folder: it lacks {missing}")
@@ -108,7 +132,7 @@ def register_rl_checkpoint(
         model_id = model_id or run_id[:32]
         tags = {TAG_RL_MODEL_ID: model_id, TAG_RL_SYMBOL: symbol, TAG_RL_ALGORITHM: algorithm,
                 TAG_TRAIN_START: str(int(train_start_ms)), TAG_TRAIN_END: str(int(train_end_ms)),
-                TAG_RL_ARTIFACT: RL_MODULE_ARTIFACT}  # fmt: skip
+                TAG_RL_ARTIFACT: RL_MODULE_ARTIFACT, TAG_DECISION_EVERY: str(int(decision_every))}  # fmt: skip
         if name not in registry.registered_names():
             client.create_registered_model(name)
         mv = client.create_model_version(

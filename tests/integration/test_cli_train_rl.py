@@ -22,9 +22,12 @@ from pipelines.features import features_for_group
 from pipelines.market import write_synthetic_market
 from raytrade.cli import app
 from raytrade.settings import load_settings
+from rl.train import RLTrainConfig
+from serve.rl_policy import load_rl_production
 from storage import db
 from storage.lake import Lake
-from storage.rl_registry import RL_EXPERIMENT, RL_MODULE_ARTIFACT, rl_model_name
+from storage.registry import ModelRegistry
+from storage.rl_registry import RL_EXPERIMENT, RL_MODULE_ARTIFACT, TAG_DECISION_EVERY, rl_model_name
 from storage.schema import rl_models
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
@@ -78,6 +81,19 @@ def test_train_rl_trains_logs_registers_and_restores(install, tmp_path):
         and p["supervised_model"] == SHADOW_MODEL
     )
     assert int(p["train_start_ms"]) == MODEL_END and int(p["eval_start_ms"]) == MODEL_END + DAY_MS
+    # the training cadence is part of the model: param, version tag, evaluation report, served policy
+    every = RLTrainConfig().decision_every
+    assert every > 1 and p["decision_every"] == str(every)
+    assert client.get_model_version(name, "1").tags[TAG_DECISION_EVERY] == str(every)
+    evaluation = json.loads(
+        Path(client.download_artifacts(r.info.run_id, "evaluation.json", str(tmp_path))).read_text()
+    )
+    chosen = sum(evaluation["rl"]["actions_chosen"].values())
+    bars = sum(evaluation["rl"]["actions_executed"].values())
+    assert evaluation["decision_every"] == every and chosen == pytest.approx(bars / every, abs=2)
+    registry = ModelRegistry(settings.tracking_uri, artifact_root=settings.mlflow_artifact_root)
+    loaded = load_rl_production(registry, name, registry.version(name, "1"))
+    assert loaded.decision_every == every and loaded.version == "1"
     assert m["train_env_steps"] >= 300 and m["ppo_env_steps_per_s"] > 0 and "eval_trades" in m
     assert "supervised_profit_factor" in m or "supervised_trades" in m
     assert r.info.status == "FINISHED"
@@ -107,6 +123,9 @@ def test_train_rl_trains_logs_registers_and_restores(install, tmp_path):
     assert "version 2 is production" in out
     info = client.get_model_version_by_alias(name, "production")
     assert str(info.version) == "2" and info.tags["raytrade.promotion.actor"] == "bob"
+    # a version registered before the cadence was recorded decides every bar
+    client.delete_model_version_tag(name, "2", TAG_DECISION_EVERY)
+    assert load_rl_production(registry, name).decision_every == 1
     engine = db.make_engine(settings.database_url)
     flags = dict(engine.connect().execute(sa.select(rl_models.c.model_path, rl_models.c.is_production)).all())
     engine.dispose()
