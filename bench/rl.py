@@ -17,8 +17,8 @@ lead-lag edge (``PLANTED_EDGE_STRENGTH``) and the same market without it (the nu
 trades ETHUSDT; its "model outputs" are an ideal supervised model's: ``er_long`` is the planted drift
 known at t (``core.synthetic_edge.oracle_expected_moves``; on the null market the drift the planted
 strength would give, which there is pure noise), the other three outputs neutral. Train on the first 2/3
-of the bars (``--timesteps`` env steps, random 1-day windows), evaluate greedily, deciding every bar,
-on the last 1/3 (out of sample). ``ppo_env_steps_per_s``: training throughput (sampling + learning);
+of the bars (``--timesteps`` env steps, random 1-day windows), evaluate greedily on the last 1/3 (out
+of sample), deciding every ``decision_every`` bars as in training (HOLD between, as serving does). ``ppo_env_steps_per_s``: training throughput (sampling + learning);
 ``eval_sharpe``: the agent's out-of-sample Sharpe (``core.metrics``); ``oracle_sharpe_ratio``: that ÷
 the oracle's Sharpe on the same window (``core.synthetic_edge.oracle_backtest``), both the median over
 the seeds (each seed's in ``*_by_seed``); ``null_gates_passed``: whether an agent trained on a null
@@ -146,9 +146,12 @@ def control_run(
 
     m, train, test = control_episodes(edge_strength, days, seed)
     t = time.perf_counter()
-    result = train_ppo([train], control_train_config(timesteps, seed, **overrides))
+    cfg = control_train_config(timesteps, seed, **overrides)
+    result = train_ppo([train], cfg)
     wall = time.perf_counter() - t
-    ev = evaluate_policy([test], greedy_policy(load_module(result.module_dir)))
+    ev = evaluate_policy(
+        [test], greedy_policy(load_module(result.module_dir)), decision_every=cfg.decision_every
+    )
     gates = evaluate_rl_gates(ev.metrics, ev.chosen, {"profit_factor": float("nan")})
     oracle = oracle_backtest(m, strength=PLANTED_EDGE_STRENGTH, start_ms=int(test.ts[0]),
                              end_ms=int(test.ts[-1]) + 60_000)  # fmt: skip
