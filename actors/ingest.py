@@ -109,7 +109,8 @@ class IngestService:
         if cfg.bus_url:
             self._bus = open_bus(cfg.bus_url)
         self._hook = self._hook_factory() if self._hook_factory is not None else None
-        summary = await asyncio.to_thread(self._warm_up)
+        stored = await asyncio.to_thread(_last_candles, db, self._book.own)
+        summary = await asyncio.to_thread(self._warm_up, stored)
         warm = getattr(self._hook, "warm", None)
         if callable(warm):  # the hook's own warm-up on the same history, before the first close
             await warm(self._history)
@@ -152,7 +153,9 @@ class IngestService:
 
     # --- warm-up -----------------------------------------------------------------------------------
 
-    def _warm_up(self) -> dict[str, Any]:
+    def _warm_up(self, stored: dict[str, int] | None = None) -> dict[str, Any]:
+        """``stored``: the database's last 1m candle per own symbol; a restarted actor (its node lost)
+        writes the candles after it, from the lake or the REST top-up, so the gap it was away leaves no hole."""
         cfg, rest, book = self.config, self._rest, self._book
         assert rest is not None
         lake = Lake(Path(cfg.lake_path)) if cfg.lake_path else None
@@ -188,7 +191,10 @@ class IngestService:
             )
             funding[s] = FundingBook(cols["funding"]["ts"], cols["funding"]["funding_rate"])
             if s in book.own:
-                self._store_candles("1m", frames["candles"].loc[frames["candles"]["ts"] >= start], s)
+                first, last = start, (stored or {}).get(s)
+                if last is not None:  # the gap since the last stored candle, if any (top-up bound)
+                    first = min(start, max(last + MINUTE_MS, forming - cfg.max_topup_minutes * MINUTE_MS))
+                self._store_candles("1m", frames["candles"].loc[frames["candles"]["ts"] >= first], s)
         feature_frames = book.warm(inputs, funding, now_ms, _wall_ms())
         self._venue_ms, self._venue_wall_s = now_ms, time.monotonic()
         rows = 0
@@ -472,6 +478,16 @@ def _ensure_instruments(engine: sa.Engine, symbols: tuple[str, ...]) -> None:
         new = [{"symbol": s, "created_at": int(time.time() * 1000)} for s in symbols if s not in have]
         if new:
             conn.execute(sa.insert(t), new)
+
+
+def _last_candles(engine: sa.Engine, symbols: tuple[str, ...]) -> dict[str, int]:
+    """The last stored 1m candle's ts of each of ``symbols`` that has one."""
+    t = schema.candles_1m
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.symbol, sa.func.max(t.c.ts)).where(t.c.symbol.in_(symbols)).group_by(t.c.symbol)
+        )
+        return {str(s): int(ts) for s, ts in rows if ts is not None}
 
 
 def _lake_frame(lake: Lake | None, dataset: str, symbol: str, end_ms: int) -> pd.DataFrame:

@@ -32,12 +32,13 @@ import ray
 from pydantic import SecretStr
 
 from actors.decide import DeciderConfig, decider_factory
-from actors.execution import ExecutionConfig, start_execution_actor
+from actors.execution import ExecutionConfig, execution_actor_class
 from actors.ingest import IngestActor, IngestConfig
 from core.errors import ConfigError
 from core.features import BTC_SYMBOL
 from core.messages import EXECUTION_ACTOR_NAME
 from raytrade.cmd_backtest import sim_config
+from raytrade.placement import execution_options, ingest_options
 from raytrade.rayinit import start_ray
 from raytrade.settings import Settings
 from serve.predictor import APP_NAME, DEPLOYMENT_NAME, deploy_predictor
@@ -116,6 +117,7 @@ class ShadowSession:
         self.execution: Any = None
         self.execution_name = ""
         self.ingest: list[Any] = []
+        self.ingest_args: list[tuple[Any, Any]] = []  # (config, hook) of each group: a lost one restarts
         testnet = options.venue == "binance-testnet"
         self.rest_url = TESTNET_REST if testnet else BINANCE_REST
         self.ws_url = TESTNET_WS if testnet else BINANCE_WS
@@ -173,7 +175,12 @@ class ShadowSession:
         if o.venue == "replay":
             self._start_venue()  # before the book: a live book connects to the venue as it starts
         self.execution_name = f"{EXECUTION_ACTOR_NAME}-{o.session_id}"
-        self.execution = start_execution_actor(self.execution_config(), name=self.execution_name)
+        # placement (raytrade.placement): on the head where the cluster defines `execution`
+        self.execution = (
+            execution_actor_class()
+            .options(**execution_options(self.execution_name))
+            .remote(self.execution_config())
+        )
         ray.get(self.execution.summary.remote())  # constructed (book recovered) before anyone looks it up
         decider = DeciderConfig(
             session_id=o.session_id, database_url=s.database_url, redis_url=s.redis_url, model_name=o.model_name,
@@ -188,7 +195,8 @@ class ShadowSession:
             )  # fmt: skip
             # every group streams BTC for its cross features; each decides its own symbols only
             hook = decider_factory(decider.model_copy(update={"trade_symbols": group}))
-            self.ingest.append(IngestActor.options(num_cpus=0).remote(cfg, hook))
+            self.ingest_args.append((cfg, hook))  # spread over the nodes' ingest slots (raytrade.placement)
+            self.ingest.append(IngestActor.options(**ingest_options()).remote(cfg, hook))
         ray.get([a.start.remote() for a in self.ingest])
         self._wait_connected(timeout_s=60.0)
         self._start_health()
@@ -338,6 +346,7 @@ class ShadowSession:
         for actor in self.ingest:
             ray.kill(actor)
         self.ingest.clear()
+        self.ingest_args.clear()
         self.stop_api()
         return report
 
