@@ -1,7 +1,9 @@
 """A real shadow session with ``--policy rl``: replay venue → ingest → Serve Predictor → RLPolicy (the
 RLModule of ``<model>-rl@production``) → entries through the execution actor's guards, every decision in
 ``rl_decisions`` with its probabilities, value estimate, model predictions and positions; the agent's CLOSE
-and reversals of held positions carried out by the book (``RL_CLOSE`` FINAL rows)."""
+and reversals of held positions carried out by the book (``RL_CLOSE`` FINAL rows). The version is registered
+with ``decision_every`` 2: the agent is asked only at bars whose index is even, the Predictor's signals
+are still stored every bar."""
 
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
 T0 = 1_736_121_600_000
 MINUTE = 60_000
 HISTORY = 600
-REPLAY = 10
+REPLAY = 20
+EVERY = 2  # the RL version's decision_every: decisions at even bar indices (START's is even)
 START = T0 + HISTORY * MINUTE
 END = START + REPLAY * MINUTE
 SEED = 3
@@ -54,7 +57,7 @@ def session(tmp_path_factory, redis_url: str) -> tuple[Settings, str, dict]:
     registry = ModelRegistry(settings.tracking_uri, artifact_root=settings.mlflow_artifact_root)
     name = rl_model_name(SHADOW_MODEL)
     version = register_rl_checkpoint(registry, name, make_checkpoint(tmp / "ckpt", SEED), symbol="BTCUSDT",
-                                     train_start_ms=T0 - 86_400_000, train_end_ms=T0)  # fmt: skip
+                                     train_start_ms=T0 - 86_400_000, train_end_ms=T0, decision_every=EVERY)  # fmt: skip
     set_rl_production(registry, name, version.version)
     session_id = f"rl-{uuid.uuid4().hex[:6]}"
     options = ShadowOptions(symbols=SYMBOLS, model_name=SHADOW_MODEL, group_size=2, start_ms=START, end_ms=END,
@@ -86,7 +89,10 @@ def test_every_decision_is_recorded_with_the_modules_answer(session) -> None:
     dec = _frame(
         settings, sa.select(rl_decisions).where(rl_decisions.c.ts >= START).order_by(rl_decisions.c.id)
     )
-    assert len(dec) == len(SYMBOLS) * REPLAY
+    # the agent decides at its cadence only: bars whose index (open time // 1 min) is a multiple of EVERY
+    assert (START // MINUTE) % EVERY == 0
+    assert sorted(set(dec.ts)) == [START + i * EVERY * MINUTE for i in range(REPLAY // EVERY)]
+    assert len(dec) == len(SYMBOLS) * REPLAY // EVERY
     assert (dec.model_id == info["model_id"]).all()
     models = _frame(settings, sa.select(rl_models))
     assert models.model_id.tolist() == [info["model_id"]] and bool(models.is_production.iloc[0])
@@ -106,6 +112,7 @@ def test_every_decision_is_recorded_with_the_modules_answer(session) -> None:
     assert (dec.action_name == dec.action.map(dict(enumerate(("HOLD", "LONG", "SHORT", "CLOSE"))))).all()
     # the model predictions are the Predictor's outputs stored in the signals of the same minute
     sig = _frame(settings, sa.select(signals).where(signals.c.ts >= START)).set_index(["symbol", "ts"])
+    assert len(sig) == len(SYMBOLS) * REPLAY  # the Predictor's record: every bar
     for row in dec.itertuples():
         s = sig.loc[(row.symbol, row.ts)]
         assert row.model_predictions["er_long"] == pytest.approx(s.er_long) and s.explain["policy"] == "rl"
@@ -162,3 +169,5 @@ def test_entries_went_through_the_book_and_positions_are_consistent(session) -> 
     report = info["report"]
     rl = [h["rl"] for h in report["decider"]]
     assert sum(r["decisions"] for r in rl) == len(dec) and sum(r["executed"] for r in rl) == len(executed)
+    # each group's closes off the cadence asked nothing
+    assert [r["between"] for r in rl] == [REPLAY - REPLAY // EVERY] * len(rl) and len(rl) == 2
