@@ -429,7 +429,8 @@ class FillSimulator:
 
     def restore_book(self, state: BookState) -> None:
         """Replace the account and the positions by ``state`` (a ``book_state`` of the same symbols,
-        arrays of the same sizes, any shape); ValueError when it does not fit this simulator."""
+        arrays of the same sizes, any shape); ValueError when it does not fit this simulator. The
+        trade, fill and risk-event logs restart empty (they are this simulator's, not the book's)."""
         if tuple(state.symbols) != self.symbols:
             raise ValueError(
                 f"book state of symbols {list(state.symbols)}, simulator of {list(self.symbols)}"
@@ -443,6 +444,11 @@ class FillSimulator:
             )
         self.acct[:] = account.reshape(self.acct.shape)
         self.pos[:] = positions.reshape(self.pos.shape)
+        # the logs are not part of the book (``book_state``): this simulator's trades, fills and risk
+        # events start empty, so their counts do too — the restored counts would index rows this
+        # simulator never wrote (NaN: an IndexError at the first ``trades()``, e.g. a recovered
+        # execution actor's end-of-session flatten)
+        self.acct[[_k.A_N_TRADES, _k.A_N_FILLS, _k.A_N_EVENTS]] = 0.0
 
     def snapshot(self, ts_ms: int) -> AccountSnapshot:
         """Return the account as ``core.risk.check_risk`` takes it, for a request at ``ts_ms``."""

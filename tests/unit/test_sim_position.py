@@ -13,10 +13,10 @@ SIM = SimConfig(fee_rate=0.0004, slippage_k=0.15, impact_k=0.0, default_leverage
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
 
-def open_eth(sim: FillSimulator, side: int) -> None:
+def open_eth(sim: FillSimulator, side: int, ts: int = T0 + 60_050) -> None:
     price = 2000.1 if side > 0 else 1999.9  # the ask for a long, the bid for a short
     sl, tp = (1900.0, 2150.0) if side > 0 else (2100.0, 1850.0)
-    reasons = sim.open_position("ETHUSDT", side, T0 + 60_050, price, 1000.0, decision_price=2000.0, atr=20.0,
+    reasons = sim.open_position("ETHUSDT", side, ts, price, 1000.0, decision_price=2000.0, atr=20.0,
                                 sl=sl, tp=tp, leverage=5, mark_price=2000.0, quote_volume_usdt=5e6)  # fmt: skip
     assert reasons == ()
 
@@ -68,6 +68,21 @@ def test_a_restored_book_holds_the_same_positions_and_closes_them_alike():
     a, b = first.trades().iloc[-1], second.trades().iloc[-1]
     assert (b["pnl"], b["fees"], b["exit_price"]) == (a["pnl"], a["fees"], a["exit_price"])
     assert second.equity == first.equity
+
+
+def test_a_book_restored_after_closed_trades_logs_only_its_own_trades():
+    first = FillSimulator(SYMBOLS, SIM, RiskConfig())
+    open_eth(first, 1)
+    assert first.on_mark("ETHUSDT", T0 + 61_050, 2151.0, bid=2150.9, ask=2151.1) == "TP"
+    open_eth(first, -1, ts=T0 + 120_000)
+    second = FillSimulator(SYMBOLS, SIM, RiskConfig())
+    second.restore_book(first.book_state())
+    assert second.trades().empty and second.fills().empty and second.risk_events().empty
+    assert second.on_mark("ETHUSDT", T0 + 181_050, 2101.0, bid=2100.9, ask=2101.1) == "SL"
+    assert first.on_mark("ETHUSDT", T0 + 181_050, 2101.0, bid=2100.9, ask=2101.1) == "SL"
+    (trade,) = second.trades().to_dict("records")
+    assert trade["symbol"] == "ETHUSDT" and trade["exit_reason"] == "SL"
+    assert trade["pnl"] == first.trades().iloc[-1]["pnl"]
 
 
 def test_book_state_is_a_copy_and_restore_refuses_another_book():
