@@ -125,7 +125,7 @@ def shadow_scenario(tmp: Path, minutes: int, speed: float, kill_at: int) -> dict
     out: dict[str, Any] = {"nodes": len(ray.nodes())}
     options = ShadowOptions(symbols=SYMBOLS, model_name=MODEL, group_size=3, start_ms=start, end_ms=end,
                             speed=speed, mark_ticks_per_minute=6, predictor_poll_s=0.0,
-                            session_id="cluster-bench", flatten_at_end=False)  # fmt: skip
+                            session_id="cluster-bench")  # fmt: skip
     session = ShadowSession(settings, options)
     try:
         t = time.perf_counter()
