@@ -1,11 +1,11 @@
-"""Benchmark of the API (issue 16): the state endpoints, the WebSocket and ``/predict`` behind Ray
-Serve's HTTP proxy while a shadow replay runs.
+"""Benchmark of the API (issue 16): the state endpoints, the WebSocket and ``/predict`` while a shadow
+replay runs, served by uvicorn in one Ray actor (``--server uvicorn-actor``, the default) or behind Ray
+Serve's HTTP proxy (``--server serve``).
 
 A synthetic market of ``--symbols`` symbols goes to a temporary lake, a real LightGBM multi-target
 model is promoted in a temporary MLflow store, a temporary Redis (``raytrade.devservices``) is the
 bus, and ``raytrade.realtime.ShadowSession`` runs the shadow loop on local Ray with the API on
-(``ShadowOptions(api=True)``: the FastAPI app as a Serve deployment behind Serve's proxy on
-127.0.0.1). While the replay runs, a client process (its own interpreter, so the venue's thread in
+(``ShadowOptions(api=True)``: the FastAPI app on 127.0.0.1, by ``Settings.api_server``). While the replay runs, a client process (its own interpreter, so the venue's thread in
 this driver does not share its GIL) measures:
 
 - state endpoints: an open-loop load at ``--rate`` requests/s for ``--seconds`` s over /api/status,
@@ -24,7 +24,8 @@ this driver does not share its GIL) measures:
 Every wait has a timeout; a watchdog interrupts the run after ``--deadline`` s and exits hard a
 minute later; Ray, Serve and Redis are stopped on every path out.
 
-    nice -n 10 .venv/bin/python bench/api.py [--symbols 50] [--seconds 30] [--rate 200] [--quick]
+    nice -n 10 .venv/bin/python bench/api.py [--server uvicorn-actor|serve] [--speed 30] [--symbols 50]
+        [--seconds 30] [--rate 200] [--quick]
 
 Ends with one JSON line: api_p50_ms, api_p99_ms (target ≤ 50), ws_p99_ms (target ≤ 100),
 predict_p99_ms, the request counts and errors.
@@ -462,7 +463,7 @@ def run(args: argparse.Namespace, tmp: Path, redis_url: str, db_url: str | None)
     end_ms = start_ms + minutes * MINUTE
     settings = Settings(
         _env_file=None, data_dir=tmp, db_url=db_url, redis_url=redis_url, universe=tuple(symbols), ray_num_cpus=2,
-        ray_object_store_mb=256, api_port=free_port(),
+        ray_object_store_mb=256, api_port=free_port(), api_server=args.server,
         policy=PolicyConfig(max_positions=50, position_notional_pct=0.02, btc_high_vol_action="none"),
         risk=RiskConfig(max_positions=50, max_orders_per_s=100),
     )  # fmt: skip
@@ -478,7 +479,7 @@ def run(args: argparse.Namespace, tmp: Path, redis_url: str, db_url: str | None)
     client: dict[str, Any] = {}
     try:
         t = time.perf_counter()
-        log("starting Ray, Serve (HTTP proxy), the Predictor, the API, the venue and the ingest actors")
+        log(f"starting Ray, Serve, the Predictor, the API ({args.server}), the venue and the ingest actors")
         session.start()
         assert session.api_url is not None
         log(f"system up in {time.perf_counter() - t:.1f} s; API at {session.api_url}; replaying {minutes} "
@@ -565,7 +566,7 @@ def summarize(out: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         per = {
             k: 1000 * v / answered
             for k, v in cpu.items()
-            if k.startswith(("ray::ProxyActor", "ray::ServeReplica:raytrade-api"))
+            if k.startswith(("ray::ProxyActor", "ray::ServeReplica:raytrade-api", "ray::ApiServer"))
         }
         print("  CPU per answered request: " + ", ".join(f"{k} {v:.1f} ms" for k, v in per.items()))
         total = sum(cpu.values())
@@ -581,7 +582,7 @@ def summarize(out: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     print(f"/predict, 50 rows JSON, {len(pl)} sequential calls (model version {pr['model_version']}): p50 "
           f"{pct(pl, 50):.1f} ms, p99 {pct(pl, 99):.1f} ms, errors {pr['errors']}")  # fmt: skip
     print(f"sequential, unloaded by this client (the replay still running), {args.sequential_calls} calls each, "
-          "through Serve's proxy | the same app in-process (no Serve): p50 wall, CPU per call")  # fmt: skip
+          f"through {args.server} | the same app in-process (no server): p50 wall, CPU per call")  # fmt: skip
     inproc = client.get("in_process", {})
     for path, part in client["sequential"].items():
         wall, cpu = inproc.get(path, (math.nan, math.nan))
@@ -593,12 +594,15 @@ def summarize(out: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "predict_p50_ms": round(pct(pl, 50), 1), "predict_p99_ms": round(pct(pl, 99), 1),
         "api_requests": http["requests"], "api_errors": errors + missing, "ws_sent": ws.get("sent", 0),
         "ws_received": len(wl), "predict_calls": len(pl), "predict_errors": pr["errors"],
-        "rate": args.rate, "seconds": args.seconds, "symbols": args.symbols,
+        "rate": args.rate, "seconds": args.seconds, "symbols": args.symbols, "speed": args.speed,
+        "server": args.server,
     }  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--server", choices=("uvicorn-actor", "serve"), default="uvicorn-actor",
+                    help="what serves the API (Settings.api_server)")  # fmt: skip
     ap.add_argument("--symbols", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the open-loop load")
     ap.add_argument("--rate", type=float, default=200.0, help="state-endpoint requests per second")

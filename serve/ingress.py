@@ -1,5 +1,7 @@
 """The API as a Ray Serve ingress: the FastAPI app (``serve.api``) with its WebSocket, ``/predict`` and
-dashboard routers, run as a Serve deployment behind Serve's HTTP proxy on loopback.
+dashboard routers, run as a Serve deployment behind Serve's HTTP proxy on loopback
+(``Settings.api_server="serve"``; the default serves the same ``build_api`` app with uvicorn in one
+Ray actor, ``serve.api_server``, at about a tenth of the CPU per request).
 
 ``start_serve(http_port)`` starts Serve once per cluster: with the proxy on ``127.0.0.1:http_port`` or
 with none (handles only — what the Predictor alone needs). Serve's cluster-wide options are fixed at

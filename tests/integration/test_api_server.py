@@ -146,3 +146,40 @@ def test_a_port_in_use_is_an_error_naming_it_and_stop_frees_the_port(
     assert port_is_free(port)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/api/health", timeout=5)
+
+
+def test_state_reads_are_replayed_for_the_ttl_per_token_and_a_mutation_clears_them(
+    api: dict[str, Any],
+) -> None:
+    from serve.api_server import start_api_server, stop_api_server
+
+    token = api["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    actor, url = start_api_server(
+        api_config(api["settings"]), free_port(), name="h11-cache", cache_ttl_s=60.0
+    )
+    try:
+        first = requests.get(f"{url}/api/status", headers=auth, timeout=30)
+        time.sleep(0.05)
+        again = requests.get(f"{url}/api/status", headers=auth, timeout=30)
+        assert first.status_code == again.status_code == 200
+        assert first.text == again.text and first.json()["kill_switch_active"] is False  # replayed
+        # another token, or none, is never answered from that entry
+        assert (
+            requests.get(f"{url}/api/status", headers={"Authorization": "Bearer x"}, timeout=30).status_code
+            == 401
+        )
+        assert requests.get(f"{url}/api/status", timeout=30).status_code == 401
+        kill = requests.post(f"{url}/api/killswitch", json={"active": True, "reason": "h11 cache test"},
+                             headers=auth | {"Idempotency-Key": "h11-kill-1"}, timeout=30)  # fmt: skip
+        assert kill.status_code == 200, kill.text
+        after = requests.get(f"{url}/api/status", headers=auth, timeout=30).json()
+        assert after["kill_switch_active"] is True  # the mutation cleared the cache
+        resume = requests.post(f"{url}/api/killswitch", json={"active": False, "reason": "h11 cache test"},
+                               headers=auth | {"Idempotency-Key": "h11-resume-1"}, timeout=30)  # fmt: skip
+        assert resume.status_code == 200, resume.text
+        assert (
+            requests.get(f"{url}/api/status", headers=auth, timeout=30).json()["kill_switch_active"] is False
+        )
+    finally:
+        stop_api_server(actor)
