@@ -25,11 +25,10 @@ instead of ``core.policy`` (the signals rows are still written, as the Predictor
 ``explain.policy = "rl"``; their ``decision`` is the supervised policy's and is not acted on):
 
 - Observations: ``core.rl_obs.build_observations`` on the Predictor's outputs and the feature row, the
-  same builder the environment uses. The position dims come from this session's ``positions`` rows
-  (the execution book writes an ``entry`` row when a position opens and a ``FINAL`` row when it
-  closes): side, bars held = (close of this bar − entry fill time) in 1m bars, unrealized return at
-  the bar's mark close. One indexed query per close; a book that writes no ``positions`` rows (the live
-  book) is seen as flat.
+  same builder the environment uses. The position dims come from the book itself — one
+  ``open_positions()`` call to the execution actor per decision close, the paper book's simulator or
+  the live book's protected entries (``rl_position_dims``): side, bars held = (close of this bar −
+  entry fill time) in 1m bars, unrealized return at the bar's mark close.
 - The ``RLPolicy`` deployment (``serve.rl_policy``) answers actions, probabilities and value estimates,
   carried out as the environment's signals (``rl.env.ACTION_SIGNALS``): CLOSE becomes a
   ``CloseIntent`` of either side; LONG/SHORT become a ``CloseIntent`` of the opposite side followed
@@ -37,8 +36,7 @@ instead of ``core.policy`` (the signals rows are still written, as the Predictor
   environment sizes it (``PolicyConfig``'s notional share and leverage, SL/TP at close ∓ k_sl·ATR /
   ± k_tp·ATR of ``LabelSpec``) and through the execution actor's risk guards as usual; the close is
   never refused by them. The book, not this view, decides whether there is a position to close (it
-  answers ``FLAT`` otherwise: the live book writes no ``positions`` rows, so this decider sees it flat,
-  and its closes still reach the position it holds). The close's client id is
+  answers ``FLAT`` otherwise). The close's client id is
   ``close_client_id(session, symbol, decision bar)``. Not carried out, and said so in the row's
   ``model_predictions.not_executed``: LONG while long / SHORT while short (nothing to do), an entry
   without ATR (a reversal still closes).
@@ -57,7 +55,8 @@ instead of ``core.policy`` (the signals rows are still written, as the Predictor
   another group's report, by its ``entry`` row seen at a later close — makes it ``executed`` with
   ``position_after`` = the side; when the trade's ``FINAL`` row appears, the row that opened it gets
   ``pnl_result`` = its realized PnL (USDT). A trade still open when the session stops (flattened at END
-  after the last close) keeps ``pnl_result`` null.
+  after the last close) keeps ``pnl_result`` null; so does every trade of the live book (it writes no
+  ``positions`` rows).
 
 The 15m ATR needs history: the decider keeps a window of 1m bars per symbol (``ATR_WINDOW_BARS``)
 seeded by ``warm`` from the ingest's warm-up history (lake plus REST top-up) and extended by every
@@ -444,18 +443,12 @@ class Decider:
         if self._rl_every is not None and not rl_due(event.ts_ms, self._rl_every):
             self.rl_counts["between"] += 1
             return []
-        book = await asyncio.to_thread(self._rl_book, list(symbols))
-        n = len(symbols)
-        side, held, upnl = np.zeros(n), np.zeros(n), np.zeros(n)
-        inputs = event.inputs[fresh]
-        for j, s in enumerate(symbols):
-            if s in book:
-                d, entry_ts, entry_price = book[s]
-                mark = inputs[j, _I["mark_close"]]
-                mark = mark if math.isfinite(mark) else price[j]
-                side[j] = d
-                held[j] = max(0.0, round((event.ts_ms + 60_000 - entry_ts) / 60_000))
-                upnl[j] = d * (mark - entry_price) / entry_price if entry_price else 0.0
+        book = await self._execution.open_positions.remote()  # one call per decision close, either book
+        await asyncio.to_thread(self._rl_book, list(symbols))  # the paper book's rows: executed, pnl_result
+        marks = event.inputs[fresh][:, _I["mark_close"]]
+        side, held, upnl = rl_position_dims(
+            book, symbols, event.ts_ms, np.where(np.isfinite(marks), marks, price)
+        )
         feats = event.features[fresh]
         obs = build_observations(
             {k: preds[k] for k in PREDICTION_INPUTS},
@@ -611,29 +604,24 @@ class Decider:
                 else:
                     self.rl_counts["executed"] += 1
 
-    def _rl_book(self, symbols: list[str]) -> dict[str, tuple[int, int, float]]:
-        """This session's open positions of ``symbols`` from the ``positions`` table (the execution
-        book's entry rows without a FINAL): symbol → (side, entry ts, entry price). Also resolves the
-        entries that were PENDING (their entry row came) and writes ``pnl_result`` of executed decisions
-        whose trade closed (its FINAL row's realized PnL)."""
+    def _rl_book(self, symbols: list[str]) -> None:
+        """The decisions' bookkeeping from this session's ``positions`` rows (the paper book writes an
+        ``entry`` row when a position opens and a ``FINAL`` row when it closes; the live book writes
+        none, so its PENDING-free entries are settled by the submit's answer and its ``pnl_result``
+        stays null): resolves the entries that were PENDING (their entry row came) and writes
+        ``pnl_result`` of executed decisions whose trade closed (its FINAL row's realized PnL). The
+        position dims come from the book itself (``open_positions``), not from here."""
         import sqlalchemy as sa
 
         from storage.schema import positions, rl_decisions
 
         p = positions.c
         prefix = f"{self.cfg.session_id}:"
-        finals = sa.select(p.trade_group_id).where(
-            p.event_type == "FINAL", p.trade_group_id.like(prefix + "%")
-        )
         groups = {f"{prefix}{s}:{ts}": (s, ts) for (s, ts) in list(self._rl_waiting)}
+        asked = [*groups, *self._rl_held]
+        if not asked:
+            return
         with self._engine.begin() as conn:
-            open_rows = conn.execute(
-                sa.select(p.symbol, p.ts, p.side, p.entry_price).where(
-                    p.event_type == "entry", p.trade_group_id.like(prefix + "%"), p.symbol.in_(symbols),
-                    p.trade_group_id.not_in(finals),
-                )
-            ).all()  # fmt: skip
-            asked = [*groups, *self._rl_held]
             if asked:
                 found = conn.execute(
                     sa.select(p.trade_group_id, p.event_type, p.realized_pnl).where(
@@ -660,10 +648,6 @@ class Decider:
                     if held_id is not None:
                         conn.execute(sa.update(rl_decisions).where(rl_decisions.c.id == held_id)
                                      .values(pnl_result=None if pnl is None else float(pnl)))  # fmt: skip
-        return {
-            r.symbol: (1 if r.side == "LONG" else -1, int(r.ts), float(r.entry_price or 0.0))
-            for r in open_rows
-        }
 
     async def _explain_entries(self, job: _ToExplain) -> None:
         """Add the Predictor's feature contributions to the entry signals of one close.
@@ -776,6 +760,27 @@ class Decider:
             "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else math.nan,
             "latencies_ms": lat.tolist(),
         }
+
+
+def rl_position_dims(
+    book: Mapping[str, Mapping[str, Any]], symbols: Sequence[str], bar_open_ms: int, marks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The observation's position inputs of ``symbols`` at the close of the 1m bar opened at
+    ``bar_open_ms`` from a book's ``open_positions()`` (symbol → side, qty, entry_price, entry_ts_ms):
+    side (±1, 0 flat), bars held = (the bar's close − entry time) in 1m bars, unrealized return
+    ``side · (mark − entry) / entry`` at ``marks`` (the bar's mark closes, aligned with ``symbols``)."""
+    n = len(symbols)
+    side, held, upnl = np.zeros(n), np.zeros(n), np.zeros(n)
+    for j, s in enumerate(symbols):
+        pos = book.get(s)
+        if pos is None or not pos.get("side"):
+            continue
+        d, entry_price = int(pos["side"]), float(pos["entry_price"])
+        side[j] = d
+        held[j] = max(0.0, round((bar_open_ms + 60_000 - int(pos["entry_ts_ms"])) / 60_000))
+        mark = float(marks[j])
+        upnl[j] = d * (mark - entry_price) / entry_price if entry_price and math.isfinite(mark) else 0.0
+    return side, held, upnl
 
 
 def rl_due(bar_open_ms: int, decision_every: int) -> bool:

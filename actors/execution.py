@@ -744,6 +744,15 @@ class ExecutionBook:
         """The simulator's closed trades of this actor's life (the database holds the whole session)."""
         return self.sim.trades().to_dict("records")
 
+    def open_positions(self) -> dict[str, dict[str, Any]]:
+        """The book's open positions from its simulator: symbol → side (±1), qty (base asset), entry
+        price (the fill, after slippage) and entry time (ms) — what the RL agent's observation needs."""
+        return {
+            s: {"side": int(p.side), "qty": float(p.qty), "entry_price": float(p.entry_price),
+                "entry_ts_ms": int(p.entry_ts_ms)}
+            for s, p in self.sim.positions().items()
+        }  # fmt: skip
+
     def close(self) -> None:
         self.bus.close()
         self.engine.dispose()
@@ -791,6 +800,9 @@ def execution_actor_class() -> Any:
 
         def trades(self) -> list[dict[str, Any]]:
             return self.book.trades()
+
+        def open_positions(self) -> dict[str, dict[str, Any]]:
+            return self.book.open_positions()
 
         def pid(self) -> int:
             import os

@@ -785,6 +785,22 @@ class LiveBook:
             "user_stream_connected": None if self.stream is None else self.stream.health().connected,
         }  # fmt: skip
 
+    def open_positions(self) -> dict[str, dict[str, Any]]:
+        """The positions this book holds — its protected entries, the ones its close path closes (after
+        the user stream's queued events, so an SL/TP fill already heard is gone): symbol → side (±1),
+        qty (the entry's filled base quantity), entry price (its average fill) and entry time (ms, the
+        mirror's open; the decision bar's close when the mirror lacks it)."""
+        self._pump()
+        out: dict[str, dict[str, Any]] = {}
+        for symbol, entry in self.entries.items():
+            plan = entry.plan
+            mirror = self.sim.position(symbol)
+            entry_ts = (int(mirror.entry_ts_ms) if mirror is not None
+                        else int(plan.decision_key.rsplit(":", 1)[1]) + self.cfg.sim.bar_ms)  # fmt: skip
+            out[symbol] = {"side": 1 if plan.side == "LONG" else -1, "qty": float(entry.filled_qty),
+                           "entry_price": float(entry.avg_price), "entry_ts_ms": entry_ts}  # fmt: skip
+        return out
+
     def trades(self) -> list[dict[str, Any]]:
         return self.sim.trades().to_dict("records")
 

@@ -101,6 +101,20 @@ def _batch_size(timesteps: int, given: int | None) -> int:
     return given if given else max(64, min(2_000, timesteps // 10 if timesteps >= 640 else timesteps // 4))
 
 
+def rl_env_kwargs(settings: Settings, sim: Any = None) -> dict[str, Any]:
+    """The environment's simulator and guards for training and evaluation alike: the installation's
+    (``sim`` default ``raytrade.cmd_backtest.sim_config(settings)``, ``settings.risk``, ``.policy``,
+    ``.label``), as the backtest runs them; picklable for RLlib's env runners."""
+    from raytrade.cmd_backtest import sim_config
+
+    return {
+        "config": sim if sim is not None else sim_config(settings),
+        "risk": settings.risk,
+        "policy": settings.policy,
+        "label": settings.label,
+    }
+
+
 def run_train_rl(settings: Settings, request: TrainRLRequest, *, console: Console) -> TrainRLSummary:
     """Run ``raytrade train-rl`` (module docstring). ConfigError: bad input, nothing trained."""
     import numpy as np
@@ -305,13 +319,8 @@ def _train_evaluate_register(
                         client, run_id, {"episode_return_mean": p.episode_return_mean}, step=p.env_steps
                     )
 
-            result = train_ppo(train_eps, cfg, progress=progress)
-            env_kwargs = {
-                "config": sim,
-                "risk": settings.risk,
-                "policy": settings.policy,
-                "label": settings.label,
-            }
+            env_kwargs = rl_env_kwargs(settings, sim)  # one environment for training and evaluation
+            result = train_ppo(train_eps, cfg, progress=progress, env_kwargs=env_kwargs)
             ev = evaluate_policy(eval_eps, greedy_policy(load_module(result.module_dir)), env_kwargs=env_kwargs,
                                  decision_every=cfg.decision_every)  # fmt: skip
             supervised = supervised_backtest(eval_panel, grid, regime, policy=settings.policy, label=settings.label,

@@ -33,7 +33,7 @@ Ray must be initialised by the caller.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,20 +138,31 @@ class DecisionEvery(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
         return obs, total, terminated, truncated, info
 
 
+ENV_SETTINGS = frozenset({"config", "risk", "policy", "label"})  # TradingEnv's simulator and guard arguments
+
+
 def make_env(env_config: dict[str, Any]) -> gym.Env[np.ndarray, int]:
     """The env creator: ``TradingEnv`` over the episodes of ``env_config["episodes"]`` (an ObjectRef of a
     list of ``EpisodeData``, or the list itself), random windows of ``episode_bars``, reward mode
     ``reward`` times ``reward_multiplier`` (× the env's 1 / initial equity), a decision every
-    ``decision_every`` bars (``DecisionEvery``)."""
+    ``decision_every`` bars (``DecisionEvery``). The simulator and guards: ``env_config["env_kwargs"]``
+    (``config`` a ``SimConfig``, ``risk`` a ``RiskConfig``, ``policy`` a ``PolicyConfig``, ``label`` a
+    ``LabelSpec``: the installation's, as the evaluation and the backtest use them), else
+    ``TradingEnv``'s defaults."""
     import ray
 
     episodes = env_config["episodes"]
     if isinstance(episodes, ray.ObjectRef):
         episodes = ray.get(episodes)
+    settings = dict(env_config.get("env_kwargs") or {})
+    unknown = set(settings) - ENV_SETTINGS
+    if unknown:
+        raise ValueError(f"make_env: unknown env_kwargs {sorted(unknown)}; known: {sorted(ENV_SETTINGS)}")
     env = TradingEnv(
         list(episodes),
         episode_bars=env_config.get("episode_bars"),
         reward=env_config.get("reward", "mark_to_market"),
+        **settings,
     )
     env.reward_scale *= float(env_config.get("reward_multiplier", 1.0))
     k = int(env_config.get("decision_every", 1))
@@ -166,8 +177,9 @@ def register_trading_env() -> str:
     return ENV_NAME
 
 
-def ppo_config(episodes_ref: Any, config: RLTrainConfig) -> Any:
-    """The ``PPOConfig`` of a run (new API stack, torch, CPU)."""
+def ppo_config(episodes_ref: Any, config: RLTrainConfig, env_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """The ``PPOConfig`` of a run (new API stack, torch, CPU); ``env_kwargs``: the environment's
+    simulator and guards (``make_env``)."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
     batch = max(config.train_batch_size, 1)
@@ -184,6 +196,7 @@ def ppo_config(episodes_ref: Any, config: RLTrainConfig) -> Any:
                 "reward": config.reward,
                 "reward_multiplier": config.reward_multiplier,
                 "decision_every": config.decision_every,
+                "env_kwargs": dict(env_kwargs or {}),
             },
         )
         .env_runners(
@@ -219,11 +232,13 @@ def train_ppo(
     *,
     progress: Callable[[TrainProgress], None] | None = None,
     keep_algo: bool = False,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> RLTrainResult:
     """Train PPO on ``episodes_train`` until ``config.timesteps`` env steps were sampled; save the
     checkpoint (``config.checkpoint_dir`` or a temporary folder) and return where it is.
 
-    ``progress`` is called after every ``algo.train()`` iteration. ``ppo_env_steps_per_s``: sampled env
+    ``env_kwargs``: the environment's simulator and guards (``make_env``; train with the settings the
+    evaluation uses). ``progress`` is called after every ``algo.train()`` iteration. ``ppo_env_steps_per_s``: sampled env
     steps ÷ wall time of the ``train()`` calls (sampling and learning; building the algorithm excluded).
     """
     import tempfile
@@ -236,7 +251,7 @@ def train_ppo(
     if config.timesteps <= 0:
         raise ValueError(f"timesteps must be > 0, got {config.timesteps}")
     ref = ray.put(list(episodes_train))
-    algo = ppo_config(ref, config).build_algo()
+    algo = ppo_config(ref, config, env_kwargs).build_algo()
     history: list[TrainProgress] = []
     steps, train_s, iteration, ret = 0, 0.0, 0, float("nan")
     try:
