@@ -288,7 +288,7 @@ def test_bad_input_gets_422_naming_the_field(api: tuple[TestClient, ApiConfig, s
         client.post("/api/killswitch", json={"active": True, "colse": 1}, headers={"Idempotency-Key": "y"})
     ) == ["colse"]
     assert field(client.post("/api/killswitch", json={"active": True})) == ["Idempotency-Key"]
-    assert field(client.post("/api/jobs", json={"kind": "drift"}, headers={"Idempotency-Key": "z"})) == [
+    assert field(client.post("/api/jobs", json={"kind": "rebalance"}, headers={"Idempotency-Key": "z"})) == [
         "kind"
     ]
     assert field(client.post("/api/jobs", json={"kind": "promote"}, headers={"Idempotency-Key": "w"})) == [
