@@ -73,7 +73,7 @@ book.warm(inputs, funding, now_ms=T0 + N * MINUTE + 500, wall_ms=1)
 
 decider = object.__new__(Decider)  # no Ray: the Predictor and the execution actor are stand-ins
 decider.cfg = DeciderConfig(session_id="s", database_url="sqlite://", model_name="m", trade_symbols=SYMBOLS[1:])
-decider._bars, decider._model_ids = {}, {"1": "model-id"}
+decider._bars, decider._model_ids, decider._rl = {}, {"1": "model-id"}, None  # supervised: no RL policy
 decider._predictor = type("P", (), {"predict": Remote(predict)})()
 decider._execution = type("E", (), {"equity": Remote(lambda: 1000.0)})()
 asyncio.run(decider.warm(inputs))
