@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -15,6 +16,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_S = 15
+#: what a wait retries on: the pages re-render their tables and badges on every WebSocket message, so
+#: an element found a moment ago may be gone or replaced when it is read
+RERENDERED = (NoSuchElementException, StaleElementReferenceException)
 
 
 @contextmanager
@@ -34,7 +38,7 @@ def chromium(window: str = "1400,1000") -> Iterator[webdriver.Chrome]:
 
 def text_in(driver: webdriver.Chrome, element_id: str, text: str, wait_s: float = WAIT_S) -> None:
     """Wait until ``text`` is shown in the element ``element_id``."""
-    WebDriverWait(driver, wait_s).until(
+    WebDriverWait(driver, wait_s, ignored_exceptions=RERENDERED).until(
         ec.text_to_be_present_in_element((By.ID, element_id), text),
         f"{text!r} never shown in #{element_id} of {driver.current_url}",
     )

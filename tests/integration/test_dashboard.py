@@ -22,7 +22,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import uvicorn
-from browser_fixtures import chromium, click_and_confirm, console_errors, text_in
+from browser_fixtures import RERENDERED, chromium, click_and_confirm, console_errors, text_in
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -248,7 +248,7 @@ def test_dashboard_pages_show_state_update_live_and_kill_resume(
         _text_in(browser, "account", "account: not available")
     if _missing(server, "/api/models/promotions"):
         _text_in(browser, "promotion-banner", "not available")
-    WebDriverWait(browser, WAIT_S).until(
+    WebDriverWait(browser, WAIT_S, ignored_exceptions=RERENDERED).until(
         lambda d: d.find_element(By.ID, "trading-state").text not in ("", "…"), "no trading state shown"
     )
     assert console_errors(browser, allowed) == []
@@ -284,17 +284,17 @@ def test_dashboard_pages_show_state_update_live_and_kill_resume(
     for text in ("er_long", "0.4500", "q05_long", "-0.02100", "e_mae_long", "0.01370"):
         _text_in(browser, "series-latest", text)
     _text_in(browser, "explain", "ret_15m")
-    WebDriverWait(browser, WAIT_S).until(
+    WebDriverWait(browser, WAIT_S, ignored_exceptions=RERENDERED).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "#price-plot .main-svg"), "price chart not drawn"
     )
-    WebDriverWait(browser, WAIT_S).until(
+    WebDriverWait(browser, WAIT_S, ignored_exceptions=RERENDERED).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#tail-plot .scatterlayer .trace")) == 4,
         "q05 / expected MAE chart not drawn",
     )
     last = browser.execute_script("return document.getElementById('price-plot').data[0].type;")
     assert last == "candlestick"
     browser.find_element(By.ID, "price-mark").click()
-    WebDriverWait(browser, WAIT_S).until(
+    WebDriverWait(browser, WAIT_S, ignored_exceptions=RERENDERED).until(
         lambda d: d.execute_script("const p = document.getElementById('price-plot');"
                                    "return p && p.data && p.data[0].name === 'mark' && p.data[0].y.length;") == 30,
         "the mark toggle did not draw the 30 stored marks",

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import uvicorn
-from browser_fixtures import chromium, click_and_confirm, console_errors, text_in
+from browser_fixtures import RERENDERED, chromium, click_and_confirm, console_errors, text_in
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -155,7 +155,7 @@ def test_rl_section_shows_models_actions_decisions_and_promotes(
             "return [...document.querySelectorAll('#rl-decisions-table tbody tr:first-child .prob')].map((p) => p.style.width);"
         )  # newest first: v2's second SHORT
         assert widths == ["10%", "10%", "70%", "10%"]
-        WebDriverWait(browser, WAIT_S).until(
+        WebDriverWait(browser, WAIT_S, ignored_exceptions=RERENDERED).until(
             lambda d: d.execute_script("const p = document.getElementById('rl-actions-plot');"
                                        "return p && p.data ? p.data.length : 0;") == 2,
             "the action distribution chart has no trace per model",
@@ -191,7 +191,7 @@ def test_rl_section_shows_models_actions_decisions_and_promotes(
         prompt.send_keys("shadow week was fine")
         prompt.accept()
         text_in(browser, "action-result", "with override by dashboard (shadow week was fine)")
-        WebDriverWait(browser, WAIT_S).until(
+        WebDriverWait(browser, WAIT_S, ignored_exceptions=RERENDERED).until(
             lambda d: "production" in d.find_element(By.ID, f"rl-model-{ids['v2']}").text,
             "no production badge on v2",
         )
@@ -206,7 +206,7 @@ def test_rl_section_shows_models_actions_decisions_and_promotes(
             f"const b = document.getElementById('rl-promote-{ids['v1']}'); b.click(); b.click();"
         )
         text_in(browser, "action-result", f"{RL_NAME} v1 is production, all gates passed")
-        WebDriverWait(browser, WAIT_S).until(
+        WebDriverWait(browser, WAIT_S, ignored_exceptions=RERENDERED).until(
             lambda d: "production" in d.find_element(By.ID, f"rl-model-{ids['v1']}").text,
             "no production badge on v1",
         )
