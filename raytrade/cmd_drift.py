@@ -62,7 +62,9 @@ def _pct(x: float) -> str:
 
 def drift(
     symbols: str | None = typer.Option(
-        None, "--symbols", help="comma-separated symbols; default: the universe"
+        None,
+        "--symbols",
+        help="comma-separated symbols; default: the universe's symbols with features in the lake",
     ),
     reference_days: float = typer.Option(7.0, "--reference-days", min=0.001, help="reference window, days"),
     current_hours: float = typer.Option(24.0, "--current-hours", min=0.001, help="current window, hours"),
@@ -110,6 +112,9 @@ def drift(
             )
             raise typer.Exit(2)
         lake = Lake(settings.lake_root)
+        if not symbols:  # the universe's symbols that have features (after `make demo`: its 6)
+            with_features = set(lake.symbols("features_1m"))
+            chosen = tuple(s for s in chosen if s in with_features) or chosen  # none: the error names one
         while True:
             try:
                 results = drift_pass(
