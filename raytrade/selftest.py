@@ -4,6 +4,12 @@ Every check runs in a thread of its own and is given ``timeout_s`` (Ray, which s
 at least ``RAY_TIMEOUT_S``): a server that does not answer fails its check with "timed out" instead
 of hanging the selftest (MLflow alone retries an unreachable server for minutes). A failure's text
 is one line with URL passwords and ``key=value`` secrets masked.
+
+``run_node_selftest`` (``raytrade selftest --all-nodes``) runs the checks that reach a service
+(``NODE_CHECKS``: database, bus, MLflow, lake) once on every alive node of the Ray cluster, each in a
+task pinned to its node (``NodeAffinitySchedulingStrategy``, ``soft=False``, no CPU): every node must
+reach the services with the settings the driver has. A node whose task does not answer in time
+fails all its checks as timed out.
 """
 
 from __future__ import annotations
@@ -127,6 +133,24 @@ CHECKS: tuple[tuple[str, Callable[[Settings], str]], ...] = (
 )
 
 
+#: The checks that reach a service: those ``run_node_selftest`` runs on every node.
+NODE_CHECKS: tuple[str, ...] = ("database", "bus", "mlflow", "lake")
+#: Seconds a node's task may take to start beyond its checks' bounds (a worker process starting).
+NODE_START_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCheck:
+    """One check's outcome on one node: node id (short), node IP, then as ``Check``."""
+
+    node: str
+    ip: str
+    component: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
 def _bounded(fn: Callable[[Settings], str], settings: Settings, timeout_s: float) -> str:
     """Return ``fn(settings)``, or raise TimeoutError after ``timeout_s`` (the check's thread is left behind)."""
     outcome: list[tuple[bool, object]] = []
@@ -165,3 +189,51 @@ def run_selftest(
             detail, ok = error_text(e), False
         results.append(Check(name, ok, redact_url(detail), time.perf_counter() - t0))
     return results
+
+
+def _node_task(settings: Settings, only: tuple[str, ...], timeout_s: float) -> list[Check]:
+    return run_selftest(settings, only, timeout_s=timeout_s)
+
+
+def run_node_selftest(
+    settings: Settings, only: tuple[str, ...] = NODE_CHECKS, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[NodeCheck]:
+    """Run the service checks (``NODE_CHECKS``, or those of them in ``only``) on every alive node of the
+    connected Ray, in parallel; one row per node and check, sorted by node IP and id. Ray must be
+    initialized. A task that fails or does not finish within its checks' bounds plus ``NODE_START_S``
+    fails each of its node's checks with that error (redacted)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    names = tuple(n for n in NODE_CHECKS if not only or n in only)
+    nodes = sorted(
+        (n for n in ray.nodes() if n.get("Alive")), key=lambda n: (n["NodeManagerAddress"], n["NodeID"])
+    )
+    # relative locations as the driver resolves them (a worker's working directory is not the driver's)
+    settings = settings.model_copy(
+        update={"data_dir": settings.data_dir.resolve(), "lake_path": settings.lake_root}
+    )
+    task = ray.remote(num_cpus=0, max_retries=0)(_node_task)
+    refs = [
+        task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            settings, names, timeout_s
+        )
+        for n in nodes
+    ]
+    bound_s = timeout_s * len(names) + NODE_START_S
+    deadline = time.monotonic() + bound_s
+    rows: list[NodeCheck] = []
+    for node, ref in zip(nodes, refs, strict=True):
+        short, ip = node["NodeID"][:8], node["NodeManagerAddress"]
+        t0 = time.perf_counter()
+        try:
+            checks = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+        except Exception as e:  # the node's task never ran, or died: every check of it fails
+            if isinstance(e, ray.exceptions.GetTimeoutError):
+                ray.cancel(ref, force=True)
+                e = TimeoutError(f"the node's checks did not answer within {bound_s:g} s")
+            seconds = time.perf_counter() - t0
+            rows += [NodeCheck(short, ip, name, False, redact_url(error_text(e)), seconds) for name in names]
+            continue
+        rows += [NodeCheck(short, ip, c.component, c.ok, c.detail, c.seconds) for c in checks]
+    return rows

@@ -79,3 +79,36 @@ def test_an_unreachable_mlflow_server_times_out_without_showing_its_password(tmp
     assert "TimeoutError: timed out after 3 s without an answer" in " ".join(proc.stdout.split())
     assert "selftest failed: mlflow" in proc.stderr
     assert "PLANTEDsecret9" not in proc.stdout + proc.stderr
+
+
+def test_all_nodes_reports_an_unreachable_database_per_node_without_its_password(tmp_path, ray_session):
+    """--all-nodes on the session's local Ray (one node): the database check fails on that node, named
+    with its id and IP and the failure text; the password is masked; the command exits 1."""
+    import ray
+    from typer.testing import CliRunner
+
+    from raytrade.cli import app
+    from raytrade.selftest import run_node_selftest
+    from raytrade.settings import Settings
+
+    bad = "postgresql://trader:PLANTEDsecret7@127.0.0.1:1/raytrade"
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", db_url=bad)
+    rows = run_node_selftest(settings, ("database", "lake"), timeout_s=20)
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    assert {(r.node, r.ip) for r in rows} == {(n["NodeID"][:8], n["NodeManagerAddress"]) for n in alive}
+    by_check = {r.component: r for r in rows}
+    assert by_check["lake"].ok and str(settings.lake_root) in by_check["lake"].detail
+    failed = by_check["database"]
+    assert not failed.ok and "OperationalError" in failed.detail and "port 1 failed" in failed.detail
+    assert "PLANTEDsecret7" not in failed.detail
+
+    env = {k: "" for k in os.environ if k.startswith("RAYTRADE_") and not k.startswith("RAYTRADE_TEST_")}
+    env.update({"RAYTRADE_DATA_DIR": str(tmp_path / "data"), "RAYTRADE_DB_URL": bad})
+    out = CliRunner().invoke(
+        app, ["selftest", "--all-nodes", "--only", "database", "--timeout-s", "20"], env=env
+    )
+    assert out.exit_code == 1, out.output
+    text = " ".join(out.output.split())
+    assert f"database@{alive[0]['NodeID'][:8]}" in text and "on every node (1 alive)" in text
+    assert "PLANTEDsecret7" not in out.output
+    assert ray.is_initialized()  # the session's Ray, not shut down by the command
