@@ -94,6 +94,23 @@ def _rows(labels: pd.DataFrame, target: str) -> np.ndarray:
     return (labels["status"].to_numpy() == 0) & np.isfinite(y)
 
 
+def _dataset_for(
+    cache: dict[Any, lgb.Dataset],
+    key: Any,
+    matrix: np.ndarray,
+    rows: np.ndarray,
+    y: np.ndarray,
+    **kwargs: Any,
+) -> lgb.Dataset:
+    """The Dataset of ``matrix[rows]`` labelled ``y``: made on first use of ``key``, else the cached one relabelled."""
+    dataset = cache.get(key)
+    if dataset is None:
+        dataset = cache[key] = lgb.Dataset(matrix[rows], label=y, **kwargs)
+    else:
+        dataset.set_label(y)
+    return dataset
+
+
 def fit_multi_target(
     X: np.ndarray | pd.DataFrame,
     labels: pd.DataFrame,
@@ -143,23 +160,34 @@ def fit_multi_target(
 
     boosters: dict[str, lgb.Booster] = {}
     info: dict[str, dict[str, Any]] = {}
+    # Binning the feature matrix is most of a small fit's time and depends on the rows only, not on the
+    # target: targets that train on the same rows share one constructed Dataset (its label replaced).
+    # The bins, hence the boosters, are the same as with a Dataset per target (tested).
+    train_sets: dict[bytes, lgb.Dataset] = {}
+    valid_sets_by_rows: dict[tuple[bytes, bytes], lgb.Dataset] = {}
     for target in targets:
         p = target_params(target, params, seed=seed, num_threads=num_threads)
         rows = _rows(labels, target)
         if not rows.any():
             raise ValueError(f"{target}: no labelled rows (status 0 with a finite target) to train on")
-        train_set = lgb.Dataset(
-            matrix[rows], label=target_values(target, labels)[rows], feature_name=list(FEATURE_NAMES),
-            params={"verbose": -1},
+        key = np.packbits(rows).tobytes()
+        train_set = _dataset_for(
+            train_sets, key, matrix, rows, target_values(target, labels)[rows],
+            feature_name=list(FEATURE_NAMES), params={"verbose": -1},
         )  # fmt: skip
         valid_sets: list[lgb.Dataset] = []
         callbacks: list[Callable[..., Any]] = []
         if valid is not None and valid_matrix is not None:
             vrows = _rows(valid[1], target)
             valid_sets.append(
-                lgb.Dataset(
-                    valid_matrix[vrows], label=target_values(target, valid[1])[vrows], reference=train_set
-                )
+                _dataset_for(
+                    valid_sets_by_rows,
+                    (key, np.packbits(vrows).tobytes()),
+                    valid_matrix,
+                    vrows,
+                    target_values(target, valid[1])[vrows],
+                    reference=train_set,
+                )  # fmt: skip
             )
             if early_stopping_rounds is not None:
                 callbacks.append(lgb.early_stopping(early_stopping_rounds, verbose=False))

@@ -231,3 +231,33 @@ def test_join_features_labels_aligns_rows_by_time(data):
     assert len(joined) == len(features) and joined["ts"].is_monotonic_increasing
     np.testing.assert_array_equal(joined[FEATURE_NAMES[0]], features[FEATURE_NAMES[0]])
     np.testing.assert_array_equal(joined["long_ret_net"], labels["long_ret_net"])
+
+
+def test_targets_sharing_rows_share_one_dataset_and_train_the_same_boosters_as_one_dataset_each(data):
+    """fit_multi_target bins the matrix once per distinct row set; the boosters must equal those of a
+    fresh Dataset per target (the straightforward way), on train and validation sets whose rows differ
+    between targets (a NaN target drops rows of that target only)."""
+    features, labels = data
+    labels = labels.copy()
+    labels.loc[labels.index[::7], "long_mae"] = np.nan  # e_mae_long trains on fewer rows than the rest
+    train_x, valid_x = features.iloc[:2000], features.iloc[2000:]
+    train_y, valid_y = labels.iloc[:2000], labels.iloc[2000:]
+    shared = fit_multi_target(train_x, train_y, label_spec_hash=SPEC_HASH, params=FAST, num_boost_round=60,
+                              valid=(valid_x, valid_y), early_stopping_rounds=5, include_p_tp=True)  # fmt: skip
+    matrix = train_x[list(FEATURE_NAMES)].to_numpy(np.float64)
+    vmatrix = valid_x[list(FEATURE_NAMES)].to_numpy(np.float64)
+    sizes = set()
+    for target in shared.targets:
+        rows = (train_y["status"].to_numpy() == 0) & np.isfinite(target_values(target, train_y))
+        vrows = (valid_y["status"].to_numpy() == 0) & np.isfinite(target_values(target, valid_y))
+        sizes.add(int(rows.sum()))
+        own = lgb.Dataset(matrix[rows], label=target_values(target, train_y)[rows],
+                          feature_name=list(FEATURE_NAMES), params={"verbose": -1})  # fmt: skip
+        vown = lgb.Dataset(vmatrix[vrows], label=target_values(target, valid_y)[vrows], reference=own)
+        booster = lgb.train(target_params(target, FAST, seed=0), own, 60, valid_sets=[vown],
+                            callbacks=[lgb.early_stopping(5, verbose=False)])  # fmt: skip
+        best = booster.best_iteration or booster.current_iteration()
+        assert shared.booster(target).model_to_string() == lgb.Booster(
+            model_str=booster.model_to_string(num_iteration=best)
+        ).model_to_string(), target
+    assert len(sizes) == 2  # two row sets: the test covers both a shared and a separate Dataset
