@@ -2,18 +2,20 @@
 
 Per symbol, as of ``end_ms`` (default: the end of the symbol's newest ``features_1m`` bar): the
 current window is ``[end_ms − current_ms, end_ms)`` and the reference window the ``reference_ms``
-before it. Each feature gets its PSI, missing and outlier rate (``core.drift``); the symbol's
+before it. Each feature (default ``core.drift.DRIFT_FEATURES``: all but the calendar ones) gets its
+PSI — sampled at its own timeframe's bar closes, ``insufficient`` when the current window holds too
+few independent values of it — missing and outlier rate (``core.drift``); the symbol's
 ``drift_metrics`` row (key: symbol, ts = ``end_ms``, the feature schema version) holds
 
-- ``psi``: the largest PSI among the features (the worst one; the per-feature values are in the
-  returned ``SymbolDrift`` and in the ``drift.alarm`` event),
+- ``psi``: the largest PSI among the features with a status (the worst one; the per-feature values
+  are in the returned ``SymbolDrift`` and in the ``drift.alarm`` event),
 - ``missing_rate``: the share of missing feature values in the current window, absent bars included
   (expected: one row per minute of the window, times the features),
 - ``outlier_rate``: the share of the current window's finite feature values outside their
   reference's robust range,
 - ``latency_ms``: the median delay from a bar's close to its receipt by the ingest, from the
-  ``signals`` rows of the current window (``explain.received_ms``); null when there are none
-  (offline data).
+  ``signals`` rows of the current window (``explain.received_ms``), live receipts only
+  (``core.drift.message_latency_ms``); null without any (offline data, a replay session).
 
 The row is upserted on its key, so a rerun with the same ``end_ms`` rewrites it. When a feature is at
 alarm (PSI ≥ 0.25) and the symbol's previous row was below alarm (or there was none), one
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from core.drift import PSI_ALARM, FeatureDrift, feature_drift, message_latency_ms
+from core.drift import DRIFT_FEATURES, PSI_ALARM, FeatureDrift, feature_drift, message_latency_ms
 from core.features_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from pipelines.features import load_features
 from storage.lake import Lake
@@ -60,6 +62,10 @@ class SymbolDrift:
     def alarms(self) -> list[FeatureDrift]:
         return [f for f in self.features if f.status == "alarm"]
 
+    @property
+    def insufficient(self) -> list[FeatureDrift]:
+        return [f for f in self.features if f.status == "insufficient"]
+
     def as_json(self) -> dict[str, Any]:
         def num(x: float) -> float | None:
             return None if not np.isfinite(x) else float(x)
@@ -69,7 +75,8 @@ class SymbolDrift:
             "current_rows": self.current_rows, "psi": num(self.psi), "missing_rate": num(self.missing_rate),
             "outlier_rate": num(self.outlier_rate), "latency_ms": num(self.latency_ms),
             "features": {f.name: {"psi": num(f.psi), "status": f.status, "missing_rate": num(f.missing_rate),
-                                  "outlier_rate": num(f.outlier_rate)} for f in self.features},
+                                  "outlier_rate": num(f.outlier_rate), "effective_samples": num(f.effective_samples)}
+                         for f in self.features},
         }  # fmt: skip
 
 
@@ -94,13 +101,16 @@ def symbol_drift(
         raise FileNotFoundError(f"no features_1m in the lake at {lake.root} for {symbol}")
     end = int(coverage.last_ts) + BAR_MS if end_ms is None else int(end_ms)
     start = end - current_ms
-    names = list(features or FEATURE_NAMES)
+    names = list(features or DRIFT_FEATURES)
     frame = load_features(lake, symbol, start - reference_ms, end)
     ts = frame["ts"].to_numpy(np.int64)
     values = frame[names].to_numpy(np.float64)
     reference, current = values[ts < start], values[ts >= start]
     expected_rows = -(-current_ms // BAR_MS)
-    per_feature = feature_drift(tuple(names), current, reference, expected_rows=expected_rows)
+    per_feature = feature_drift(
+        tuple(names), current, reference, expected_rows=expected_rows,
+        current_ts=ts[ts >= start], reference_ts=ts[ts < start],
+    )  # fmt: skip
     finite = np.isfinite(current).sum()
     expected_cells = max(expected_rows, len(current)) * len(names)
     outliers = [f.outlier_rate * np.isfinite(current[:, j]).sum() for j, f in enumerate(per_feature)]
@@ -109,7 +119,7 @@ def symbol_drift(
         end_ms=end,
         reference_rows=len(reference),
         current_rows=len(current),
-        psi=_nan_max([f.psi for f in per_feature]),
+        psi=_nan_max([f.psi for f in per_feature if f.status != "insufficient"]),
         missing_rate=1.0 - finite / expected_cells,
         outlier_rate=float(np.nansum(outliers) / finite) if finite else float("nan"),
         latency_ms=latency_ms,

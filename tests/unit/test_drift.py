@@ -9,9 +9,19 @@ import pandas as pd
 import pytest
 
 from core.drift import (
+    CALENDAR_FEATURES,
+    DRIFT_FEATURES,
+    MAX_MESSAGE_LATENCY_MS,
+    MIN_EFFECTIVE_SAMPLES,
+    PSI_ALARM,
     PSI_EPSILON,
+    FeatureDrift,
+    autocorrelation_time,
+    bar_close_rows,
     decile_edges,
+    effective_samples,
     feature_drift,
+    feature_timeframe_ms,
     message_latency_ms,
     missing_rate,
     outlier_rate,
@@ -19,6 +29,10 @@ from core.drift import (
     psi_status,
     robust_range,
 )
+from core.features import compute_features_for_symbol
+from core.features_schema import FEATURE_NAMES
+from core.synthetic import SyntheticParams, generate_market
+from core.time import parse_utc
 
 
 def reference_psi(current: np.ndarray, reference: np.ndarray) -> float:
@@ -133,3 +147,125 @@ def test_feature_drift_per_column() -> None:
     assert out[0].psi == pytest.approx(reference_psi(current[:, 0], reference[:, 0]))
     assert out[0].missing_rate == 0.5
     assert out[1].outlier_rate == 0.0 and out[0].outlier_rate == 0.0
+
+
+DAY_MS = 86_400_000
+STATIONARY = SyntheticParams(
+    garch_alpha=0.0, garch_beta=0.0, vol_regime_sd_log=0.0, intraday_vol_log_amplitude=0.0,
+    weekend_vol_multiplier=1.0,
+)  # fmt: skip
+START_MS = parse_utc("2026-03-01") - 8 * DAY_MS  # 7 days of reference, then the current day
+
+
+def _features(
+    params: SyntheticParams,
+    seed: int,
+    *,
+    shocked_params: SyntheticParams | None = None,
+    current_days: int = 1,
+) -> pd.DataFrame:
+    """7 days + ``current_days`` of BTCUSDT features of an i.i.d. market; the current days drawn from
+    ``shocked_params`` when given."""
+    days = 7 + current_days
+    market = generate_market(["BTCUSDT"], START_MS, days * 1440, seed=seed, params=params)
+    candles = {k: np.array(v) for k, v in market.candles_1m["BTCUSDT"].items()}
+    if shocked_params is not None:  # the current day from another market, its prices continuing the first
+        shocked = generate_market(["BTCUSDT"], START_MS, days * 1440, seed=seed + 1, params=shocked_params)
+        day = slice(7 * 1440, None)
+        ratio = candles["close"][7 * 1440 - 1] / shocked.candles_1m["BTCUSDT"]["open"][7 * 1440]
+        for k in candles:
+            new = np.array(shocked.candles_1m["BTCUSDT"][k][day])
+            candles[k][day] = new * ratio if k in ("open", "high", "low", "close") else new
+        return compute_features_for_symbol("BTCUSDT", candles).to_pandas()
+    return compute_features_for_symbol(
+        "BTCUSDT", candles, mark=market.mark_1m["BTCUSDT"], premium=market.premium_1m["BTCUSDT"],
+        funding=market.funding["BTCUSDT"],
+    ).to_pandas()  # fmt: skip
+
+
+def _drift(frame: pd.DataFrame, names: tuple[str, ...]) -> dict[str, FeatureDrift]:
+    ts = frame["ts"].to_numpy(np.int64)
+    current = ts >= START_MS + 7 * DAY_MS
+    values = frame[list(names)].to_numpy(np.float64)
+    out = feature_drift(
+        names, values[current], values[~current], current_ts=ts[current], reference_ts=ts[~current]
+    )
+    return {d.name: d for d in out}
+
+
+def test_calendar_features_are_not_drift_features() -> None:
+    assert set(CALENDAR_FEATURES) == {
+        f"f_{tf}_{k}_{f}" for tf in ("1m", "15m", "1h") for k in ("hour", "dow") for f in ("sin", "cos")
+    }
+    assert set(DRIFT_FEATURES) == set(FEATURE_NAMES) - set(CALENDAR_FEATURES)
+    assert len(DRIFT_FEATURES) == len(FEATURE_NAMES) - 12
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_stationary_market_one_day_against_seven_raises_no_alarm(seed: int) -> None:
+    """Same i.i.d. market in both windows: before the fix every calendar and slow feature alarmed."""
+    drift = _drift(_features(STATIONARY, seed), DRIFT_FEATURES)
+    alarms = {n: round(d.psi, 2) for n, d in drift.items() if d.status == "alarm"}
+    assert alarms == {}
+    scored = [d for d in drift.values() if d.status in ("ok", "warn")]
+    assert len(scored) >= 6  # the short-memory features keep a status
+    assert {"f_1m_ret_1", "f_1m_ret_5", "f_1m_body_ratio"} <= {d.name for d in scored}
+    # what made them alarm: the calendar features differ by construction, a 60-hour volatility
+    # over 24 h is one value, and both are far above alarm when scored anyway
+    everything = _drift(_features(STATIONARY, seed), ("f_1m_dow_sin", "f_1h_vol_60"))
+    assert all(d.psi > PSI_ALARM for d in everything.values())
+    assert everything["f_1h_vol_60"].status == "insufficient"
+    assert everything["f_1h_vol_60"].effective_samples < MIN_EFFECTIVE_SAMPLES
+
+
+TRIPLED = STATIONARY.model_copy(update={"btc_vol_1m_bps": 3 * STATIONARY.btc_vol_1m_bps})
+
+
+def test_volatility_tripled_in_the_current_day_alarms_on_the_1m_return_features() -> None:
+    drift = _drift(_features(STATIONARY, 5, shocked_params=TRIPLED), DRIFT_FEATURES)
+    for name in ("f_1m_ret_1", "f_1m_ret_5"):
+        assert drift[name].status == "alarm" and drift[name].psi >= PSI_ALARM, (name, drift[name])
+    # shape features do not scale with volatility and stay quiet
+    assert drift["f_1m_body_ratio"].status in ("ok", "warn")
+    assert drift["f_15m_ret_1"].status == "insufficient"  # 96 values in a day: too few to judge
+
+
+def test_volatility_tripled_over_three_days_alarms_on_a_15m_feature_too() -> None:
+    frame = _features(STATIONARY, 8, shocked_params=TRIPLED, current_days=3)
+    drift = _drift(frame, ("f_15m_ret_1", "f_15m_body_ratio"))
+    slow = drift["f_15m_ret_1"]  # one value per 15m bar: 288 in three days
+    assert (
+        slow.status == "alarm" and slow.psi >= PSI_ALARM and slow.effective_samples >= MIN_EFFECTIVE_SAMPLES
+    )
+    assert drift["f_15m_body_ratio"].status in ("ok", "warn")
+
+
+def test_slow_features_are_sampled_at_their_own_bar_closes() -> None:
+    ts = START_MS + 60_000 * np.arange(120)
+    assert bar_close_rows(ts, 900_000).sum() == 8
+    assert ((ts[bar_close_rows(ts, 900_000)] + 60_000) % 900_000 == 0).all()
+    assert feature_timeframe_ms("f_15m_ret_1") == 900_000 and feature_timeframe_ms("f_1h_vol_60") == 3_600_000
+    assert feature_timeframe_ms("f_1m_ret_1") == 60_000 and feature_timeframe_ms("b") == 60_000
+
+
+def test_autocorrelation_time_of_white_noise_and_of_a_moving_sum() -> None:
+    rng = np.random.default_rng(21)
+    noise = rng.normal(size=20_000)
+    assert autocorrelation_time(noise) == pytest.approx(1.0, abs=0.15)
+    moving = np.convolve(noise, np.ones(20), mode="valid")  # a 20-bar window: τ = 20
+    assert 15.0 < autocorrelation_time(moving) < 30.0  # estimated from data: within 50 %
+    assert autocorrelation_time(np.full(100, 3.0)) == 1.0
+    assert autocorrelation_time(np.arange(50.0)) == 50.0  # a trend: too persistent to tell
+    assert effective_samples(1440, 20.0) == 72.0
+
+
+def test_message_latency_ignores_receipts_that_are_not_live() -> None:
+    close = parse_utc("2025-06-01")
+    now = parse_utc("2026-12-03T09:00")
+    # a replay session: 2025 bars received today; a backfilled bar an hour late; a receipt before the close
+    replayed = message_latency_ms(np.array([close, close + 60_000]), np.array([now, now + 60_000]))
+    assert math.isnan(replayed)
+    event = np.array([close, close + 60_000, close + 120_000, close + 180_000])
+    received = event + np.array([150, 250, 3_600_000, -5_000])
+    assert message_latency_ms(event, received) == 200.0
+    assert message_latency_ms(np.array([close]), np.array([close + MAX_MESSAGE_LATENCY_MS])) == 300_000.0
