@@ -60,7 +60,8 @@ query: ``storage.trading_control.read_controls``, the control rows written since
   ``max_entry_delay_ms``, each applied as ``min(config, setting)``.
 
 The account (wallet, equity, margin, positions) is published on ``account.update`` and written as an
-``account.snapshot`` row when it changed, at most once a second of wall time.
+``account.snapshot`` row when it changed, at most once a second of wall time; and at each minute close
+(``on_bars``) as an ``account_snapshots`` row (``storage.account``) at that close's time, once a minute.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ from core.messages import (
 from core.sim import BookState, FillSimulator, SimConfig
 from core.sim import kernel as sim_kernel
 from storage import db, trading_control
+from storage.account import snapshot_row, write_snapshot
 from storage.bulk import write_rows
 from storage.bus import Bus, open_bus
 from storage.schema import events, positions
@@ -189,6 +191,7 @@ class ExecutionBook:
         self.entry_delay_ms = cfg.max_entry_delay_ms  # min(config, the runtime setting)
         self._next_account_s = 0.0
         self._account_sent: tuple[float, float, int] | None = None
+        self._snapshot_minute = -1  # the minute of the last account_snapshots row written
         self._recover()
         _warm_kernels(cfg)
 
@@ -494,6 +497,7 @@ class ExecutionBook:
                 exits += 1
         if bars:
             self._close_bar(max(int(b.ts_ms) for b in bars))
+            self.snapshot_account(max(int(b.ts_ms) for b in bars) + self.cfg.sim.bar_ms)
         self.publish_account()
         return exits
 
@@ -647,6 +651,35 @@ class ExecutionBook:
         equity, used = float(self.sim.equity), float(self.sim.used_margin)
         return {"mode": self.cfg.mode, "wallet": float(self.sim.wallet), "equity": equity, "available": equity - used,
                 "unrealized_pnl": float(self.sim.unrealized), "margin_used": used, "positions": len(self._groups)}  # fmt: skip
+
+    def account_figures(self) -> dict[str, float]:
+        """The simulator's account as ``account_snapshots`` figures (USDT; the margin ratio is the
+        positions' maintenance margin at their last marks over the equity)."""
+        equity, used = float(self.sim.equity), float(self.sim.used_margin)
+        maint = 0.0
+        for symbol, pos in self.sim.positions().items():
+            terms = self.sim.margin_terms(symbol)
+            if terms is not None:
+                maint += max(
+                    pos.qty * pos.mark_price * terms.maint_margin_rate - terms.maint_amount_usdt, 0.0
+                )
+        return {"equity": equity, "wallet_balance": float(self.sim.wallet), "unrealized_pnl": float(self.sim.unrealized),
+                "available_margin": equity - used, "used_margin": used,
+                "margin_ratio": maint / equity if equity > 0 else 0.0}  # fmt: skip
+
+    def snapshot_account(self, ts_ms: int) -> bool:
+        """Write the account as an ``account_snapshots`` row at ``ts_ms`` (a minute close), at most once
+        per minute; a database error is logged, never raised. Return whether a row was written."""
+        minute = int(ts_ms) // 60_000
+        if minute <= self._snapshot_minute:
+            return False
+        self._snapshot_minute = minute
+        try:
+            write_snapshot(self.engine, snapshot_row(ts_ms, self.cfg.mode, self.account_figures()))
+        except Exception:
+            log.exception("execution: could not write the account snapshot of %d", ts_ms)
+            return False
+        return True
 
     def publish_account(self, force: bool = False) -> bool:
         """Publish the account on ``account.update`` and write its ``account.snapshot`` row when it changed

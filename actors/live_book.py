@@ -44,12 +44,23 @@ execution actor holds one or the other (``make_book``), and no shared code asks 
   the protection and exits on the venue go on; ``stopped`` refuses them (``TRADING_STOPPED``) and
   cancels everything and flattens once per stop row (``STOP``); ``max_positions``,
   ``daily_loss_limit_pct`` and ``max_entry_delay_ms`` apply as ``min(config, setting)``.
+- Positions rows (``storage.trade_rows``), as the paper book writes them: an ``entry`` row when an entry
+  is protected, from its order's ledger fills; a ``FINAL`` row once the ledger's fills bring the trade
+  back to flat after the book dropped it (the exit's fills may reach the ledger after the drop: each
+  drain, reconciliation and flatten settles the trades waiting), with the ledger's realized PnL net of
+  fees. A write error is logged and retried at the next settle; it never touches the orders.
+- Account snapshots (``storage.account``): each minute close (``on_bars``) asks a thread of its own,
+  on an HTTP session of its own, for the venue's account (``GET /fapi/v3/account``) and writes it as
+  the ``account_snapshots`` row of that close. Nothing on the order path waits for it; a failure is an
+  ``account_snapshot_missed`` risk event, never raised.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +80,7 @@ from core.ledger import EngineSignal, Fill
 from core.messages import BarClose, CloseIntent, EntryIntent, MarketTick
 from core.sim import FillSimulator, SimConfig
 from core.sim import kernel as sim_kernel
+from exchange.binance.account import fetch_account
 from exchange.binance.emergency import cancel_all_and_flatten
 from exchange.binance.ledger_records import (
     algo_of_response,
@@ -98,14 +110,16 @@ from exchange.binance.protected import (
     position_qty,
     wait_final,
 )
-from exchange.binance.signed import OrderOutcomeUnknown, TradingConfig
+from exchange.binance.signed import OrderOutcomeUnknown, SignedTransport, TradingConfig
 from exchange.binance.trading import BinanceTrading
 from exchange.binance.user_stream import Gap, MalformedEvent, UserStreamConfig
 from exchange.logging_safety import install_redaction
 from storage import db, killswitch_store, trading_control
+from storage.account import snapshot_row, write_snapshot
 from storage.audit import AuditLog
 from storage.bulk import write_rows
 from storage.ledger import LedgerStore
+from storage.trade_rows import TradeOpen, entry_row, final_row, write_position_row
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +224,12 @@ class LiveBook:
         self._exit_fills: dict[str, dict[int, Decimal]] = {}  # symbol → protection fills: trade id → qty
         self._liquidations: set[tuple[str, int]] = set()
         self._stream_closed_ms: int | None = None
+        self._trades: dict[str, TradeOpen] = {}  # symbol → its open entry's trade (positions rows)
+        self._finals: dict[str, tuple[TradeOpen, str]] = {}  # trade group → (trade, exit reason): FINAL due
+        self._snapshot_minute = -1
         self.stream: StreamThread | None = None
+        self.snapshots = AccountSnapshots(cfg.trading, self.engine, cfg.mode, cfg.session_id,
+                                          lambda: self.trading.http.clock_offset_ms)  # fmt: skip
         try:
             if cfg.user_stream is not None:  # before the first reconciliation: what follows it is heard
                 self.stream = StreamThread(cfg.trading, cfg.user_stream, lambda: cfg.symbols,
@@ -299,6 +318,7 @@ class LiveBook:
                              f"{close.executedQty} of {qty}; SL and TP stay", details | {"status": close.status})  # fmt: skip
             return result | {"reasons": ("CLOSE_INCOMPLETE",)}
         self._closed(ci.symbol, ci.reason, price=float(close.avgPrice))  # flat now: cancel SL and TP
+        self._settle_finals()
         self._risk_event(now, "rl_close", ci.symbol, 1, f"{ci.symbol} {plan.side} closed ({ci.reason}) at "
                          f"{close.avgPrice}", details | {"price": str(close.avgPrice)})  # fmt: skip
         return result | {"filled": True, "reasons": (), "price": float(close.avgPrice)}
@@ -352,7 +372,7 @@ class LiveBook:
                     quantity=plan.quantity, sl=plan.stop_price, tp=plan.take_profit_price)  # fmt: skip
         self.trading.prepare_symbol(it.symbol, int(it.leverage) if it.leverage >= 1 else self.cfg.leverage)
         done = enter_protected(self.trading, plan, self.cfg.protection)
-        self._record_entry(done)
+        fills = self._record_entry(done)
         ok = done.outcome in (Outcome.PROTECTED, Outcome.REJECTED, Outcome.NOT_FILLED)
         self._kill_events(self.kill.order_result(now, ok))
         self.stats.entries += 1
@@ -362,6 +382,12 @@ class LiveBook:
             if done.protected_ms is not None:
                 self.stats.protect_ms.append(done.protected_ms)
             self.entries[it.symbol] = done
+            if done.entry is not None:
+                trade = TradeOpen(group, it.symbol, side, done.entry.orderId,
+                                  int(it.leverage) if it.leverage >= 1 else self.cfg.leverage,
+                                  float(it.sl_price), float(it.tp_price), self.cfg.mode)  # fmt: skip
+                self._trades[it.symbol] = trade
+                self._position_row(entry_row, fills, trade)
             self.sim.open_position(
                 it.symbol, int(it.side), now, float(done.avg_price),
                 float(done.filled_qty * done.avg_price), atr=it.atr, sl=it.sl_price, tp=it.tp_price,
@@ -377,13 +403,15 @@ class LiveBook:
         return result | {"filled": done.outcome is Outcome.PROTECTED, "outcome": str(done.outcome),
                          "naked_ms": done.naked_ms, "price": float(done.avg_price)}  # fmt: skip
 
-    def _record_entry(self, done: ProtectedEntry) -> None:
-        """The venue's answers into the ledger: orders, algo orders, and the fills of the entry and close."""
+    def _record_entry(self, done: ProtectedEntry) -> list[Fill]:
+        """The venue's answers into the ledger: orders, algo orders, and the fills of the entry and close
+        (returned)."""
         events: list[Any] = []
         orders = [o for o in (done.entry, done.close) if o is not None]
         events += [order_of_response(o) for o in orders]
         events += [algo_of_response(a) for a in (done.stop, done.take_profit) if a is not None]
-        events += self._fills_of([o for o in orders if o.executedQty > 0])
+        fills = self._fills_of([o for o in orders if o.executedQty > 0])
+        events += fills
         if events:
             self.store.record(events)
         now = self.wall_ms()
@@ -393,6 +421,30 @@ class LiveBook:
         for o in orders:
             self._audit("order", now, symbol=o.symbol, client_order_id=o.clientOrderId, side=o.side,
                         status=o.status, qty=o.executedQty, price=o.avgPrice)  # fmt: skip
+        return fills
+
+    def _position_row(self, build: Callable[..., dict[str, Any] | None], fills: Sequence[Fill],
+                      *args: Any) -> bool:  # fmt: skip
+        """Write the positions row ``build(fills, *args)`` makes (None: not yet); never raise."""
+        try:
+            row = build(fills, *args)
+            if row is not None:
+                write_position_row(self.engine, row)
+            return row is not None
+        except Exception:
+            log.exception("live: could not write the positions row of %s", args[0].trade_group_id)
+            return False
+
+    def _settle_finals(self) -> None:
+        """Write the FINAL rows of the dropped trades whose closing fills the ledger now holds."""
+        for group, (trade, reason) in list(self._finals.items()):
+            try:
+                fills = self.store.fills(trade.symbol)
+            except Exception:
+                log.exception("live: could not read the fills of %s", trade.symbol)
+                return
+            if self._position_row(final_row, fills, trade, reason):
+                del self._finals[group]
 
     def _fills_of(self, orders: list[OrderResponse]) -> list[Fill]:
         """Our trades of ``orders`` from ``userTrades`` (the answer holds no trade ids)."""
@@ -435,6 +487,9 @@ class LiveBook:
         if not bars:
             return 0
         ts = max(int(b.ts_ms) for b in bars) + self.cfg.sim.bar_ms
+        if ts // 60_000 > self._snapshot_minute:  # once a minute, off the order path
+            self._snapshot_minute = ts // 60_000
+            self.snapshots.request(ts)
         if marks and self.sim.mark_bar_close(ts, marks):  # the paper book's rule: flatten at the close
             self._kill_events(self.kill.daily_loss(self.wall_ms()))
             return self.flatten("FLATTEN")
@@ -453,6 +508,7 @@ class LiveBook:
         for symbol in [s for s in self.entries if s not in held]:
             self._closed(symbol, "VENUE")
             exits += 1
+        self._settle_finals()
         if not report.consistent:
             log.info("live: reconciliation %s", report.format(max_lines=10))
         return exits
@@ -466,6 +522,9 @@ class LiveBook:
             for role in _ROLES:
                 cancel_protection(self.trading, symbol, client_id(entry.plan.decision_key, role))
         self._exit_fills.pop(symbol, None)
+        trade = self._trades.pop(symbol, None)
+        if trade is not None:
+            self._finals[trade.trade_group_id] = (trade, reason)
         for links in (self._children, self._unlinked):
             for key in [k for k in links if k[0] == symbol]:
                 del links[key]
@@ -486,6 +545,7 @@ class LiveBook:
         for symbol in closed:
             self._closed(symbol, reason)
         self.reconciler.run_once()  # the closes' fills into the ledger
+        self._settle_finals()
         return len(closed)
 
     # --- user data stream --------------------------------------------------------------------------
@@ -508,6 +568,8 @@ class LiveBook:
             exits += self._on_event(arrival, records)
         if records:
             self._write(records)
+        if self._finals:
+            self._settle_finals()
         return exits
 
     def _on_event(self, arrival: Arrival, records: list[Any]) -> int:
@@ -812,8 +874,62 @@ class LiveBook:
                 self._drain()
         finally:
             self.stream = None
+            self.snapshots.close()
             self.trading.close()
             self.engine.dispose()
+
+
+class AccountSnapshots:
+    """A thread writing the venue's account as ``account_snapshots`` rows when asked (module docstring):
+    ``request(ts_ms)`` returns at once; the newest request waiting is the one served."""
+
+    def __init__(self, trading: TradingConfig, engine: Any, mode: str, session_id: str,
+                 clock_offset_ms: Callable[[], int]) -> None:  # fmt: skip
+        self.engine, self.mode, self.session_id = engine, mode, session_id
+        self._offset = clock_offset_ms
+        self._http = SignedTransport(trading)  # its own session: never shared with the order path
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self.written = self.missed = 0
+        self._thread = threading.Thread(target=self._run, name="live-account", daemon=True)
+        self._thread.start()
+
+    def request(self, ts_ms: int) -> None:
+        self._queue.put(int(ts_ms))
+
+    def flush(self) -> None:
+        """Wait until every request so far was served (tests, shutdown)."""
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            ts = self._queue.get()
+            try:
+                if ts is None:
+                    return
+                self._snapshot(ts)
+            finally:
+                self._queue.task_done()
+
+    def _snapshot(self, ts: int) -> None:
+        try:
+            self._http.clock_offset_ms = self._offset()
+            write_snapshot(self.engine, snapshot_row(ts, self.mode, fetch_account(self._http).snapshot()))
+            self.written += 1
+        except Exception as e:
+            self.missed += 1
+            message = f"account snapshot of {ts} not written: {type(e).__name__}: {str(e)[:200]}"
+            log.warning("live: %s", message)
+            try:
+                write_rows(self.engine, "risk_events", [{"ts": ts, "event_type": "account_snapshot_missed",
+                                                         "symbol": None, "severity": 1, "message": message,
+                                                         "details": {"session": self.session_id}}])  # fmt: skip
+            except Exception:
+                log.exception("live: could not record the missed account snapshot")
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+        self._http.close()
 
 
 def _fill_of(f: UserFill) -> Fill:

@@ -10,10 +10,11 @@ idempotent``: one row per key, the first answer repeated).
   SL/TP, the daily loss limit).
 - ``POST /api/trading/stop``: no new entries, and the running book flattens every position once;
   ``start`` resumes.
-- ``GET /api/account``: the newest account a book recorded (``account.snapshot`` rows, which the paper
-  book writes with each ``account_updates`` message, at most once a second), else the paper book's
-  last state snapshot (``execution.state``); nulls when none was recorded. The live book records no
-  account yet (its mirror's equity is not the venue's balance).
+- ``GET /api/account``: the newest ``account_snapshots`` row (``storage.account``: both books write one
+  per minute close, the live book the venue's own account), with its mode; without one, the newest
+  account a book recorded (``account.snapshot`` events rows, which the paper book writes with each
+  ``account_updates`` message, at most once a second), else the paper book's last state snapshot
+  (``execution.state``); nulls when none was recorded.
 - ``PUT /api/settings``: the runtime-safe settings (``storage.trading_control.RUNTIME_SETTINGS``):
   ``max_positions``, ``max_entry_delay_ms``, ``daily_loss_limit_pct``. Each is an upper bound a book
   takes as ``min(its config, value)``, so a setting can only make a book more careful; ``null`` gives
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve.api.routes_common import AUTH, EngineDep, json_object
 from serve.api.routes_control import KEY_REUSED, SOURCE, IdempotencyKey, idempotent
 from storage import killswitch_store, trading_control
+from storage.account import latest_snapshot
 from storage.schema import events
 
 __all__ = [
@@ -73,7 +75,10 @@ class AccountDTO(BaseModel):
     unrealized_pnl: float | None
     margin_used: float | None
     positions: int | None
-    source: str | None = Field(None, description="the book that recorded it (execution:<mode>:<session>)")
+    source: str | None = Field(
+        None, description="the book that recorded it (execution:<mode>:<session>), or account_snapshots"
+    )
+    margin_ratio: float | None = Field(None, description="maintenance margin / margin balance")
 
 
 class SettingsUpdate(BaseModel):
@@ -194,6 +199,14 @@ def _account_of_state(payload: Mapping[str, Any], ts: int, source: str) -> Accou
 def account(engine: EngineDep) -> AccountDTO:
     """The newest account a running book recorded; nulls where no book recorded one."""
     with engine.connect() as conn:
+        latest = latest_snapshot(conn)
+        if latest is not None:
+            return AccountDTO(
+                ts_ms=int(latest["ts"]), mode=latest["mode"], wallet=latest["wallet_balance"],
+                equity=latest["equity"], available=latest["available_margin"],
+                unrealized_pnl=latest["unrealized_pnl"], margin_used=latest["used_margin"], positions=None,
+                source="account_snapshots", margin_ratio=latest["margin_ratio"],
+            )  # fmt: skip
         rows = {
             kind: conn.execute(
                 sa.select(events.c.id, events.c.ts, events.c.source, events.c.payload)

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from serve.api import ApiConfig, create_app, ensure_token
 from serve.api.routes_trading import SettingsUpdate
 from storage import trading_control
+from storage.account import snapshot_row, write_snapshot
 from storage.schema import events
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
@@ -157,4 +158,15 @@ def test_account_reads_what_the_books_recorded(api: TestClient, engine: sa.Engin
                "margin_used": 201.0, "positions": 2}  # fmt: skip
     with engine.begin() as c:
         c.execute(sa.insert(events).values(**trading_control.account_row(9, "execution:shadow:s1", account)))
-    assert api.get("/api/account").json() == {"ts_ms": 9, "source": "execution:shadow:s1", **account}
+    assert api.get("/api/account").json() == {"ts_ms": 9, "source": "execution:shadow:s1", "margin_ratio": None,
+                                              **account}  # fmt: skip
+    # a book's account_snapshots row (one per minute close) answers before the events rows; the newest
+    figures = {"equity": 10_012.5, "wallet_balance": 10_000.0, "unrealized_pnl": 12.5, "available_margin": 9_812.5,
+               "used_margin": 200.0, "margin_ratio": 0.004}  # fmt: skip
+    write_snapshot(engine, snapshot_row(120_000, "live", figures))
+    write_snapshot(engine, snapshot_row(60_000, "shadow", figures | {"equity": 1.0}))
+    assert api.get("/api/account").json() == {
+        "ts_ms": 120_000, "mode": "live", "wallet": 10_000.0, "equity": 10_012.5, "available": 9_812.5,
+        "unrealized_pnl": 12.5, "margin_used": 200.0, "positions": None, "source": "account_snapshots",
+        "margin_ratio": 0.004,
+    }  # fmt: skip

@@ -23,7 +23,7 @@ from core.messages import BarClose, CloseIntent, EntryIntent, MarketTick, close_
 from exchange.binance.orders import client_id
 from exchange.binance.signed import TradingConfig
 from storage import killswitch_store
-from storage.schema import engine_signals, events, risk_events
+from storage.schema import engine_signals, events, positions, risk_events
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -105,7 +105,7 @@ def test_an_entry_is_protected_and_the_ledger_holds_the_venues_orders_and_fills(
 
 
 def test_a_take_profit_on_the_venue_is_reconciled_and_the_stop_cancelled(
-    book: tuple[LiveBook, Monotonic], venue: Venue
+    book: tuple[LiveBook, Monotonic], venue: Venue, engine: sa.Engine
 ) -> None:
     live, clock = book
     live.submit([intent(venue)])
@@ -116,6 +116,11 @@ def test_a_take_profit_on_the_venue_is_reconciled_and_the_stop_cancelled(
     assert exits == 1 and venue.open_algos() == [] and live.summary()["open_positions"] == []
     ledger_matches_venue(live, venue)
     assert live.store.positions()[BTC].qty == 0
+    with engine.connect() as c:  # the trade's positions rows, its FINAL from the reconciled TP fill
+        rows = {r.event_type: r for r in c.execute(sa.select(positions))}
+    tp_fill = max(venue.broker.order_state.fills, key=lambda f: f.time_ms)
+    assert set(rows) == {"entry", "FINAL"} and rows["FINAL"].exit_reason == "VENUE"
+    assert rows["FINAL"].exit_price == tp_fill.price and rows["FINAL"].realized_pnl > 0
 
 
 def test_the_kill_file_blocks_entries_and_the_operator_kill_flattens(
