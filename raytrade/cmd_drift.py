@@ -1,7 +1,8 @@
 """``raytrade drift``: feature drift and data quality into ``drift_metrics`` (spec 001 §17), once or on a schedule.
 
 Also ``ops_handlers``: the ``drift`` and ``bootstrap_history`` job handlers of this installation,
-for the batch worker.
+for the batch worker, and ``drift_schedule``: the drift job ``raytrade worker`` queues every
+``drift_every_s``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from tune.jobs_types import JobHandler
+    from tune.worker import Schedule
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -48,6 +50,23 @@ def ops_handlers(settings: Settings, engine: sa.Engine) -> dict[str, JobHandler]
         "drift": drift_handler(engine, settings.lake_root, reports),
         "bootstrap_history": bootstrap_history_handler(settings),
     }
+
+
+def drift_schedule(settings: Settings) -> Schedule | None:
+    """The drift job every ``settings.drift_every_s`` (None when 0): default windows, over the universe's
+    symbols that have features in the lake at that time (no job while none has)."""
+    from storage.lake import Lake
+    from tune.worker import Schedule
+
+    if settings.drift_every_s <= 0:
+        return None
+
+    def config() -> dict[str, object] | None:
+        with_features = set(Lake(settings.lake_root).symbols("features_1m"))
+        symbols = [s for s in settings.universe if s in with_features]
+        return {"symbols": symbols} if symbols else None
+
+    return Schedule("drift", settings.drift_every_s, config)
 
 
 def _status(psi: float) -> str:

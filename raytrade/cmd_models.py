@@ -297,6 +297,10 @@ def worker_cmd(
         settings, registry, after_ray_start=keep_our_sigterm_handler
     ).items():
         worker.register(kind, handler)
+    from raytrade.cmd_drift import drift_schedule
+
+    if (drift_every := drift_schedule(settings)) is not None:  # RAYTRADE_DRIFT_EVERY_S
+        worker.schedule(drift_every)
     console.print(f"worker for {', '.join(worker.kinds)} jobs on {redact_url(settings.database_url)}")
     previous_handler = signal.signal(signal.SIGTERM, stop_after_current_job)
     try:

@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     worker_max_attempts: int = Field(
         3, ge=1, le=100, description="claims of a job whose worker died before it is failed"
     )
+    drift_every_s: float = Field(
+        3600.0,
+        ge=0,
+        le=7 * 86_400,
+        description="batch workers queue one drift job per this period, s (one across all workers); 0: never",
+    )
 
     @field_validator("universe", mode="before")
     @classmethod

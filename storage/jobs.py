@@ -120,11 +120,20 @@ def _now_ms(now_ms: int | None) -> int:
     return int(time.time() * 1000) if now_ms is None else now_ms
 
 
-def enqueue(engine: sa.Engine, kind: str, config: Mapping[str, Any], *, now_ms: int | None = None) -> str:
+def enqueue(
+    engine: sa.Engine,
+    kind: str,
+    config: Mapping[str, Any],
+    *,
+    now_ms: int | None = None,
+    job_id: str | None = None,
+) -> str:
     """Queue a job of ``kind`` with ``config`` (a JSON object without NaN or infinity); return its id.
 
     Raises ValueError for an unknown kind or a config that is not such an object. What a kind's
-    config must hold is checked by whoever enqueues it (``tune.worker.enqueue_job``).
+    config must hold is checked by whoever enqueues it (``tune.worker.enqueue_job``). A given
+    ``job_id`` (a UUID) that is already taken raises ``sqlalchemy.exc.IntegrityError``: a caller
+    that derives it from a period queues at most one job per period (``tune.worker.Schedule``).
     """
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}; expected one of {', '.join(JOB_KINDS)}")
@@ -134,7 +143,7 @@ def enqueue(engine: sa.Engine, kind: str, config: Mapping[str, Any], *, now_ms: 
         text = json.dumps(dict(config), allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ValueError(f"job config is not JSON without NaN/inf: {e}") from None
-    job_id = str(uuid.uuid4())
+    job_id = str(uuid.uuid4()) if job_id is None else str(uuid.UUID(job_id))
     with engine.begin() as conn:
         conn.execute(
             sa.insert(training_jobs).values(

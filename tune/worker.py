@@ -16,6 +16,12 @@ keeps no class-level state. ``promote_handler`` runs ``tune.promote`` for ``prom
 label, train and backtest handlers (``tune.jobs_handlers``) are registered by the composition root;
 the types both sides use (``JobContext``, ``JobHandler``) live in ``tune.jobs_types``.
 
+Schedules: a worker given a ``Schedule`` (``schedule``) queues that kind's job once per period
+before each claim. The job's id is derived from the kind and the period's index, and the queue
+refuses a second row with that id, so several workers on one database queue one job per period
+between them (``enqueue_scheduled``). ``raytrade worker`` schedules a ``drift`` job every
+``drift_every_s``.
+
 Progress: a handler calls ``ctx.progress(fraction, message)``; the worker writes it to the job row
 and publishes a ``TrainingUpdate`` on the bus (``Topic.TRAINING_UPDATE``), at most every
 ``progress_interval_s`` (start, done and failed are always published). The row is the record: a bus
@@ -27,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -48,6 +55,47 @@ log = logging.getLogger(__name__)
 
 #: Longest wait between attempts to reach an unavailable database, seconds.
 MAX_BACKOFF_S = 30.0
+_SCHEDULE_NAMESPACE = uuid.UUID("5a0c3e7e-4f64-4d3b-9a0e-2d1f6b7c8e90")
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Queue a ``kind`` job every ``every_s`` seconds (periods of epoch time: period k is
+    ``[k · every_s, (k + 1) · every_s)``), with the config ``config()`` returns then; None skips
+    the period (e.g. nothing to check yet)."""
+
+    kind: str
+    every_s: float
+    config: Callable[[], Mapping[str, Any] | None]
+
+    def __post_init__(self) -> None:
+        if self.every_s <= 0:
+            raise ValueError(f"every_s must be positive, got {self.every_s}")
+
+    def job_id(self, now_ms: int) -> str:
+        """The id of this schedule's job for the period holding ``now_ms``: the same on every worker."""
+        every_ms = max(1, round(self.every_s * 1000))
+        return str(uuid.uuid5(_SCHEDULE_NAMESPACE, f"{self.kind}:{every_ms}:{now_ms // every_ms}"))
+
+
+def enqueue_scheduled(engine: sa.Engine, schedule: Schedule, now_ms: int) -> str | None:
+    """Queue the schedule's job of the period holding ``now_ms`` unless it exists; return its id if queued.
+
+    Safe to call from several workers at once: the id is the period's, and the second insert of an
+    id fails on the primary key (PostgreSQL makes the second inserter wait for the first's commit).
+    """
+    job_id = schedule.job_id(now_ms)
+    if jobs.get_job(engine, job_id) is not None:
+        return None
+    config = schedule.config()
+    if config is None:
+        return None
+    try:
+        return jobs.enqueue(
+            engine, schedule.kind, validate_job_config(schedule.kind, config), now_ms=now_ms, job_id=job_id
+        )
+    except sa.exc.IntegrityError:  # another worker queued it first
+        return None
 
 
 class PromoteJobConfig(BaseModel):
@@ -131,6 +179,7 @@ class BatchWorker:
     max_attempts: int = jobs.DEFAULT_MAX_ATTEMPTS
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     _handlers: dict[str, JobHandler] = field(default_factory=dict, init=False)
+    _schedules: list[Schedule] = field(default_factory=list, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
 
     def register(self, kind: str, handler: JobHandler) -> None:
@@ -139,12 +188,39 @@ class BatchWorker:
             raise ValueError(f"unknown job kind {kind!r}; expected one of {', '.join(jobs.JOB_KINDS)}")
         self._handlers[kind] = handler
 
+    def schedule(self, schedule: Schedule) -> None:
+        """Queue ``schedule``'s job once per period, checked before each claim (module doc)."""
+        if schedule.kind not in jobs.JOB_KINDS:
+            raise ValueError(
+                f"unknown job kind {schedule.kind!r}; expected one of {', '.join(jobs.JOB_KINDS)}"
+            )
+        self._schedules.append(schedule)
+
     @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(sorted(self._handlers))
 
+    def enqueue_due(self) -> list[str]:
+        """Queue the current period's job of every schedule that has none yet; return the ids queued.
+
+        A schedule whose config cannot be built or is refused is logged and skipped; the claim goes on.
+        """
+        queued = []
+        for schedule in self._schedules:
+            try:
+                job_id = enqueue_scheduled(self.engine, schedule, self.clock_ms())
+            except (ValueError, OSError) as e:
+                log.warning("%s: could not queue the scheduled %s job: %s", self.name, schedule.kind, e)
+                continue
+            if job_id is not None:
+                log.info("%s: queued the scheduled %s job %s", self.name, schedule.kind, job_id)
+                queued.append(job_id)
+        return queued
+
     def run_once(self) -> Job | None:
-        """Claim one job and run it to done or failed; return its final row, or None when none was queued."""
+        """Queue due scheduled jobs, claim one job and run it to done or failed; return its final row,
+        or None when none was queued."""
+        self.enqueue_due()
         if not self.kinds:
             return None
         requeued, failed = jobs.recover_expired(

@@ -212,3 +212,45 @@ def test_drift_command_runs_one_pass_and_refuses_an_unknown_feature(
     bad = CliRunner().invoke(app, ["drift", "--features", "f_1m_nope"])
     assert bad.exit_code == 2 and "--features" in bad.output
     assert CliRunner().invoke(app, ["drift", "--every", "soon"]).exit_code == 2
+
+
+def test_two_workers_schedule_one_drift_job_per_period_and_run_it(
+    engine: sa.Engine, settings: Settings
+) -> None:
+    import threading
+
+    from raytrade.cmd_drift import drift_schedule
+    from storage.jobs import list_jobs
+
+    assert drift_schedule(settings.model_copy(update={"drift_every_s": 0})) is None
+    assert settings.drift_every_s == 3600  # the default
+    every = settings.model_copy(update={"drift_every_s": 600})
+    now = [END + 60_000]  # inside a period; both workers read the same clock
+    workers = [BatchWorker(engine, name=f"w{k}", clock_ms=lambda: now[0]) for k in range(2)]
+    for w in workers:
+        schedule = drift_schedule(every)
+        assert schedule is not None
+        w.schedule(schedule)
+    queued: list[str] = []
+    for step_ms in (0, 200_000, 400_000, 600_000, 650_000, 1_200_000):  # periods: 1, 1, 2 (at 600 s), 2, 3
+        now[0] = END + 60_000 + step_ms
+        barrier = threading.Barrier(2)
+
+        def race(w: BatchWorker, barrier: threading.Barrier) -> None:
+            barrier.wait()
+            queued.extend(w.enqueue_due())
+
+        threads = [threading.Thread(target=race, args=(w, barrier)) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    drift_jobs = [j for j in list_jobs(engine) if j.kind == "drift"]
+    assert len(drift_jobs) == len(queued) == 3
+    assert all(dict(j.config) == {"symbols": ["BTCUSDT", "ETHUSDT"]} for j in drift_jobs)
+    # the worker runs them: the oldest first
+    for kind, handler in ops_handlers(settings, engine).items():
+        workers[0].register(kind, handler)
+    job = workers[0].run_once()  # also checks the schedule: period 3 has its job already
+    assert job is not None and job.kind == "drift" and job.status == "done", job
+    assert len([j for j in list_jobs(engine) if j.kind == "drift"]) == 3
