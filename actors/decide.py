@@ -55,8 +55,13 @@ instead of ``core.policy`` (the signals rows are still written, as the Predictor
   another group's report, by its ``entry`` row seen at a later close — makes it ``executed`` with
   ``position_after`` = the side; when the trade's ``FINAL`` row appears, the row that opened it gets
   ``pnl_result`` = its realized PnL (USDT). A trade still open when the session stops (flattened at END
-  after the last close) keeps ``pnl_result`` null; so does every trade of the live book (it writes no
-  ``positions`` rows).
+  after the last close) keeps ``pnl_result`` null. The live book writes the same rows from its ledger
+  fills (``storage.trade_rows``).
+
+Each close also publishes, for the anomaly monitor's spread check (``actors.health``), one
+``market.book_ticker`` message per traded symbol with the latest bookTicker the ingest handed over
+(``CloseEvent.book``; quantities unknown there: 0), after the intents went out, off the decision path;
+a bus error is logged and counted.
 
 The 15m ATR needs history: the decider keeps a window of 1m bars per symbol (``ATR_WINDOW_BARS``)
 seeded by ``warm`` from the ingest's warm-up history (lake plus REST top-up) and extended by every
@@ -87,6 +92,7 @@ from core.messages import (
     PREDICTOR_APP_NAME,
     PREDICTOR_DEPLOYMENT_NAME,
     BarClose,
+    BookTicker,
     CloseEvent,
     CloseIntent,
     EntryIntent,
@@ -327,6 +333,7 @@ class Decider:
                 self._pending.add(future)
                 future.add_done_callback(self._pending.discard)
             self.last_close_ms = max(self.last_close_ms, event.ts_ms)
+            self._quotes(event, traded)
         if to_explain is not None:
             future = asyncio.ensure_future(self._explain_entries(to_explain))
             self._pending.add(future)
@@ -607,8 +614,7 @@ class Decider:
     def _rl_book(self, symbols: list[str]) -> None:
         """The decisions' bookkeeping from this session's ``positions`` rows (the paper book writes an
         ``entry`` row when a position opens and a ``FINAL`` row when it closes; the live book writes
-        none, so its PENDING-free entries are settled by the submit's answer and its ``pnl_result``
-        stays null): resolves the entries that were PENDING (their entry row came) and writes
+        them from its ledger fills, its PENDING-free entries settled by the submit's answer): resolves the entries that were PENDING (their entry row came) and writes
         ``pnl_result`` of executed decisions whose trade closed (its FINAL row's realized PnL). The
         position dims come from the book itself (``open_positions``), not from here."""
         import sqlalchemy as sa
@@ -736,6 +742,27 @@ class Decider:
             self.counts["errors"] += 1
             log.exception("decider: could not publish signals of %d", event.ts_ms)
 
+    def _quotes(self, event: CloseEvent, symbols: Sequence[str]) -> None:
+        """Publish the close's book tickers in a thread, off the decision path; never raise."""
+        try:
+            quotes = book_tickers(event, symbols)
+        except Exception:  # a malformed book is the ingest's to report; the decision goes on
+            self.counts["errors"] += 1
+            log.exception("decider: no book tickers of %d", event.ts_ms)
+            return
+        if quotes:
+            published = asyncio.ensure_future(asyncio.to_thread(self._publish_quotes, quotes))
+            self._pending.add(published)
+            published.add_done_callback(self._pending.discard)
+
+    def _publish_quotes(self, quotes: list[BookTicker]) -> None:
+        """``market.book_ticker`` for the anomaly monitor (a bus error is logged and counted)."""
+        try:
+            self._bus.publish_many(Topic.MARKET_BOOK_TICKER, quotes)
+        except Exception:
+            self.counts["errors"] += 1
+            log.exception("decider: could not publish %d book tickers", len(quotes))
+
     def _record_skips(self, event: CloseEvent, skipped: list[tuple[str, str]]) -> None:
         from storage.schema import events
 
@@ -781,6 +808,21 @@ def rl_position_dims(
         mark = float(marks[j])
         upnl[j] = d * (mark - entry_price) / entry_price if entry_price and math.isfinite(mark) else 0.0
     return side, held, upnl
+
+
+def book_tickers(event: CloseEvent, symbols: Sequence[str]) -> list[BookTicker]:
+    """The latest bookTicker of each of ``symbols`` in ``event`` as ``market.book_ticker`` messages
+    (quantities 0: the close does not carry them); a symbol without a book, or with a non-positive or
+    non-finite side, is left out."""
+    out: list[BookTicker] = []
+    for s in symbols:
+        book = event.book.get(s)
+        if book is None:
+            continue
+        bid, ask, ts = float(book[0]), float(book[1]), int(book[2])
+        if math.isfinite(bid) and math.isfinite(ask) and bid > 0 and ask > 0 and ts >= 0:
+            out.append(BookTicker(symbol=s, ts_ms=ts, bid_price=bid, bid_qty=0.0, ask_price=ask, ask_qty=0.0))
+    return out
 
 
 def rl_due(bar_open_ms: int, decision_every: int) -> bool:

@@ -17,14 +17,18 @@ Each status goes on the bus as a ``SystemStatus`` (``system.status``); a change 
 anomaly monitor (``core.anomaly``) on the newest 1m closes in the database and on the order errors
 (``risk_events`` whose type names a failure, plus what ``record_errors`` is told): a trip writes
 ``circuit_breaker.trip`` and pauses entries through ``storage.trading_control``
-(``entries_stopped``, source ``circuit_breaker``) so both books obey it; a reset writes
+(``entries_stopped``, source ``circuit_breaker``) so both books obey it; the spread trigger is fed by
+the deciders' ``market.book_ticker`` messages (one per symbol and close), which the checker reads with
+a consumer group of its own (``book_ticker_group``; on the Redis bus only: the in-process bus does not
+cross the actor's process) into ``AnomalyMonitor.on_quote``; a reset writes
 ``circuit_breaker.reset`` and resumes only if the newest trading row is still the breaker's pause.
 It syncs the universe (``storage.instruments.sync_universe``) every ``universe_sync_s``, and pumps
 notifications: new ``positions`` entry/FINAL rows (fills), ``killswitch.*``, ``drift.alarm``,
 ``circuit_breaker.*`` and ``health.*`` events, and the daily report once a day.
 
 Account snapshots are not written here: both books write ``account.snapshot`` events rows
-(``storage.trading_control.account_row``) whenever their account changes.
+(``storage.trading_control.account_row``) whenever their account changes, and ``account_snapshots``
+rows at minute closes (``storage.account``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.anomaly import AnomalyConfig, AnomalyEvent, AnomalyMonitor
-from core.messages import SystemStatus, Topic
+from core.errors import DataQualityError
+from core.messages import BookTicker, SystemStatus, Topic
 from core.notify import (
     Notification,
     NotifyConfig,
@@ -83,6 +88,9 @@ class HealthConfig(BaseModel):
     check_mlflow: bool = Field(True, description="check the MLflow tracking server")
     circuit_breaker: bool = Field(True, description="let the anomaly monitor pause entries")
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    book_ticker_group: str = Field(
+        "health", min_length=1, description="the bus consumer group the checker reads market.book_ticker with"
+    )
 
 
 @dataclass
@@ -120,6 +128,9 @@ class HealthChecker:
             self._report_day = _day(self.wall_ms())
         except Exception:
             log.exception("health: could not read the cursors at start")
+        self._quotes_subscribed = False
+        if self.redis_url:  # quotes from now on: the group is created at start (a restart keeps its place)
+            self._guard(self._subscribe_quotes)
         if self.notify.enabled:
             from exchange.notify import Notifier
 
@@ -198,15 +209,18 @@ class HealthChecker:
             f"; oldest newest-candle age {worst} ms" if worst is not None else "")  # fmt: skip
         return not stale, detail, {"age_ms": ages, "stale": stale}
 
-    def _bus_ping(self) -> tuple[bool | None, str, dict[str, Any]]:
-        if not self.redis_url:
-            return None, "in-process bus (nothing to ping)", {}
+    def _bus_open(self) -> Any:
         if self._bus is None:
             from storage.bus import open_bus
 
             self._bus = open_bus(self.redis_url)
+        return self._bus
+
+    def _bus_ping(self) -> tuple[bool | None, str, dict[str, Any]]:
+        if not self.redis_url:
+            return None, "in-process bus (nothing to ping)", {}
         t0 = time.perf_counter()
-        ok = bool(self._bus.ping())
+        ok = bool(self._bus_open().ping())
         return ok, f"PING in {(time.perf_counter() - t0) * 1000:.1f} ms", {}
 
     def _serve(self) -> tuple[bool | None, str, dict[str, Any]]:
@@ -266,11 +280,7 @@ class HealthChecker:
                                               {"ok": ok, "detail": detail, "was": None if previous is None else previous["ok"]}))  # fmt: skip
 
     def _publish(self, now: int, component: str, ok: bool | None, detail: str) -> None:
-        if self._bus is None:
-            from storage.bus import open_bus
-
-            self._bus = open_bus(self.redis_url)
-        self._bus.publish(Topic.SYSTEM_STATUS, SystemStatus(ts_ms=now, component=component, ok=bool(ok),
+        self._bus_open().publish(Topic.SYSTEM_STATUS, SystemStatus(ts_ms=now, component=component, ok=bool(ok),
                                                             details={"ok": ok, "detail": detail}))  # fmt: skip
 
     def _write_event(self, ts: int, kind: str, symbol: str | None, payload: dict[str, Any]) -> None:
@@ -303,8 +313,41 @@ class HealthChecker:
             happened += self.monitor.on_tick(symbol, int(ts) + 60_000, float(close))
         if errors:
             happened += self.monitor.on_error(now, len(errors))
+        happened += self._quotes()
         happened += self.monitor.check(now)
         self._apply(happened)
+
+    def _subscribe_quotes(self) -> None:
+        self._bus_open().subscribe(Topic.MARKET_BOOK_TICKER, self.config.book_ticker_group, self.source)
+        self._quotes_subscribed = True
+
+    def _quotes(self, max_reads: int = 20) -> list[AnomalyEvent]:
+        """The book tickers published since the last read, through the monitor's spread check (a bus
+        error is logged: the candle and error triggers go on)."""
+        if not self.redis_url:
+            return []
+        happened: list[AnomalyEvent] = []
+        topic, group = Topic.MARKET_BOOK_TICKER, self.config.book_ticker_group
+        try:
+            bus = self._bus_open()
+            if not self._quotes_subscribed:
+                self._subscribe_quotes()
+            for _ in range(max_reads):
+                try:
+                    got = bus.read(topic, group, self.source, count=1000)
+                except DataQualityError as e:  # set aside as dead letters; the good ones come next read
+                    log.warning("health: %s", e)
+                    continue
+                if not got:
+                    break
+                for d in got:
+                    q = d.message
+                    if isinstance(q, BookTicker):
+                        happened += self.monitor.on_quote(q.symbol, q.ts_ms, q.bid_price, q.ask_price)
+                bus.ack(topic, group, [d.id for d in got])
+        except Exception as e:
+            log.warning("health: reading %s failed: %s", topic.value, type(e).__name__)
+        return happened
 
     def _apply(self, happened: list[AnomalyEvent]) -> None:
         for e in happened:

@@ -8,7 +8,8 @@ Triggers (``AnomalyConfig``), judged per symbol on every tick (``on_tick``) and 
   ``jump_bps`` (a fixed bound), or ``jump_sigma_k`` × the recent volatility of returns over that
   window (the standard deviation of the last ``vol_samples`` window returns, once at least
   ``vol_min_samples`` were seen);
-- ``spread``: (ask − bid) / mid beyond ``spread_bps``;
+- ``spread``: (ask − bid) / mid beyond ``spread_bps``, judged on a tick with bid and ask or on a quote
+  alone (``on_quote``: a book ticker, which moves no price series);
 - ``error_rate``: more than ``errors_per_minute`` order/REST errors within the last 60 s.
 
 The first condition to hold trips the breaker: one ``trip`` event per onset of a condition (a
@@ -97,20 +98,13 @@ class AnomalyMonitor:
         if not (math.isfinite(price) and price > 0):
             return events
         events += self._jump(symbol, ts_ms, price)
-        if (
-            bid is not None
-            and ask is not None
-            and math.isfinite(bid)
-            and math.isfinite(ask)
-            and bid > 0
-            and ask > 0
-        ):
-            mid = (bid + ask) / 2
-            spread = (ask - bid) / mid * 1e4
-            holds = spread > self.config.spread_bps
-            detail = f"{symbol} spread {spread:.1f} bps (limit {self.config.spread_bps:g} bps)"
-            events += self._judge("spread", symbol, ts_ms, holds, None, detail, spread)
+        if bid is not None and ask is not None:
+            events += self._spread(symbol, ts_ms, bid, ask)
         return events + self.check(ts_ms)
+
+    def on_quote(self, symbol: str, ts_ms: int, bid: float, ask: float) -> list[AnomalyEvent]:
+        """Judge one best bid/ask of ``symbol`` (the spread only). A bad or missing side is ignored."""
+        return self._spread(symbol, ts_ms, bid, ask) + self.check(ts_ms)
 
     def on_error(self, ts_ms: int, count: int = 1) -> list[AnomalyEvent]:
         """Count ``count`` order/REST errors at ``ts_ms``."""
@@ -136,6 +130,13 @@ class AnomalyMonitor:
         ]
 
     # --- rules --------------------------------------------------------------------------------------
+    def _spread(self, symbol: str, ts_ms: int, bid: float, ask: float) -> list[AnomalyEvent]:
+        if not (math.isfinite(bid) and math.isfinite(ask) and bid > 0 and ask > 0):
+            return []
+        spread = (ask - bid) / ((bid + ask) / 2) * 1e4
+        detail = f"{symbol} spread {spread:.1f} bps (limit {self.config.spread_bps:g} bps)"
+        return self._judge("spread", symbol, ts_ms, spread > self.config.spread_bps, None, detail, spread)
+
     def _jump(self, symbol: str, ts_ms: int, price: float) -> list[AnomalyEvent]:
         cfg = self.config
         s = self._series.setdefault(symbol, _Series(deque(), deque(maxlen=cfg.vol_samples)))

@@ -4,6 +4,7 @@ book; the Ray actor on real Redis and a real SQLite database. Real services, no 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from actors.execution import ExecutionBook, ExecutionConfig
 from actors.health import HealthChecker, HealthConfig, start_health_actor
 from core.anomaly import AnomalyConfig
 from core.config import RiskConfig
-from core.messages import EntryIntent, SystemStatus, Topic
+from core.messages import BookTicker, EntryIntent, SystemStatus, Topic
 from core.sim import SimConfig
 from core.time import MINUTE_MS
 from storage import trading_control
@@ -137,6 +138,42 @@ def test_price_jump_trips_the_breaker_and_the_paper_book_refuses_entries_until_r
     finally:
         hc.close()
         book.close()
+
+
+def test_a_blown_out_spread_on_the_bus_trips_the_breaker_and_a_normal_one_resets_it(
+    engine: sa.Engine, db_url: str, redis_url: str
+) -> None:
+    """The deciders' market.book_ticker messages (``actors.decide.book_tickers``) feed the spread check
+    through the checker's own consumer group."""
+    sync_universe(engine, SYMBOLS)
+    t0 = 1_717_200_000_000
+    bus = open_bus(redis_url)
+    cfg = FAST.model_copy(
+        update={"book_ticker_group": f"health-{uuid.uuid4().hex[:8]}"}
+    )  # the session's Redis
+    hc = HealthChecker(cfg, db_url, redis_url=redis_url, universe=SYMBOLS, wall_ms=Wall(t0))
+    try:
+        bus.publish(Topic.MARKET_BOOK_TICKER, quote(t0, 1990.0, 2010.0))  # 100 bps > 50 bps
+
+        hc.check()
+        state = trading_control.latest_state(engine)
+        assert state.state == "entries_stopped" and state.source == "circuit_breaker"
+        with engine.connect() as c:
+            trip = c.execute(sa.select(events).where(events.c.kind == "circuit_breaker.trip")).one()
+        assert trip.payload["trigger"] == "spread" and trip.symbol == "ETHUSDT"
+        hc.check()  # nothing new on the bus: still tripped, no second event
+        assert hc.monitor.tripped and kinds(engine).count("circuit_breaker.trip") == 1
+        bus.publish(Topic.MARKET_BOOK_TICKER, quote(t0 + 1000, 1999.9, 2000.1))
+        hc.check()
+        assert kinds(engine).count("circuit_breaker.reset") == 1
+        assert trading_control.latest_state(engine).state == "running" and not hc.monitor.tripped
+    finally:
+        hc.close()
+        bus.close()
+
+
+def quote(ts: int, bid: float, ask: float) -> BookTicker:
+    return BookTicker(symbol="ETHUSDT", ts_ms=ts, bid_price=bid, bid_qty=0.0, ask_price=ask, ask_qty=0.0)
 
 
 def test_health_actor_runs_in_the_background_and_sees_a_stale_stream(engine: sa.Engine, db_url: str, redis_url: str,

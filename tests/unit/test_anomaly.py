@@ -53,6 +53,16 @@ def test_spread_blowout_trips_and_a_condition_still_holding_blocks_the_reset() -
     assert again.kind == "trip"
 
 
+def test_a_quote_alone_judges_the_spread_and_moves_no_price_series() -> None:
+    m = AnomalyMonitor(CFG)
+    (trip,) = m.on_quote("ETHUSDT", 0, 1990.0, 2010.0)  # 100 bps
+    assert trip.trigger == "spread" and trip.symbol == "ETHUSDT" and m.tripped
+    assert m.on_quote("ETHUSDT", 1000, float("nan"), 2010.0) == [] and m.tripped  # a bad side is ignored
+    (reset,) = m.on_quote("ETHUSDT", 200_000, 1999.9, 2000.1)
+    assert reset.kind == "reset" and not m.tripped
+    assert m.on_tick("ETHUSDT", 260_000, 2000.0) == []  # no price came from the quotes: no jump base
+
+
 def test_error_rate_trips_above_the_limit_and_clears_as_errors_leave_the_window() -> None:
     m = AnomalyMonitor(CFG)
     assert m.on_error(1000, 3) == []
