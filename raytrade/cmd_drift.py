@@ -91,7 +91,9 @@ def drift(
         None, "--end", help="ISO date/time, UTC: end of the current window; default: each symbol's newest bar"
     ),
     features: str | None = typer.Option(
-        None, "--features", help="comma-separated feature names; default: all"
+        None,
+        "--features",
+        help="comma-separated feature names; default: all but the calendar ones (core.drift.DRIFT_FEATURES)",
     ),
     every: str | None = typer.Option(
         None, "--every", help="run a pass every interval (15m, 1h …) until Ctrl-C"
@@ -100,8 +102,9 @@ def drift(
     """Compute feature drift (PSI), missing and outlier rates and message latency into drift_metrics.
 
     One pass per symbol: the current window against the reference window before it. A feature at
-    PSI ≥ 0.25 (alarm) records a drift.alarm event when it crosses. With --every, repeats until
-    Ctrl-C. Exits 1 when a symbol has no features in the lake.
+    PSI ≥ 0.25 (alarm) records a drift.alarm event when it crosses. A feature with too few
+    independent values in the current window (a 60-hour volatility over 24 h) is "insufficient",
+    not scored. With --every, repeats until Ctrl-C. Exits 1 when a symbol has no features in the lake.
     """
     from core.features_schema import FEATURE_NAMES
     from pipelines.drift import drift_pass
@@ -150,15 +153,17 @@ def drift(
                 "PSI (max)",
                 "status",
                 "alarms",
+                "too few values",
                 "missing",
                 "outliers",
                 "latency ms",
             ):
-                table.add_column(column)
+                table.add_column(column, no_wrap=column in ("symbol", "status"))
             for r in results:
                 table.add_row(
                     r.symbol, ms_to_text(r.end_ms), f"{r.psi:.3f}", _status(r.psi),
                     ", ".join(f.name for f in r.alarms[:3]) + (" …" if len(r.alarms) > 3 else ""),
+                    f"{len(r.insufficient)}/{len(r.features)}",
                     _pct(r.missing_rate), _pct(r.outlier_rate), "-" if r.latency_ms != r.latency_ms else f"{r.latency_ms:.0f}",
                 )  # fmt: skip
             console.print(table)
