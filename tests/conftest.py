@@ -24,13 +24,40 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def _xdist_worker() -> int | None:
+    """The pytest-xdist worker's number (``gw0`` → 0), None when tests run in one process."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else None
+
+
+def _worker_database(url: str) -> Iterator[str]:
+    """A database of this xdist worker's own on the server of ``url`` (workers share the server),
+    created empty and dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"xdist_gw{_xdist_worker()}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{url.rpartition('/')[0]}/{name}"
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """URL of a real PostgreSQL: RAYTRADE_TEST_PG_URL, or a temporary server started for the session."""
     from raytrade.devservices import postgres_url
 
     with postgres_url() as url:
-        yield url
+        if _xdist_worker() is None:
+            yield url
+            return
+        yield from _worker_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +66,9 @@ def redis_url() -> Iterator[str]:
     from raytrade.devservices import redis_url as _redis_url
 
     with _redis_url() as url:
-        yield url
+        worker = _xdist_worker()
+        # under pytest-xdist each worker gets a Redis database of its own (streams keep the default namespace)
+        yield url if worker is None else f"{url.rsplit('/', 1)[0]}/{worker + 1}"
 
 
 @pytest.fixture

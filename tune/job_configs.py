@@ -162,7 +162,11 @@ class DriftJobConfig(BaseModel):
         None,
         description="ISO date/time, UTC, exclusive end of the current window; default: each symbol's newest bar",
     )
-    features: list[str] | None = Field(None, min_length=1, description="feature names; default: all of them")
+    features: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="feature names; default: every feature but the 12 calendar ones (core.drift.DRIFT_FEATURES)",
+    )
 
     @field_validator("symbols")
     @classmethod

@@ -9,7 +9,6 @@ market of the same seed is refused, with the failing gates named and explained.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,22 +25,6 @@ SIZE = ControlSize(days=20, folds=3, configs=2, rounds=30, train_days=8, val_day
 STRENGTH = PLANTED_EDGE_STRENGTH
 
 
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    import ray
-
-    from pipelines.raydata import configure_data_context
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, object_store_memory=256 * 1024 * 1024, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)  # fmt: skip
-    configure_data_context(progress=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def _production(workdir: Path) -> str | None:
     """The version in ``production`` of the run's own MLflow store (what a Predictor would load)."""
     version = ModelRegistry(f"sqlite:///{workdir / 'mlflow.db'}").production_version(MODEL_NAME)
@@ -49,13 +32,13 @@ def _production(workdir: Path) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def planted(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[ControlResult, Path]:
+def planted(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[ControlResult, Path]:
     workdir = tmp_path_factory.mktemp("planted")
     return run_control(workdir, seed=SEED, edge_strength=STRENGTH, size=SIZE), workdir
 
 
 @pytest.fixture(scope="module")
-def null(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[ControlResult, Path]:
+def null(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[ControlResult, Path]:
     workdir = tmp_path_factory.mktemp("null")
     return run_control(workdir, seed=SEED, edge_strength=0.0, size=SIZE), workdir
 
