@@ -197,16 +197,14 @@ def _account_of_state(payload: Mapping[str, Any], ts: int, source: str) -> Accou
 @router.get("/account", response_model=AccountDTO)
 @router.get("/account/latest", response_model=AccountDTO, include_in_schema=False)  # spec 001 §19.1's name
 def account(engine: EngineDep) -> AccountDTO:
-    """The newest account a running book recorded; nulls where no book recorded one."""
+    """The newest account a running book recorded; nulls where no book recorded one.
+
+    The newest by time of: the ``account_snapshots`` row (each book, once a minute; the live book's
+    from the venue), the paper book's ``account.snapshot`` event (once a second, with the position
+    count) and its ``execution.state`` snapshot. A tie goes to the event (it counts positions).
+    """
     with engine.connect() as conn:
         latest = latest_snapshot(conn)
-        if latest is not None:
-            return AccountDTO(
-                ts_ms=int(latest["ts"]), mode=latest["mode"], wallet=latest["wallet_balance"],
-                equity=latest["equity"], available=latest["available_margin"],
-                unrealized_pnl=latest["unrealized_pnl"], margin_used=latest["used_margin"], positions=None,
-                source="account_snapshots", margin_ratio=latest["margin_ratio"],
-            )  # fmt: skip
         rows = {
             kind: conn.execute(
                 sa.select(events.c.id, events.c.ts, events.c.source, events.c.payload)
@@ -217,12 +215,20 @@ def account(engine: EngineDep) -> AccountDTO:
             for kind in (ACCOUNT_KIND, STATE_EVENT)
         }
     snap, state = rows[ACCOUNT_KIND], rows[STATE_EVENT]
-    if snap is not None and (state is None or snap.id > state.id):
-        p = json_object(snap.payload)
+    event = snap if snap is not None and (state is None or snap.id > state.id) else state
+    if latest is not None and (event is None or int(latest["ts"]) > int(event.ts)):
+        return AccountDTO(
+            ts_ms=int(latest["ts"]), mode=latest["mode"], wallet=latest["wallet_balance"],
+            equity=latest["equity"], available=latest["available_margin"],
+            unrealized_pnl=latest["unrealized_pnl"], margin_used=latest["used_margin"], positions=None,
+            source="account_snapshots", margin_ratio=latest["margin_ratio"],
+        )  # fmt: skip
+    if event is not None and event is snap:
+        p = json_object(event.payload)
         fields = {f: p.get(f) for f in AccountDTO.model_fields if f not in ("ts_ms", "source")}
-        return AccountDTO(ts_ms=int(snap.ts), source=str(snap.source), **fields)
-    if state is not None:
-        return _account_of_state(json_object(state.payload), int(state.ts), str(state.source))
+        return AccountDTO(ts_ms=int(event.ts), source=str(event.source), **fields)
+    if event is not None:
+        return _account_of_state(json_object(event.payload), int(event.ts), str(event.source))
     return AccountDTO(ts_ms=None, mode=None, wallet=None, equity=None, available=None, unrealized_pnl=None,
                       margin_used=None, positions=None)  # fmt: skip
 

@@ -170,3 +170,10 @@ def test_account_reads_what_the_books_recorded(api: TestClient, engine: sa.Engin
         "unrealized_pnl": 12.5, "margin_used": 200.0, "positions": None, "source": "account_snapshots",
         "margin_ratio": 0.004,
     }  # fmt: skip
+    # the paper book's once-a-second event, newer than the last minute's snapshot, answers
+    with engine.begin() as c:
+        c.execute(
+            sa.insert(events).values(**trading_control.account_row(150_000, "execution:shadow:s1", account))
+        )
+    assert api.get("/api/account").json() == {"ts_ms": 150_000, "source": "execution:shadow:s1",
+                                              "margin_ratio": None, **account}  # fmt: skip
