@@ -11,13 +11,23 @@ each a raylet of its own with distinct resources, and a shadow replay across the
    lost groups streaming again. The execution actor is then killed too (Ray restarts it on the head)
    and must recover its book (``restarts_recovered``, same open positions).
 3. ``missing_candles``: every symbol-minute of the replay window absent from ``candles_1m`` (must be 0).
-4. Labeling throughput (``pipelines.labels.label_universe``, Ray Data): the same lake labelled on a
+4. Selftest on every node (``raytrade.selftest.run_node_selftest``, what ``raytrade selftest --all-nodes``
+   runs) once the three nodes are up: database, bus, MLflow and lake checked from a task pinned to each
+   node. Against ``--selftest-db-url`` / ``--selftest-redis-url`` when given (the multi-node test passes
+   its real PostgreSQL and Redis), else the replay's SQLite and the in-process bus.
+5. A Tune trial retried after a node loss: two more worker nodes each with one ``tune_slot``; a
+   checkpointing function trainable asking for a ``tune_slot`` runs under the sweep's failure config
+   (``tune.trainable.MAX_TRIAL_FAILURES``); the node running it is removed mid-trial, and the trial
+   must be run again on the other node from its last checkpoint and finish.
+6. Labeling throughput (``pipelines.labels.label_universe``, Ray Data): the same lake labelled on a
    one-node cluster (1 CPU) and on a two-node cluster (1 CPU each), bars per second. Skipped with
    ``--no-labeling`` (the multi-node test).
 
-Ends with one JSON line: nodes, where each actor kind ran, missing_candles, recovery_s, labeling.
+Ends with one JSON line: nodes, where each actor kind ran, missing_candles, recovery_s, selftest, tune,
+labeling.
 
     python bench/cluster.py [--minutes 24] [--speed 40] [--kill-at 8] [--no-labeling]
+        [--label-symbols 8] [--label-days 20] [--selftest-db-url URL] [--selftest-redis-url URL]
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -93,7 +104,114 @@ def stop_cluster(cluster: Any) -> None:
     cluster.shutdown()
 
 
-def shadow_scenario(tmp: Path, minutes: int, speed: float, kill_at: int) -> dict[str, Any]:
+def selftest_scenario(settings: Settings, names: dict[str, str]) -> dict[str, Any]:
+    """``run_node_selftest`` on every alive node: how many nodes answered, and every failed check."""
+    import ray
+
+    from raytrade.selftest import run_node_selftest
+
+    by_short = {node_id[:8]: name for node_id, name in names.items()}
+    t = time.perf_counter()
+    rows = run_node_selftest(settings, timeout_s=30.0)
+    alive = sum(1 for n in ray.nodes() if n["Alive"])
+    return {
+        "nodes": len({r.node for r in rows}), "alive": alive, "checks": len(rows),
+        "components": sorted({r.component for r in rows}),
+        "failed": [f"{r.component}@{by_short.get(r.node, r.node)} ({r.ip}): {r.detail}" for r in rows if not r.ok],
+        "services": {"database": settings.database_url.split(":", 1)[0].split("+")[0],
+                     "bus": "redis" if settings.redis_url else "in-process"},
+        "seconds": round(time.perf_counter() - t, 1),
+    }  # fmt: skip
+
+
+def _retried_trainable(config: dict[str, Any]) -> None:
+    """Count to ``steps``, one checkpoint per step; each attempt leaves a mark (node, first step)."""
+    import ray
+    from ray import tune
+
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start = int((Path(d) / "step").read_text())
+    node = ray.get_runtime_context().get_node_id()
+    Path(config["marks"], f"{time.time_ns()}-{node}-{start}").touch()
+    for step in range(start, config["steps"]):
+        time.sleep(config["step_s"])
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "step").write_text(str(step + 1))
+            tune.report({"step": step + 1, "node": node}, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def add_tune_nodes(cluster: Any, names: dict[str, str]) -> list[Any]:
+    """Two more worker nodes with one ``tune_slot`` each (from the main thread: Ray's node start sets signals)."""
+    spares = [cluster.add_node(**NODE, num_cpus=1, resources={"tune_slot": 1}) for _ in range(2)]
+    cluster.wait_for_nodes()
+    names.update({n.node_id: f"tune{k + 1}" for k, n in enumerate(spares)})
+    return spares
+
+
+def tune_scenario(
+    cluster: Any, spares: list[Any], tmp: Path, names: dict[str, str], steps: int = 6, step_s: float = 1.0
+) -> dict[str, Any]:
+    """A one-trial Tune run on a worker node (``tune_slot``), that node removed at step 2: the trial must
+    be retried on the other ``tune_slot`` node (the sweep's ``FailureConfig``), resume from its checkpoint
+    and finish."""
+    from ray import tune
+
+    from tune.trainable import MAX_TRIAL_FAILURES
+
+    marks = tmp / "tune-marks"
+    marks.mkdir()
+    tuner = tune.Tuner(
+        tune.with_resources(_retried_trainable, {"cpu": 1, "tune_slot": 1}),
+        param_space={"steps": steps, "step_s": step_s, "marks": str(marks)},
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(name="retried", storage_path=str(tmp / "tune"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=MAX_TRIAL_FAILURES)),
+    )  # fmt: skip
+    grid: list[Any] = []
+    t = time.perf_counter()
+    runner = threading.Thread(target=lambda: grid.append(tuner.fit()), name="tune-fit", daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 120
+    while not list(marks.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first = sorted(marks.iterdir())
+    if not first:
+        raise SystemExit("the Tune trial did not start")
+    time.sleep(2.5 * step_s)  # a checkpoint or two written
+    victim = next(n for n in spares if n.node_id == first[0].name.split("-")[1])
+    t_loss = time.perf_counter()
+    cluster.remove_node(victim, allow_graceful=False)
+    runner.join(timeout=180)
+    if runner.is_alive() or not grid:
+        raise SystemExit("the Tune run did not finish after the node loss")
+    result = grid[0][0]
+    attempts = [m.name.split("-") for m in sorted(marks.iterdir())]
+    final_node = (result.metrics or {}).get("node", "")
+    return {
+        "trial_retried": len(attempts) > 1 and attempts[-1][1] != victim.node_id,
+        "failures": len(attempts) - 1, "max_failures": MAX_TRIAL_FAILURES,
+        "attempt_nodes": [names.get(a[1], "?") for a in attempts],
+        "resumed_at_step": [int(a[2]) for a in attempts], "removed_node": names[victim.node_id],
+        "finished": result.error is None and (result.metrics or {}).get("step") == steps,
+        "final_step": (result.metrics or {}).get("step"), "final_node": names.get(final_node, "?"),
+        "errors": grid[0].num_errors, "loss_to_end_s": round(time.perf_counter() - t_loss, 1),
+        "wall_s": round(time.perf_counter() - t, 1),
+    }  # fmt: skip
+
+
+def _capture(into: list[Any], fn: Any, *args: Any) -> None:
+    try:
+        into.append(fn(*args))
+    except BaseException as e:  # handed to the main thread
+        into.append(e)
+
+
+def shadow_scenario(
+    tmp: Path, minutes: int, speed: float, kill_at: int, selftest_settings: Settings | None = None
+) -> dict[str, Any]:
     import ray
     import sqlalchemy as sa
 
@@ -123,6 +241,11 @@ def shadow_scenario(tmp: Path, minutes: int, speed: float, kill_at: int) -> dict
     head_id = cluster.head_node.node_id
     names = {head_id: "head", **{w.node_id: f"worker{k + 1}" for k, w in enumerate(workers)}}
     out: dict[str, Any] = {"nodes": len(ray.nodes())}
+    try:
+        out["selftest"] = selftest_scenario(selftest_settings or settings, names)
+    except BaseException:
+        stop_cluster(cluster)
+        raise
     options = ShadowOptions(symbols=SYMBOLS, model_name=MODEL, group_size=3, start_ms=start, end_ms=end,
                             speed=speed, mark_ticks_per_minute=6, predictor_poll_s=0.0,
                             session_id="cluster-bench")  # fmt: skip
@@ -145,7 +268,11 @@ def shadow_scenario(tmp: Path, minutes: int, speed: float, kill_at: int) -> dict
             restarted = restart_lost_ingest(session, timeout_s=2.0)
         recovery_s = time.perf_counter() - t_loss
         ingest_after = [names.get(actor_node(a), "?") for a in session.ingest]
-        # the execution actor dies too (Ray restarts it, on the head): its book comes back from the database
+        # the execution actor dies too (Ray restarts it, on the head): its book comes back from the database.
+        # The replay is paused meanwhile (a few wall seconds, below the streams' silence limits): at 40x
+        # positions would keep closing while the actor restarts, and the books would differ by those fills.
+        session.venue.pause()
+        time.sleep(1.0)  # what was sent before the pause reaches the actor
         before = ray.get(session.execution.summary.remote())
         pid = ray.get(session.execution.pid.remote())
         ray.kill(session.execution, no_restart=False)
@@ -161,10 +288,22 @@ def shadow_scenario(tmp: Path, minutes: int, speed: float, kill_at: int) -> dict
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+        session.venue.resume()
         execution_after = names.get(actor_node(session.execution), "?")
+        # the Tune scenario on nodes of its own while the rest of the replay runs
+        spares = add_tune_nodes(cluster, names)
+        tuned: list[dict[str, Any] | BaseException] = []
+        tuning = threading.Thread(
+            target=_capture, args=(tuned, tune_scenario, cluster, spares, tmp, names), daemon=True
+        )
+        tuning.start()
         if not session.wait(timeout_s=minutes * 60 / speed * 4 + 120):
             raise SystemExit("the replay did not finish in time")
         report = session.stop()
+        tuning.join(timeout=300)
+        if not tuned or isinstance(tuned[0], BaseException):
+            raise SystemExit(f"the Tune scenario failed: {tuned[0] if tuned else 'did not finish'}")
+        out["tune"] = tuned[0]
     finally:
         session.shutdown()
         stop_cluster(cluster)
@@ -219,11 +358,20 @@ def main() -> None:
     ap.add_argument("--no-labeling", action="store_true", help="skip the labeling throughput comparison")
     ap.add_argument("--label-symbols", type=int, default=8)
     ap.add_argument("--label-days", type=int, default=20)
+    ap.add_argument("--selftest-db-url", help="database the per-node selftest checks (migrated here first)")
+    ap.add_argument("--selftest-redis-url", help="Redis the per-node selftest checks")
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="raytrade-bench-cluster-") as tmp:
-        result = shadow_scenario(Path(tmp), args.minutes, args.speed, args.kill_at)
+        selftest_settings = None
+        if args.selftest_db_url or args.selftest_redis_url:
+            selftest_settings = Settings(_env_file=None, data_dir=Path(tmp) / "selftest",
+                                         db_url=args.selftest_db_url, redis_url=args.selftest_redis_url)  # fmt: skip
+            engine = db.make_engine(selftest_settings.database_url)
+            db.upgrade(engine)
+            engine.dispose()
+        result = shadow_scenario(Path(tmp), args.minutes, args.speed, args.kill_at, selftest_settings)
         if not args.no_labeling:
             result["labeling"] = labeling(Path(tmp), args.label_symbols, args.label_days)
     result["wall_s"] = round(time.perf_counter() - t, 1)

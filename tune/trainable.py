@@ -434,6 +434,11 @@ def walk_forward_trainable(
         raise
 
 
+#: Times a sweep runs a failed trial again (``tune.FailureConfig.max_failures``): a trial whose node is
+#: lost on a cluster starts over on another node instead of leaving a hole in the sweep.
+MAX_TRIAL_FAILURES = 2
+
+
 def run_sweep(
     data_ref: Any,
     folds: Sequence[Fold],
@@ -452,6 +457,7 @@ def run_sweep(
     mlflow_artifact_location: Path | None = None,
     min_trades: int = MIN_RANKED_TRADES,
     callbacks: Sequence[Any] = (),
+    max_failures: int = MAX_TRIAL_FAILURES,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Sweep LightGBM hyperparameters with Ray Tune over walk-forward folds; return the chosen configuration
     and one row per trial (``trial_index``, the hyperparameters, ``score``, ``folds_done``, each fold's
@@ -465,6 +471,8 @@ def run_sweep(
     least ``min_trades`` validation trades; the chosen one is ``choose_trial``'s: the highest score among
     the ranked trials, or, when none is, among the finished ones (ties: the earlier trial). With
     ``mlflow_tracking_uri`` each trial logs a run nested under a parent run of the sweep in ``experiment``.
+    A trial that fails (its node lost, its worker killed) is run again up to ``max_failures`` times
+    (``tune.FailureConfig``), on any node with the resources.
     """
     import ray
     from ray import tune
@@ -507,7 +515,8 @@ def run_sweep(
             search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent_trials or 0),
             reuse_actors=True,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0, callbacks=list(callbacks)),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0, callbacks=list(callbacks),
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
     )  # fmt: skip
     grid = tuner.fit()
     try:
