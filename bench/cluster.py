@@ -20,8 +20,9 @@ each a raylet of its own with distinct resources, and a shadow replay across the
    (``tune.trainable.MAX_TRIAL_FAILURES``); the node running it is removed mid-trial, and the trial
    must be run again on the other node from its last checkpoint and finish.
 6. Labeling throughput (``pipelines.labels.label_universe``, Ray Data): the same lake labelled on a
-   one-node cluster (1 CPU) and on a two-node cluster (1 CPU each), bars per second. Skipped with
-   ``--no-labeling`` (the multi-node test).
+   one-node cluster (1 CPU) and on a two-node cluster (1 CPU each), bars per second; beside them the
+   same symbols labelled one after another in this process (``in_process``: no Ray, and the cores one
+   symbol keeps busy). Skipped with ``--no-labeling`` (the multi-node test).
 
 Ends with one JSON line: nodes, where each actor kind ran, missing_candles, recovery_s, selftest, tune,
 labeling.
@@ -334,7 +335,19 @@ def labeling(tmp: Path, symbols: int, days: int) -> dict[str, Any]:
     names = universe(symbols)
     lake_root = tmp / "label-lake"
     write_synthetic_market(generate_market(names, T0, days * 1440, seed=9), Lake(lake_root))
-    out = {}
+    # the same work in this process, one symbol after another, without Ray: the single-core baseline, and
+    # how many cores one symbol's task keeps busy (CPU seconds / wall seconds; parquet I/O is threaded)
+    from pipelines.labels import label_symbol
+    from pipelines.raydata import prepare_symbol_worker
+
+    prepare_symbol_worker()
+    spec_json = LabelSpec().model_dump_json()
+    label_symbol(str(lake_root), names[0], spec_json)  # numba kernels compiled
+    t, cpu = time.perf_counter(), time.process_time()
+    bars = sum(label_symbol(str(lake_root), s, spec_json)["bars"] for s in names)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    out: dict[str, Any] = {"in_process": {"bars_per_s": round(bars / wall), "seconds": round(wall, 2),
+                                          "cores_busy": round(cpu / wall, 2)}}  # fmt: skip
     for nodes in (1, 2):
         cluster, _ = start_cluster(nodes - 1, {}, {})
         try:
@@ -347,7 +360,7 @@ def labeling(tmp: Path, symbols: int, days: int) -> dict[str, Any]:
             "seconds": round(report.seconds, 2),
         }
     out["speedup"] = round(out["2_node"]["bars_per_s"] / out["1_node"]["bars_per_s"], 2)
-    return out | {"symbols": symbols, "days": days, "cpus_per_node": 1}
+    return out | {"symbols": symbols, "days": days, "cpus_per_node": 1, "machine_cores": os.cpu_count()}
 
 
 def main() -> None:
