@@ -3,7 +3,9 @@ each a raylet of its own with distinct resources, and a shadow replay across the
 
 1. Placement (``raytrade.placement``): the head defines ``execution: 1`` and one ``ingest_slot``, each
    worker two ``ingest_slot`` and a ``node_wN`` marker. The execution actor must run on the head and
-   the ingest actors (one per symbol group, SPREAD) on more than one node.
+   the ingest actors (one per symbol group, SPREAD) on more than one node. The Serve ``Predictor`` runs
+   one replica per node (``predictor_replicas``; Serve spreads replicas, best effort): the node of each
+   replica is recorded (``placement.predictor_replicas``).
 2. Node loss: once the replay is ``--kill-at`` minutes in, a worker node hosting ingest groups is
    removed (its raylet and workers killed). ``restart_lost_ingest`` starts those groups again on a
    node with a free slot; warming up, each writes the candles after the database's last one
@@ -22,13 +24,18 @@ each a raylet of its own with distinct resources, and a shadow replay across the
 6. Labeling throughput (``pipelines.labels.label_universe``, Ray Data): the same lake labelled on a
    one-node cluster (1 CPU) and on a two-node cluster (1 CPU each), bars per second; beside them the
    same symbols labelled one after another in this process (``in_process``: no Ray, and the cores one
-   symbol keeps busy). Skipped with ``--no-labeling`` (the multi-node test).
+   symbol keeps busy). On the two-node cluster, the nodes that ran the Ray Data tasks of the measured run
+   (``2_node.task_nodes``: tasks per node, from the GCS's task events). Skipped with ``--no-labeling``.
+7. Ray Data on every node, cheaply (``--data-placement``, what the multi-node test runs): once the replay
+   and the Tune run are over, 4 symbols x 2 days labelled on the shadow cluster's remaining nodes (no
+   cluster of its own to start); ``placement.data_tasks`` counts the tasks each node ran.
 
 Ends with one JSON line: nodes, where each actor kind ran, missing_candles, recovery_s, selftest, tune,
 labeling.
 
     python bench/cluster.py [--minutes 24] [--speed 40] [--kill-at 8] [--no-labeling]
-        [--label-symbols 8] [--label-days 20] [--selftest-db-url URL] [--selftest-redis-url URL]
+        [--label-symbols 8] [--label-days 20] [--data-placement]
+        [--selftest-db-url URL] [--selftest-redis-url URL]
 """
 
 from __future__ import annotations
@@ -103,6 +110,25 @@ def stop_cluster(cluster: Any) -> None:
 
     ray.shutdown()
     cluster.shutdown()
+
+
+def predictor_replica_nodes(names: dict[str, str]) -> list[str]:
+    """The node of every alive replica of the Predictor deployment (the GCS's actor table: no dashboard)."""
+    from ray._private.state import actors
+
+    from serve.predictor import APP_NAME, DEPLOYMENT_NAME
+
+    replica_class = f"ServeReplica:{APP_NAME}:{DEPLOYMENT_NAME}"
+    return sorted(names.get(a["Address"]["NodeID"], "?") for a in actors().values()
+                  if a["ActorClassName"] == replica_class and a["State"] == "ALIVE")  # fmt: skip
+
+
+def data_task_ids() -> dict[bytes, str]:
+    """Every Ray Data map task the GCS has events of, and the node it ran on (hex id; "" if not yet known)."""
+    from ray._private.state import state
+
+    return {e.task_id: e.state_updates.node_id.hex() for e in state._get_all_task_events()
+            if e.task_info.func_or_class_name == "_map_task"}  # fmt: skip
 
 
 def selftest_scenario(settings: Settings, names: dict[str, str]) -> dict[str, Any]:
@@ -211,7 +237,12 @@ def _capture(into: list[Any], fn: Any, *args: Any) -> None:
 
 
 def shadow_scenario(
-    tmp: Path, minutes: int, speed: float, kill_at: int, selftest_settings: Settings | None = None
+    tmp: Path,
+    minutes: int,
+    speed: float,
+    kill_at: int,
+    selftest_settings: Settings | None = None,
+    data_placement: bool = False,
 ) -> dict[str, Any]:
     import ray
     import sqlalchemy as sa
@@ -224,7 +255,7 @@ def shadow_scenario(
     settings = Settings(
         _env_file=None, data_dir=tmp, universe=SYMBOLS,
         policy=PolicyConfig(max_positions=50, position_notional_pct=0.05, btc_high_vol_action="none"),
-        risk=RiskConfig(max_positions=50, max_orders_per_s=100),
+        risk=RiskConfig(max_positions=50, max_orders_per_s=100), predictor_replicas=3,
     )  # fmt: skip
     write_synthetic_market(
         generate_market(list(SYMBOLS), T0, HISTORY + minutes + 5, seed=5), Lake(settings.lake_root)
@@ -257,6 +288,7 @@ def shadow_scenario(
         out["up_s"] = round(time.perf_counter() - t, 1)
         ingest_before = [names.get(actor_node(a), "?") for a in session.ingest]
         execution_node = names.get(actor_node(session.execution), "?")
+        replica_nodes = predictor_replica_nodes(names)  # serve.run returned: every replica is up
         # the node to lose: a worker hosting ingest groups
         victim_name = next(n for n in ingest_before if n.startswith("worker"))
         victim = next(w for w in workers if names[w.node_id] == victim_name)
@@ -305,6 +337,14 @@ def shadow_scenario(
         if not tuned or isinstance(tuned[0], BaseException):
             raise SystemExit(f"the Tune scenario failed: {tuned[0] if tuned else 'did not finish'}")
         out["tune"] = tuned[0]
+        data_tasks = None
+        if data_placement:  # Ray Data on the nodes still up (the ingest actors ask for no CPU)
+            from bench.realtime import universe
+
+            data_names = universe(4)
+            lake_root = tmp / "data-lake"
+            write_synthetic_market(generate_market(data_names, T0, 2 * 1440, seed=9), Lake(lake_root))
+            data_tasks = label_task_nodes(lake_root, data_names, names)
     finally:
         session.shutdown()
         stop_cluster(cluster)
@@ -318,7 +358,7 @@ def shadow_scenario(
     return out | {
         "placement": {"execution": execution_node, "ingest": ingest_before,
                       "ingest_after_loss": ingest_after, "execution_after_restart": execution_after,
-                      "serve_tune_data": "any node (CPU only)"},
+                      "predictor_replicas": replica_nodes, "data_tasks": data_tasks},
         "removed_node": victim_name, "restarted_groups": restarted, "recovery_s": round(recovery_s, 2),
         "missing_candles": len(missing), "missing_examples": missing[:5],
         "candle_minutes_expected": len(expected),
@@ -335,6 +375,7 @@ def labeling(tmp: Path, symbols: int, days: int) -> dict[str, Any]:
     names = universe(symbols)
     lake_root = tmp / "label-lake"
     write_synthetic_market(generate_market(names, T0, days * 1440, seed=9), Lake(lake_root))
+    meta = {"symbols": symbols, "days": days, "cpus_per_node": 1, "machine_cores": os.cpu_count()}
     # the same work in this process, one symbol after another, without Ray: the single-core baseline, and
     # how many cores one symbol's task keeps busy (CPU seconds / wall seconds; parquet I/O is threaded)
     from pipelines.labels import label_symbol
@@ -348,19 +389,56 @@ def labeling(tmp: Path, symbols: int, days: int) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     out: dict[str, Any] = {"in_process": {"bars_per_s": round(bars / wall), "seconds": round(wall, 2),
                                           "cores_busy": round(cpu / wall, 2)}}  # fmt: skip
-    for nodes in (1, 2):
-        cluster, _ = start_cluster(nodes - 1, {}, {})
-        try:
-            label_universe(lake_root, names[:2], LabelSpec())  # workers warm (numba kernels loaded)
-            report = label_universe(lake_root, names, LabelSpec())
-        finally:
-            stop_cluster(cluster)
-        out[f"{nodes}_node"] = {
-            "bars_per_s": round(report.total_bars / report.seconds),
-            "seconds": round(report.seconds, 2),
-        }
+    cluster, _ = start_cluster(0, {}, {})
+    try:
+        label_universe(lake_root, names[:2], LabelSpec())  # workers warm (numba kernels loaded)
+        report = label_universe(lake_root, names, LabelSpec())
+    finally:
+        stop_cluster(cluster)
+    out["1_node"] = {
+        "bars_per_s": round(report.total_bars / report.seconds),
+        "seconds": round(report.seconds, 2),
+    }
+    out["2_node"] = two_node_labeling(lake_root, names, warm=True)
     out["speedup"] = round(out["2_node"]["bars_per_s"] / out["1_node"]["bars_per_s"], 2)
-    return out | {"symbols": symbols, "days": days, "cpus_per_node": 1, "machine_cores": os.cpu_count()}
+    return out | meta
+
+
+def two_node_labeling(lake_root: Path, names: list[str], warm: bool) -> dict[str, Any]:
+    """``label_universe`` on a head and one worker node (1 CPU each): throughput, and how many of the
+    measured run's Ray Data tasks each node ran (``warm``: a two-symbol run first, not counted)."""
+    from pipelines.labels import label_universe
+
+    cluster, workers = start_cluster(1, {}, {})
+    try:
+        if warm:
+            label_universe(lake_root, names[:2], LabelSpec())  # workers warm (numba kernels loaded)
+        return label_task_nodes(
+            lake_root, names, {cluster.head_node.node_id: "head", workers[0].node_id: "worker1"}
+        )
+    finally:
+        stop_cluster(cluster)
+
+
+def label_task_nodes(lake_root: Path, names: list[str], node_names: dict[str, str]) -> dict[str, Any]:
+    """``label_universe`` on the connected cluster: throughput, and how many of its Ray Data tasks each
+    node ran (named by ``node_names``)."""
+    from pipelines.labels import label_universe
+
+    before = set(data_task_ids())
+    report = label_universe(lake_root, names, LabelSpec())
+    deadline = time.monotonic() + 10  # task events reach the GCS once a second
+    while True:
+        ran = {t: n for t, n in data_task_ids().items() if t not in before}
+        if (len(ran) >= len(names) and all(ran.values())) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    task_nodes: dict[str, int] = {}
+    for node in ran.values():
+        name = node_names.get(node, "?")
+        task_nodes[name] = task_nodes.get(name, 0) + 1
+    return {"bars_per_s": round(report.total_bars / report.seconds), "seconds": round(report.seconds, 2),
+            "tasks": len(ran), "task_nodes": dict(sorted(task_nodes.items()))}  # fmt: skip
 
 
 def main() -> None:
@@ -371,6 +449,8 @@ def main() -> None:
     ap.add_argument("--no-labeling", action="store_true", help="skip the labeling throughput comparison")
     ap.add_argument("--label-symbols", type=int, default=8)
     ap.add_argument("--label-days", type=int, default=20)
+    ap.add_argument("--data-placement", action="store_true",
+                    help="after the replay, label 4 symbols x 2 days on the shadow cluster: where its tasks ran")  # fmt: skip
     ap.add_argument("--selftest-db-url", help="database the per-node selftest checks (migrated here first)")
     ap.add_argument("--selftest-redis-url", help="Redis the per-node selftest checks")
     args = ap.parse_args()
@@ -384,7 +464,9 @@ def main() -> None:
             engine = db.make_engine(selftest_settings.database_url)
             db.upgrade(engine)
             engine.dispose()
-        result = shadow_scenario(Path(tmp), args.minutes, args.speed, args.kill_at, selftest_settings)
+        result = shadow_scenario(
+            Path(tmp), args.minutes, args.speed, args.kill_at, selftest_settings, args.data_placement
+        )
         if not args.no_labeling:
             result["labeling"] = labeling(Path(tmp), args.label_symbols, args.label_days)
     result["wall_s"] = round(time.perf_counter() - t, 1)

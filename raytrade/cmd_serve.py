@@ -85,7 +85,7 @@ def start_api(settings: Settings, model: str) -> RunningApi:
     from serve.predictor import deploy_predictor
 
     prepare_api(settings)
-    deploy_predictor(settings.tracking_uri, model)
+    deploy_predictor(settings.tracking_uri, model, num_replicas=settings.predictor_replicas)
     return launch_api(settings)
 
 

@@ -161,7 +161,9 @@ class ShadowSession:
             from raytrade.cmd_serve import prepare_api
 
             prepare_api(s)  # before the Predictor: Serve's HTTP options are fixed at its start
-        deploy_predictor(s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s)
+        deploy_predictor(
+            s.tracking_uri, o.model_name, poll_s=o.predictor_poll_s, num_replicas=s.predictor_replicas
+        )
         if o.policy == "rl":
             from serve.rl_policy import deploy_rl_policy
 

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     )
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for local Ray; unset: all")
     ray_object_store_mb: int = Field(512, ge=64, description="object store of local Ray, MiB")
+    predictor_replicas: int = Field(
+        1, ge=1, description="replicas of the Serve Predictor, spread evenly over the cluster's nodes"
+    )
     api_port: int = Field(8765, ge=1, le=65535, description="the API and dashboard, on 127.0.0.1")
     api_server: Literal["uvicorn-actor", "serve"] = Field(
         "uvicorn-actor",

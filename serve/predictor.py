@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 
 from core.errors import ConfigError
@@ -161,11 +162,22 @@ def deploy_predictor(
     poll_s: float = 5.0,
     max_batch_size: int = 64,
     batch_wait_timeout_s: float = 0.005,
+    num_replicas: int = 1,
 ) -> serve.handle.DeploymentHandle:
     """Start Serve without an HTTP proxy (handles only; were one enabled, on loopback) and run the
-    Predictor application."""
+    Predictor application with ``num_replicas`` replicas; every caller's handle balances its requests
+    over them.
+
+    Several replicas on several nodes go evenly over the nodes alive now: at most
+    ``ceil(num_replicas / nodes)`` on one node (Serve's ``max_replicas_per_node``; its default spread is
+    best effort and put two of three replicas on one node of three in ``bench/cluster.py``). A replica whose node is lost is started again only where that cap leaves
+    room, so with one replica per node it waits for a node to join; the others keep serving."""
+    if num_replicas < 1:
+        raise ConfigError(f"num_replicas must be at least 1, got {num_replicas}")
     serve.start(proxy_location="Disabled", http_options={"host": "127.0.0.1"})
-    app = Predictor.bind(  # type: ignore[attr-defined]
+    nodes = sum(1 for n in ray.nodes() if n["Alive"])
+    spread = {"max_replicas_per_node": -(-num_replicas // nodes)} if num_replicas > 1 and nodes > 1 else {}
+    app = Predictor.options(num_replicas=num_replicas, **spread).bind(  # type: ignore[attr-defined]
         tracking_uri, model_name, poll_s=poll_s, max_batch_size=max_batch_size,
         batch_wait_timeout_s=batch_wait_timeout_s,
     )  # fmt: skip
