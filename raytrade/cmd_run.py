@@ -87,6 +87,11 @@ def run(
                             mark_fallback=mark_fallback, mode=mode, api=api, policy=policy)  # type: ignore[arg-type]  # fmt: skip
     if session:
         options.session_id = session
+    # before the session starts: a signal while it comes up stops it as cleanly once it is up (start_ray
+    # keeps these handlers through ray.init, whose own SIGTERM handler would abort the process)
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # stop cleanly, report, release Ray
     try:
         if venue == "replay":
             if start and end:
@@ -106,9 +111,6 @@ def run(
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
-    stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # stop cleanly, report, release Ray
     # SIGUSR1: the kill switch (no new entries; the book keeps its protections), as `raytrade kill` does
     signal.signal(signal.SIGUSR1, lambda *_: session.execution.kill_switch.remote(False, "signal SIGUSR1"))
     try:

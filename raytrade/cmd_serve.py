@@ -139,6 +139,9 @@ def serve_cmd(
         engine.dispose()
     token_file = api_config(settings).token_file
     (rotate if rotate_token else ensure_token)(token_file)
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # before Ray: kept through ray.init
     start_ray(settings, progress=False)
     try:
         api = start_api(settings, model)
@@ -149,9 +152,6 @@ def serve_cmd(
     console.print(f"dashboard: {url}/dashboard  (token in {token_file}; send it as Authorization: Bearer …)")
     console.print(f"API schema: {url}/openapi.json; Ctrl-C stops")
     watcher = start_promotion_watch(settings, promotion_watch_s)
-    stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:
         while not stop["now"]:
             time.sleep(0.5)

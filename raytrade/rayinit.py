@@ -21,8 +21,12 @@ outlive a killed driver by about a minute).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
 
 from core.errors import FatalError
 from pipelines.raydata import configure_data_context
@@ -42,6 +46,29 @@ def start_ray(settings: Settings, *, progress: bool = True) -> None:
 
     if ray.is_initialized():
         return
+    with _keep_signal_handlers():
+        _init(settings)
+    configure_data_context(progress)
+
+
+@contextlib.contextmanager
+def _keep_signal_handlers() -> Iterator[None]:
+    """Put back the command's own SIGTERM/SIGINT handlers after ``ray.init``: Ray's core worker installs
+    a failure handler that aborts the process on SIGTERM, so a command's clean stop (``raytrade run``
+    reports and releases Ray) would be lost to a SIGTERM that arrives once Ray is up."""
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if callable(handler):  # always: a C-level handler Ray set is invisible to getsignal
+                signal.signal(sig, handler)
+
+
+def _init(settings: Settings) -> None:
+    import ray
+
     if settings.ray_address:
         ray.init(
             address=settings.ray_address,
@@ -70,7 +97,6 @@ def start_ray(settings: Settings, *, progress: bool = True) -> None:
             raise FatalError(f"local Ray came up on {node_ip}, not loopback: its servers would be reachable "
                              "from the network; set RAYTRADE_RAY_ADDRESS to use a cluster")  # fmt: skip
         start_reaper(process_tree(os.getpid()) - before)
-    configure_data_context(progress)
 
 
 def _loopback_only() -> None:
