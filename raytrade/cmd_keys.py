@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-console = Console(highlight=False, markup=False)
+console = Console(highlight=False, markup=False, soft_wrap=True)  # a path is never broken across lines
 
 
 def _fail(message: str) -> typer.Exit:
