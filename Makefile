@@ -9,8 +9,10 @@ BIN := $(VENV)/bin
 demo: $(STAMP)
 	$(BIN)/raytrade demo
 
+# Two workers, a test file each at a time (module fixtures stay in one process): the suite waits on
+# processes, sockets and replays as much as it computes, so two overlap on the 2 cores CI has.
 test: $(STAMP) services
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 install: $(STAMP)
 

@@ -52,7 +52,19 @@ def test_a_live_session_on_the_replay_venue_keeps_the_ledger_equal_to_the_venue(
     finally:
         session.shutdown()
     ex = report["execution"]
-    assert ex["mode"] == "live" and ex["entries"] >= 3, ex
+    if not (ex["mode"] == "live" and ex["entries"] >= 3):  # say why: skips, refusals, trading state, events
+        engine = db.make_engine(live_data.database_url)
+        with engine.connect() as c:
+            kinds = c.execute(
+                sa.text("SELECT kind, ts, source, payload FROM events WHERE kind LIKE 'kill%'")
+            ).all()
+            risks = c.execute(
+                sa.text("SELECT event_type, message, count(*) FROM risk_events GROUP BY event_type, message")
+            ).all()
+        engine.dispose()
+        pytest.fail(
+            f"too few live entries: {ex}; skips {report.get('skip_reasons')}; events {kinds}; risk {risks}"
+        )
     assert ex["protected"] + ex["flattened"] == ex["entries"] - ex["rejected"] and ex["unresolved"] == 0
     assert ex["naked_ms_max"] <= 1_000.0
 
