@@ -257,7 +257,8 @@ def test_targets_sharing_rows_share_one_dataset_and_train_the_same_boosters_as_o
         booster = lgb.train(target_params(target, FAST, seed=0), own, 60, valid_sets=[vown],
                             callbacks=[lgb.early_stopping(5, verbose=False)])  # fmt: skip
         best = booster.best_iteration or booster.current_iteration()
-        assert shared.booster(target).model_to_string() == lgb.Booster(
-            model_str=booster.model_to_string(num_iteration=best)
-        ).model_to_string(), target
+        assert (
+            shared.booster(target).model_to_string()
+            == lgb.Booster(model_str=booster.model_to_string(num_iteration=best)).model_to_string()
+        ), target
     assert len(sizes) == 2  # two row sets: the test covers both a shared and a separate Dataset
