@@ -7,12 +7,13 @@ PSI — sampled at its own timeframe's bar closes, ``insufficient`` when the cur
 few independent values of it — missing and outlier rate (``core.drift``); the symbol's
 ``drift_metrics`` row (key: symbol, ts = ``end_ms``, the feature schema version) holds
 
-- ``psi``: the largest PSI among the features with a status (the worst one; the per-feature values
-  are in the returned ``SymbolDrift`` and in the ``drift.alarm`` event),
+- ``psi``: the largest PSI among the features with a status (the worst one),
 - ``missing_rate``: the share of missing feature values in the current window, absent bars included
   (expected: one row per minute of the window, times the features),
 - ``outlier_rate``: the share of the current window's finite feature values outside their
   reference's robust range,
+- ``features``: per feature ``{"psi", "status", "effective_samples", "missing_rate", "outlier_rate"}``
+  (``features_json``; rounded to 6 digits, null where not finite),
 - ``latency_ms``: the median delay from a bar's close to its receipt by the ingest, from the
   ``signals`` rows of the current window (``explain.received_ms``), live receipts only
   (``core.drift.message_latency_ms``); null without any (offline data, a replay session).
@@ -37,7 +38,9 @@ from pipelines.features import load_features
 from storage.lake import Lake
 from storage.schema import drift_metrics, events, signals
 
-__all__ = ["ALARM_EVENT", "BAR_MS", "SymbolDrift", "drift_pass", "symbol_drift", "write_drift"]
+__all__ = [
+    "ALARM_EVENT", "BAR_MS", "SymbolDrift", "drift_pass", "features_json", "symbol_drift", "write_drift",
+]  # fmt: skip
 
 BAR_MS = 60_000
 ALARM_EVENT = "drift.alarm"
@@ -145,6 +148,20 @@ def _db(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+def _db6(x: float) -> float | None:
+    return round(float(x), 6) if np.isfinite(x) else None
+
+
+def features_json(result: SymbolDrift) -> dict[str, dict[str, Any]]:
+    """The ``drift_metrics.features`` value: per feature its PSI, status, effective samples, missing and
+    outlier rate, rounded to 6 digits (NaN/inf → null)."""
+    return {
+        f.name: {"psi": _db6(f.psi), "status": f.status, "effective_samples": _db6(f.effective_samples),
+                 "missing_rate": _db6(f.missing_rate), "outlier_rate": _db6(f.outlier_rate)}
+        for f in result.features
+    }  # fmt: skip
+
+
 def write_drift(engine: sa.Engine, result: SymbolDrift) -> bool:
     """Upsert the symbol's ``drift_metrics`` row; record a ``drift.alarm`` event when it crosses alarm.
 
@@ -154,7 +171,7 @@ def write_drift(engine: sa.Engine, result: SymbolDrift) -> bool:
     row = {
         "symbol": result.symbol, "ts": result.end_ms, "schema_version": FEATURE_SCHEMA_VERSION,
         "psi": _db(result.psi), "missing_rate": _db(result.missing_rate), "latency_ms": _db(result.latency_ms),
-        "outlier_rate": _db(result.outlier_rate),
+        "outlier_rate": _db(result.outlier_rate), "features": features_json(result),
     }  # fmt: skip
     key = (d.symbol == result.symbol) & (d.ts == result.end_ms) & (d.schema_version == FEATURE_SCHEMA_VERSION)
     with engine.begin() as conn:

@@ -399,6 +399,11 @@ drift_metrics = sa.Table(
     sa.Column("missing_rate", Float),
     sa.Column("latency_ms", Float),
     sa.Column("outlier_rate", Float),
+    sa.Column(
+        "features",
+        Json,
+        comment='per feature: {"psi", "status", "effective_samples", "missing_rate", "outlier_rate"}',
+    ),
     sa.PrimaryKeyConstraint("symbol", "ts", "schema_version"),
 )
 

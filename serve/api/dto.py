@@ -10,13 +10,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.drift import DriftStatus
+
 __all__ = [
     "AlgoOrderDTO",
     "CandleCoverageDTO",
     "CandleDTO",
     "DataQualityDTO",
     "DriftDTO",
+    "DriftDetailDTO",
     "EventDTO",
+    "FeatureDriftDTO",
     "FillDTO",
     "HealthDTO",
     "InstrumentDTO",
@@ -315,6 +319,25 @@ class DriftDTO(BaseModel):
     missing_rate: float | None
     latency_ms: float | None
     outlier_rate: float | None
+    alarm_features: list[str] = Field(description="the features at alarm (PSI ≥ 0.25), worst first")
+    insufficient_features: int = Field(description="features with too few independent samples to judge")
+
+
+class FeatureDriftDTO(BaseModel):
+    name: str
+    psi: float | None
+    status: DriftStatus
+    effective_samples: float | None = Field(
+        description="independent current-window samples; null: not estimated"
+    )
+    missing_rate: float | None
+    outlier_rate: float | None
+
+
+class DriftDetailDTO(DriftDTO):
+    """A symbol's newest drift row with every feature, by PSI descending (no PSI last)."""
+
+    features: list[FeatureDriftDTO]
 
 
 class SettingsDTO(BaseModel):

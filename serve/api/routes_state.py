@@ -16,8 +16,10 @@ from serve.api.dto import (
     CandleCoverageDTO,
     CandleDTO,
     DataQualityDTO,
+    DriftDetailDTO,
     DriftDTO,
     EventDTO,
+    FeatureDriftDTO,
     FillDTO,
     HealthDTO,
     InstrumentDTO,
@@ -502,15 +504,50 @@ def data_quality(engine: EngineDep) -> DataQualityDTO:
     return DataQualityDTO(counts=counts, recent=recent, candles_1m=coverage)
 
 
+def _drift_features(row: Mapping[str, Any]) -> list[FeatureDriftDTO]:
+    """The row's per-feature JSON (null on rows older than it) by PSI descending, no PSI last."""
+    stored = row["features"] if isinstance(row["features"], dict) else {}
+    features = [FeatureDriftDTO.model_validate({**f, "name": name}) for name, f in stored.items()]
+    return sorted(features, key=lambda f: (f.psi is None, -(f.psi or 0.0), f.name))
+
+
+def _drift_dto(row: Mapping[str, Any], features: list[FeatureDriftDTO]) -> dict[str, Any]:
+    fields = {k: v for k, v in row.items() if k in DriftDTO.model_fields}
+    return {
+        **fields, "ts_ms": int(row["ts"]),
+        "alarm_features": [f.name for f in features if f.status == "alarm"],
+        "insufficient_features": sum(f.status == "insufficient" for f in features),
+    }  # fmt: skip
+
+
 @router.get("/drift", response_model=list[DriftDTO])
 def drift(engine: EngineDep) -> list[DriftDTO]:
-    """Each symbol's newest drift metrics (PSI, missing rate, latency, outliers)."""
+    """Each symbol's newest drift metrics (PSI, missing rate, latency, outliers), with the features at
+    alarm and the count of features with too few samples to judge."""
     d = drift_metrics.c
     newest = sa.select(d.symbol, sa.func.max(d.ts).label("ts")).group_by(d.symbol).subquery()
     q = sa.select(drift_metrics).join(newest, sa.and_(d.symbol == newest.c.symbol, d.ts == newest.c.ts))
     with engine.connect() as conn:
-        rows = conn.execute(q.order_by(d.symbol, d.schema_version)).mappings()
-        return [DriftDTO.model_validate(dict(r, ts_ms=int(r["ts"]))) for r in rows]
+        rows = conn.execute(q.order_by(d.symbol, d.schema_version)).mappings().all()
+    return [DriftDTO.model_validate(_drift_dto(r, _drift_features(r))) for r in rows]
+
+
+@router.get(
+    "/drift/{symbol}",
+    response_model=DriftDetailDTO,
+    responses={404: {"description": "no drift measured for the symbol"}},
+)
+def drift_detail(engine: EngineDep, symbol: str) -> DriftDetailDTO:
+    """A symbol's newest drift row with every feature's PSI, status, effective samples, missing and
+    outlier rate, by PSI descending."""
+    d = drift_metrics.c
+    q = sa.select(drift_metrics).where(d.symbol == symbol).order_by(d.ts.desc(), d.schema_version.desc())
+    with engine.connect() as conn:
+        row = conn.execute(q.limit(1)).mappings().first()
+    if row is None:
+        raise HTTPException(404, detail=f"no drift measured for {symbol!r}")
+    features = _drift_features(row)
+    return DriftDetailDTO.model_validate({**_drift_dto(row, features), "features": features})
 
 
 @router.get("/settings", response_model=SettingsDTO)

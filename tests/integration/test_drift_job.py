@@ -139,6 +139,28 @@ def test_drift_job_writes_metrics_once_per_key_records_the_alarm_and_the_api_sho
     assert by_symbol["ETHUSDT"]["psi"] == pytest.approx(eth_row.psi)
     assert by_symbol["ETHUSDT"]["ts_ms"] == END
     assert by_symbol["BTCUSDT"]["missing_rate"] == pytest.approx(btc.missing_rate)
+    # the per-feature detail is stored with the row and shown: which features drift, which were too few
+    stored = eth_row.features
+    assert set(stored) == set(DRIFT_FEATURES)
+    assert stored[SHIFTED[0]] == {
+        k: (None if v is None else pytest.approx(v, abs=1e-6)) for k, v in eth[SHIFTED[0]].items()
+    }
+    assert btc.features["f_1h_ret_1"]["status"] == "insufficient"
+    assert sorted(by_symbol["ETHUSDT"]["alarm_features"]) == sorted(SHIFTED)
+    assert by_symbol["BTCUSDT"]["alarm_features"] == []
+    insufficient = sum(f["status"] == "insufficient" for f in detail["BTCUSDT"]["features"].values())
+    assert by_symbol["BTCUSDT"]["insufficient_features"] == insufficient >= 1
+    one = api.get("/api/drift/ETHUSDT")
+    assert one.status_code == 200, one.text
+    shown_eth = one.json()
+    assert shown_eth["ts_ms"] == END and shown_eth["psi"] == pytest.approx(eth_row.psi)
+    features = shown_eth["features"]
+    at_alarm = [f["name"] for f in features if f["status"] == "alarm"]
+    assert at_alarm == sorted(SHIFTED, key=lambda n: -eth[n]["psi"])  # PSI descending
+    psis = [f["psi"] for f in features if f["psi"] is not None]
+    assert psis == sorted(psis, reverse=True) and len(features) == len(DRIFT_FEATURES)
+    missing = api.get("/api/drift/SOLUSDT")
+    assert missing.status_code == 404 and "SOLUSDT" in missing.json()["detail"]
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
