@@ -47,6 +47,9 @@ IDLE_WARNINGS = (
     ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
     ("ray.data._internal.progress", "Progress bars disabled"),
     ("ray._private.worker", "SIGTERM handler is not set"),
+    ("ray.tune.utils.util", "Install gputil"),  # RLlib's trainable: CPU only, GPU monitoring unwanted
+    ("ray.rllib.algorithms.algorithm_config", "You are running PPO on the new API stack"),  # chosen, tested
+    ("ray._common.deprecation", "DeprecationWarning: `RLModule(config="),  # RLlib's own RLModule constructor
 )
 #: Tune's result loggers without the TensorBoard one (whatever the verbosity).
 TUNE_LOGGERS: Mapping[str, str] = {
