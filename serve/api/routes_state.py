@@ -505,10 +505,13 @@ def data_quality(engine: EngineDep) -> DataQualityDTO:
 
 
 def _drift_features(row: Mapping[str, Any]) -> list[FeatureDriftDTO]:
-    """The row's per-feature JSON (null on rows older than it) by PSI descending, no PSI last."""
+    """The row's per-feature JSON (null on rows older than it): the judged features by PSI descending,
+    then the ``insufficient`` ones (a PSI on too few values, not to be read as drift), no PSI last."""
     stored = row["features"] if isinstance(row["features"], dict) else {}
     features = [FeatureDriftDTO.model_validate({**f, "name": name}) for name, f in stored.items()]
-    return sorted(features, key=lambda f: (f.psi is None, -(f.psi or 0.0), f.name))
+    return sorted(
+        features, key=lambda f: (f.psi is None, f.status == "insufficient", -(f.psi or 0.0), f.name)
+    )
 
 
 def _drift_dto(row: Mapping[str, Any], features: list[FeatureDriftDTO]) -> dict[str, Any]:
@@ -539,7 +542,7 @@ def drift(engine: EngineDep) -> list[DriftDTO]:
 )
 def drift_detail(engine: EngineDep, symbol: str) -> DriftDetailDTO:
     """A symbol's newest drift row with every feature's PSI, status, effective samples, missing and
-    outlier rate, by PSI descending."""
+    outlier rate: the judged features by PSI descending, then the insufficient ones."""
     d = drift_metrics.c
     q = sa.select(drift_metrics).where(d.symbol == symbol).order_by(d.ts.desc(), d.schema_version.desc())
     with engine.connect() as conn:
