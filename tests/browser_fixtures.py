@@ -44,9 +44,16 @@ def text_in(driver: webdriver.Chrome, element_id: str, text: str, wait_s: float 
     )
 
 
+def click(driver: webdriver.Chrome, element_id: str, wait_s: float = WAIT_S) -> None:
+    """Click the element ``element_id``, found again if the page re-rendered it between find and click."""
+    WebDriverWait(driver, wait_s, ignored_exceptions=RERENDERED).until(
+        lambda d: d.find_element(By.ID, element_id).click() or True, f"#{element_id} never clickable"
+    )
+
+
 def click_and_confirm(driver: webdriver.Chrome, button_id: str) -> None:
     """Click the button and accept the confirmation dialog it opens."""
-    driver.find_element(By.ID, button_id).click()
+    click(driver, button_id)
     WebDriverWait(driver, WAIT_S).until(ec.alert_is_present()).accept()
 
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import uvicorn
-from browser_fixtures import RERENDERED, chromium, click_and_confirm, console_errors, text_in
+from browser_fixtures import RERENDERED, chromium, click, click_and_confirm, console_errors, text_in
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -293,7 +293,7 @@ def test_dashboard_pages_show_state_update_live_and_kill_resume(
     )
     last = browser.execute_script("return document.getElementById('price-plot').data[0].type;")
     assert last == "candlestick"
-    browser.find_element(By.ID, "price-mark").click()
+    click(browser, "price-mark")
     WebDriverWait(browser, WAIT_S, ignored_exceptions=RERENDERED).until(
         lambda d: d.execute_script("const p = document.getElementById('price-plot');"
                                    "return p && p.data && p.data[0].name === 'mark' && p.data[0].y.length;") == 30,
@@ -335,12 +335,12 @@ def test_dashboard_pages_show_state_update_live_and_kill_resume(
     _text_in(browser, "signal-drawer", "SPREAD_TOO_WIDE")
     # without stored contributions: the button asks the on-demand endpoint (not in this app: its 404)
     _text_in(browser, "signal-drawer", "not stored for this signal")
-    browser.find_element(By.ID, "explain-button").click()
+    click(browser, "explain-button")
     _text_in(browser, "explain-error", "not available: Not Found")
     assert console_errors(browser, allowed) == []
 
     # Kill through the header button, then resume; each asks for confirmation, and "no" sends nothing.
-    browser.find_element(By.ID, "kill-close-button").click()
+    click(browser, "kill-close-button")
     WebDriverWait(browser, WAIT_S).until(ec.alert_is_present()).dismiss()
     assert _killswitch_rows(engine) == []
     _click_and_confirm(browser, "kill-button")

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import requests
-from browser_fixtures import RERENDERED, chromium, click_and_confirm, console_errors, text_in
+from browser_fixtures import RERENDERED, chromium, click, click_and_confirm, console_errors, text_in
 from model_fixtures import SHADOW_MODEL, install_production_model
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -239,7 +239,7 @@ def test_the_dashboard_follows_a_running_shadow_replay_and_kills_and_resumes(
         assert live.get("/api/trading")["state"] == "entries_stopped"
         sent = "return performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/api/trading/stop-entries')).length;"
         assert browser.execute_script(sent) == 1
-        browser.find_element(By.ID, "start-button").click()
+        click(browser, "start-button")
         see(browser, "trading-state", "running")
         assert live.get("/api/trading")["state"] == "running"
         assert console_errors(browser) == []

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import uvicorn
-from browser_fixtures import RERENDERED, chromium, click_and_confirm, console_errors, text_in
+from browser_fixtures import RERENDERED, chromium, click, click_and_confirm, console_errors, text_in
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -172,7 +172,7 @@ def test_rl_section_shows_models_actions_decisions_and_promotes(
         print(f"\nRL section rendered in {time.monotonic() - t0:.1f} s")
 
         # Promote asks first: "no" sends nothing.
-        browser.find_element(By.ID, f"rl-promote-{ids['v2']}").click()
+        click(browser, f"rl-promote-{ids['v2']}")
         WebDriverWait(browser, WAIT_S).until(ec.alert_is_present()).dismiss()
         time.sleep(0.3)
         assert _promote_requests(browser) == 0 and _events(engine) == []
@@ -186,7 +186,7 @@ def test_rl_section_shows_models_actions_decisions_and_promotes(
         browser.save_screenshot(str(shots / "rl-refused.png"))
 
         # Override… asks for the reason (recorded); promoted with it.
-        browser.find_element(By.ID, f"rl-override-{ids['v2']}").click()
+        click(browser, f"rl-override-{ids['v2']}")
         prompt = WebDriverWait(browser, WAIT_S).until(ec.alert_is_present())
         prompt.send_keys("shadow week was fine")
         prompt.accept()
