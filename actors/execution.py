@@ -496,8 +496,9 @@ class ExecutionBook:
                 self._final(b.symbol, max(ts + self.cfg.sim.bar_ms, self._last_ts), reason)
                 exits += 1
         if bars:
-            self._close_bar(max(int(b.ts_ms) for b in bars))
-            self.snapshot_account(max(int(b.ts_ms) for b in bars) + self.cfg.sim.bar_ms)
+            last = max(int(b.ts_ms) for b in bars)
+            self._close_bar(last)
+            self.snapshot_account(last + self.cfg.sim.bar_ms)
         self.publish_account()
         return exits
 
