@@ -28,7 +28,13 @@ def test_a_lost_worker_node_loses_no_candles_and_placement_holds(fresh_pg_url, r
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=360,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    *_, details, last = proc.stdout.strip().splitlines()
+    assert details.startswith("all figures: "), details
+    result = json.loads(details.removeprefix("all figures: "))
+    keys = json.loads(last)  # the keys, exactly, agreeing with the figures
+    assert keys == {
+        k: result.get(k) for k in ("nodes", "placement", "missing_candles", "recovery_s", "labeling")
+    }
     where = result["placement"]
     assert result["nodes"] == 3
     assert where["execution"] == "head" and where["execution_after_restart"] == "head"
